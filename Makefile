@@ -1,0 +1,41 @@
+# Two commands matter on a fresh machine: `make demo` and `make test` (README).
+# Everything installs into .venv at the repo root; the SAM CLI and checkov go into .venv-tools
+# (Makefile.infra) because their pins conflict with the runtime's.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test unit lint typecheck bench clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+demo: install  ## start the local stack, replay events/segment, print the LaunchDarkly segments
+	$(BIN)/ld-audiences demo
+
+test: install lint typecheck validate checkov  ## the whole suite, as CI runs it
+	$(BIN)/python -m pytest
+
+unit: install  ## the fast tests only
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install  ## benchmarks; rewrites BENCHMARKS.md (not part of `make test`)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .venv-tools .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+include Makefile.infra

@@ -1,0 +1,827 @@
+"""A strict, stateful LaunchDarkly stand-in served over HTTP on loopback.
+
+It implements the endpoints ld-audiences talks to (segment-audiences, the big-segment REST API, the
+credential checks) with real state, LaunchDarkly-style validation and error bodies, and rate-limit
+headers, and it can inject faults into the write endpoints so the product's real HTTP client can be
+exercised against 429s, 5xx, slow answers and dropped connections.
+
+Stdlib only: the local stack and the tests must not need anything the Lambda layer does not have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+API_VERSION = "20240415"
+VALID_VERSIONS = (20191212, 20220603, 20240415)
+SEGMENT_KEY_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# LaunchDarkly context kinds: letters, digits, ".", "_", "-"; "kind" and "multi" are reserved.
+CONTEXT_KIND_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+RESERVED_CONTEXT_KINDS = frozenset({"kind", "multi"})
+# Far above any sane request; guards the emulator against a runaway client filling memory.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+# How often a 429 carries a reset time that has already passed (the real service does this too).
+_PAST_RESET_PROBABILITY = 0.2
+_RETRY_AFTER_PROBABILITY = 0.5
+
+_JSONValue = Any
+
+
+@dataclass
+class Faults:
+    """Fault injection for the three write endpoints. Every rate is a probability in [0, 1]."""
+
+    rate_429: float = 0.0
+    reset_ms: int = 200
+    rate_5xx: float = 0.0
+    rate_slow: float = 0.0
+    slow_seconds: float = 2.0
+    rate_drop: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rate_429", "rate_5xx", "rate_slow", "rate_drop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1]")
+        if isinstance(self.reset_ms, bool) or not isinstance(self.reset_ms, int) or self.reset_ms < 0:
+            raise ValueError("reset_ms must be an integer >= 0")
+        if (
+            isinstance(self.slow_seconds, bool)
+            or not isinstance(self.slow_seconds, int | float)
+            or self.slow_seconds < 0
+        ):
+            raise ValueError("slow_seconds must be a number >= 0")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError("seed must be an integer or null")
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class _Response:
+    status: int
+    body: _JSONValue = None
+    headers: dict[str, str] | None = None
+    drop: bool = False
+    delay: float = 0.0
+
+
+@dataclass
+class _Request:
+    method: str
+    params: dict[str, str]
+    headers: Mapping[str, str]
+    content_type: str
+    body: bytes
+
+
+@dataclass
+class _SyncedSegment:
+    environment_id: str
+    cohort_id: str
+    name: str
+    context_kind: str
+    included: set[str]
+
+
+@dataclass
+class _BigSegment:
+    project: str
+    environment: str
+    key: str
+    name: str
+    description: str | None
+    tags: list[str]
+    unbounded: bool
+    context_kind: str | None
+    creation_date: int
+    version: int
+    included: set[str]
+    excluded: set[str]
+
+    def to_json(self) -> dict[str, _JSONValue]:
+        doc: dict[str, _JSONValue] = {
+            "key": self.key,
+            "name": self.name,
+            "tags": list(self.tags),
+            "unbounded": self.unbounded,
+            "creationDate": self.creation_date,
+            "version": self.version,
+            "deleted": False,
+        }
+        if self.description is not None:
+            doc["description"] = self.description
+        if self.unbounded:
+            doc["unboundedContextKind"] = self.context_kind
+        return doc
+
+
+@dataclass(frozen=True)
+class _Route:
+    template: str
+    parts: tuple[str, ...]
+    methods: tuple[str, ...]
+    handler: str
+    write: bool = False
+    auth: str = "none"  # "none" | "rest" | "segment-audiences"
+
+
+def _route(
+    template: str, methods: tuple[str, ...], handler: str, write: bool = False, auth: str = "none"
+) -> _Route:
+    return _Route(template, tuple(template.strip("/").split("/")), methods, handler, write, auth)
+
+
+_ROUTES: tuple[_Route, ...] = (
+    _route(
+        "/api/v2/segment-targets/segment-audiences",
+        ("POST",),
+        "_segment_audiences",
+        write=True,
+        auth="segment-audiences",
+    ),
+    _route("/api/v2/versions", ("GET",), "_versions", auth="rest"),
+    _route(
+        "/api/v2/segments/{projectKey}/{environmentKey}",
+        ("POST",),
+        "_create_segment",
+        write=True,
+        auth="rest",
+    ),
+    _route(
+        "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}", ("GET",), "_get_segment", auth="rest"
+    ),
+    _route(
+        "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}/contexts",
+        ("POST",),
+        "_update_contexts",
+        write=True,
+        auth="rest",
+    ),
+    _route(
+        "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}/contexts/{contextKey}",
+        ("GET",),
+        "_get_context",
+        auth="rest",
+    ),
+    _route("/sdk/goals/{clientSideId}", ("GET", "HEAD"), "_sdk_goals"),
+    _route("/emulator/segments", ("GET",), "_inspect_segments"),
+    _route("/emulator/stats", ("GET",), "_inspect_stats"),
+    _route("/emulator/faults", ("POST",), "_inspect_faults"),
+    _route("/emulator/reset", ("POST",), "_inspect_reset"),
+)
+
+
+def _match(path: str) -> tuple[_Route | None, dict[str, str]]:
+    # Split before decoding so an encoded "/" inside a key stays part of that key.
+    raw = path.strip("/").split("/") if path not in ("", "/") else []
+    if path != "/" + "/".join(raw):
+        return None, {}  # trailing or doubled slashes are not routes on the real API either
+    for route in _ROUTES:
+        if len(route.parts) != len(raw):
+            continue
+        params: dict[str, str] = {}
+        for tpl, seg in zip(route.parts, raw, strict=True):
+            if tpl.startswith("{"):
+                value = unquote(seg)
+                if not value:
+                    break
+                params[tpl[1:-1]] = value
+            elif tpl != seg:
+                break
+        else:
+            return route, params
+    return None, {}
+
+
+def _error_body(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def _bad(message: str, code: str = "invalid_request") -> _ApiError:
+    return _ApiError(400, code, message)
+
+
+def _parse_json_object(body: bytes) -> dict[str, _JSONValue]:
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad(f"invalid JSON body: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _bad("request body must be a JSON object")
+    return doc
+
+
+def _req_str(doc: Mapping[str, _JSONValue], name: str, where: str = "", allow_empty: bool = False) -> str:
+    path = f"{where}{name}"
+    if name not in doc or doc[name] is None:
+        raise _bad(f"{path} is required")
+    value = doc[name]
+    if not isinstance(value, str):
+        raise _bad(f"{path} must be a string")
+    if not allow_empty and not value:
+        raise _bad(f"{path} must be a non-empty string")
+    return value
+
+
+def _check_context_kind(kind: str, path: str) -> None:
+    if not CONTEXT_KIND_RE.match(kind) or kind in RESERVED_CONTEXT_KINDS:
+        raise _bad(f"{path} is not a valid context kind: {kind!r}")
+
+
+def _key_list(doc: Mapping[str, _JSONValue], name: str, where: str) -> list[str]:
+    path = f"{where}.{name}"
+    if name not in doc or doc[name] is None:
+        return []
+    value = doc[name]
+    if not isinstance(value, list):
+        raise _bad(f"{path} must be an array of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise _bad(f"{path}[{i}] must be a non-empty string")
+    return value
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    emulator: Emulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout during a slow fault) makes the write fail; that is expected
+        # traffic here, not a server bug worth a traceback on stderr.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # Keep-alive like the real API, so client connection pools and dropped-connection faults behave
+    # as they do in production.
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed
+    # ACK (~40 ms a response on loopback).
+    disable_nagle_algorithm = True
+    server_version = "ld-audiences-emulator"
+    sys_version = ""
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line only; headers (Authorization) are never logged.
+        if self.server.emulator.access_log:
+            sys.stderr.write(f"emulator: {self.address_string()} {format % args}\n")
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_OPTIONS(self) -> None:
+        self._serve()
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise _ApiError(411, "invalid_request", "chunked bodies are not supported; send Content-Length")
+        raw = self.headers.get("Content-Length", "0") or "0"
+        try:
+            length = int(raw)
+        except ValueError:
+            self.close_connection = True
+            raise _ApiError(400, "invalid_request", "invalid Content-Length") from None
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise _ApiError(413, "request_entity_too_large", "request body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        emulator = self.server.emulator
+        method = self.command
+        route, params = _match(urlsplit(self.path).path)
+        stats_key = f"{method} {route.template if route else '<unmatched>'}"
+        try:
+            body = self._read_body()
+            if route is None:
+                raise _ApiError(404, "not_found", "Unknown resource")
+            if method not in route.methods:
+                raise _ApiError(
+                    405,
+                    "method_not_allowed",
+                    f"{method} is not allowed here",
+                    {"Allow": ", ".join(route.methods)},
+                )
+            request = _Request(
+                method=method,
+                params=params,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                content_type=self.headers.get_content_type() if "Content-Type" in self.headers else "",
+                body=body,
+            )
+            response = emulator._dispatch(route, request)
+        except _ApiError as err:
+            response = _Response(err.status, _error_body(err.code, err.message), err.headers)
+
+        counted = not (route and route.template.startswith("/emulator/"))
+        if response.drop:
+            if counted:
+                emulator._count(stats_key, "dropped")
+            # No status line at all: the client sees the connection close mid-request.
+            self.close_connection = True
+            return
+        if response.delay > 0:
+            emulator._stopping.wait(response.delay)
+        if counted:
+            emulator._count(stats_key, str(response.status))
+        self._send(response, head=method == "HEAD")
+
+    def _send(self, response: _Response, head: bool) -> None:
+        self.send_response(response.status)
+        payload = b""
+        if response.body is not None:
+            payload = json.dumps(response.body, separators=(",", ":")).encode()
+            self.send_header("Content-Type", "application/json")
+        if response.status not in (204, 304):
+            self.send_header("Content-Length", str(len(payload)))
+        for name, value in (response.headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if payload and not head:
+            self.wfile.write(payload)
+
+
+class Emulator:
+    """LaunchDarkly on loopback. All state sits behind one lock; handlers run in server threads."""
+
+    def __init__(
+        self,
+        tokens: Iterable[str] = ("api-local-token",),
+        client_side_ids: Iterable[str] = ("local-client-side-id",),
+        faults: Faults | None = None,
+        reject_cohorts: Iterable[str] = (),
+        access_log: bool = False,
+    ) -> None:
+        self._tokens = frozenset(tokens)
+        self._client_side_ids = frozenset(client_side_ids)
+        self._reject = frozenset(reject_cohorts)
+        self.access_log = access_log
+        self._lock = threading.Lock()
+        self._faults = faults or Faults()
+        self._rng = random.Random(self._faults.seed)
+        self._synced: dict[str, _SyncedSegment] = {}
+        self._big: dict[str, _BigSegment] = {}
+        self._requests: dict[str, dict[str, int]] = {}
+        self._fault_counts = {"429": 0, "5xx": 0, "slow": 0, "drop": 0}
+        self._writes = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
+        self._stopping = threading.Event()
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self._server is not None:
+            raise RuntimeError("emulator already started")
+        server = _Server((host, port), _Handler)
+        server.emulator = self
+        self._stopping.clear()
+        self._server = server
+        self._url = f"http://{host}:{server.server_port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ld-emulator", daemon=True
+        )
+        self._thread.start()
+        return self._url
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()  # wakes handlers sleeping in a slow fault
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Emulator:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("emulator not started")
+        return self._url
+
+    # ----------------------------------------------------------------------------- control / inspection
+
+    def set_faults(self, faults: Faults) -> None:
+        faults.__post_init__()  # a caller may have mutated fields after construction
+        with self._lock:
+            self._faults = faults
+            self._rng = random.Random(faults.seed)
+
+    @property
+    def faults(self) -> Faults:
+        with self._lock:
+            return Faults(**asdict(self._faults))
+
+    def segments(self) -> list[dict[str, _JSONValue]]:
+        with self._lock:
+            out: list[dict[str, _JSONValue]] = []
+            for seg_id, s in self._synced.items():
+                out.append(
+                    {
+                        "id": seg_id,
+                        "kind": "synced",
+                        "key": s.cohort_id,
+                        "name": s.name,
+                        "contextKind": s.context_kind,
+                        "environment": s.environment_id,
+                        "included": sorted(s.included),
+                        "excluded": [],
+                    }
+                )
+            for seg_id, b in self._big.items():
+                out.append(
+                    {
+                        "id": seg_id,
+                        "kind": "big" if b.unbounded else "standard",
+                        "key": b.key,
+                        "name": b.name,
+                        "contextKind": b.context_kind,
+                        "project": b.project,
+                        "environment": b.environment,
+                        "included": sorted(b.included),
+                        "excluded": sorted(b.excluded),
+                    }
+                )
+        out.sort(key=lambda d: d["id"])
+        return out
+
+    def included(self, segment_id: str) -> set[str]:
+        """Members of a segment by id; empty for a segment that does not exist (see segments())."""
+        with self._lock:
+            if segment_id in self._synced:
+                return set(self._synced[segment_id].included)
+            if segment_id in self._big:
+                return set(self._big[segment_id].included)
+        return set()
+
+    def stats(self) -> dict[str, _JSONValue]:
+        with self._lock:
+            return {
+                "requests": {k: dict(v) for k, v in sorted(self._requests.items())},
+                "faults": dict(self._fault_counts),
+                "writes": self._writes,
+            }
+
+    def reset(self) -> None:
+        """Forget segments and stats; faults stay, with the random stream restarted from their seed."""
+        with self._lock:
+            self._synced.clear()
+            self._big.clear()
+            self._requests.clear()
+            self._fault_counts = dict.fromkeys(self._fault_counts, 0)
+            self._writes = 0
+            self._rng = random.Random(self._faults.seed)
+
+    def _count(self, key: str, status: str) -> None:
+        with self._lock:
+            by_status = self._requests.setdefault(key, {})
+            by_status[status] = by_status.get(status, 0) + 1
+
+    # ----------------------------------------------------------------------------- dispatch
+
+    def _dispatch(self, route: _Route, req: _Request) -> _Response:
+        if route.auth == "segment-audiences":
+            if req.headers.get("authorization") not in self._tokens:
+                raise _ApiError(403, "forbidden", "Access to the requested resource was denied")
+            if req.headers.get("ld-api-version") != API_VERSION:
+                raise _bad(f"LD-API-Version must be {API_VERSION}", "invalid_api_version")
+        elif route.auth == "rest":
+            if req.headers.get("authorization") not in self._tokens:
+                raise _ApiError(401, "unauthorized", "Invalid access token")
+            version = req.headers.get("ld-api-version")
+            if version is not None and version not in {str(v) for v in VALID_VERSIONS} | {"beta"}:
+                raise _bad(f"unsupported LD-API-Version {version!r}", "invalid_api_version")
+
+        slow = False
+        if route.write:
+            if req.content_type != "application/json":
+                raise _ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+            fault = self._draw_fault()
+            if fault is not None:
+                if fault == "slow":
+                    slow = True
+                else:
+                    return self._fault_response(fault)
+
+        handler: Callable[[_Request], _Response] = getattr(self, route.handler)
+        try:
+            response = handler(req)
+        except _ApiError as err:
+            response = _Response(err.status, _error_body(err.code, err.message), err.headers)
+        if route.write and 200 <= response.status < 300:
+            with self._lock:
+                self._writes += 1
+        if slow:
+            # The change is already applied: a client that times out and retries must be idempotent.
+            with self._lock:
+                response.delay = self._faults.slow_seconds
+        return response
+
+    def _draw_fault(self) -> str | None:
+        with self._lock:
+            f = self._faults
+            # Draw every number on every write so a seed gives the same sequence whatever the rates.
+            d_drop, d_5xx, d_429, d_slow = (self._rng.random() for _ in range(4))
+            if d_drop < f.rate_drop:
+                self._fault_counts["drop"] += 1
+                return "drop"
+            if d_5xx < f.rate_5xx:
+                self._fault_counts["5xx"] += 1
+                return "5xx"
+            if d_429 < f.rate_429:
+                self._fault_counts["429"] += 1
+                return "429"
+            if d_slow < f.rate_slow:
+                self._fault_counts["slow"] += 1
+                return "slow"
+        return None
+
+    def _fault_response(self, fault: str) -> _Response:
+        with self._lock:
+            reset_ms = self._faults.reset_ms
+            past = self._rng.random() < _PAST_RESET_PROBABILITY
+            with_retry_after = self._rng.random() < _RETRY_AFTER_PROBABILITY
+            status_5xx = self._rng.choice((500, 502, 503))
+            past_by = self._rng.randint(1, max(1, reset_ms))
+        if fault == "drop":
+            return _Response(0, drop=True)
+        if fault == "5xx":
+            phrase = HTTPStatus(status_5xx).phrase
+            code = phrase.lower().replace(" ", "_")
+            return _Response(status_5xx, _error_body(code, f"{phrase} (injected)"))
+        now_ms = int(time.time() * 1000)
+        delta_ms = -past_by if past else reset_ms
+        headers = {"X-Ratelimit-Reset": str(now_ms + delta_ms), "X-Ratelimit-Route-Remaining": "0"}
+        if with_retry_after:
+            # Whole seconds, rounded down: a sub-second reset says "0", as the real header can.
+            headers["Retry-After"] = str(max(0, delta_ms) // 1000)
+        return _Response(429, _error_body("rate_limited", "Rate limit exceeded (injected)"), headers)
+
+    # ----------------------------------------------------------------------------- segment-audiences
+
+    def _segment_audiences(self, req: _Request) -> _Response:
+        doc = _parse_json_object(req.body)
+        env_id = _req_str(doc, "environmentId")
+        kind = _req_str(doc, "contextKind")
+        _check_context_kind(kind, "contextKind")
+        batch = doc.get("batch")
+        if batch is None:
+            raise _bad("batch is required")
+        if not isinstance(batch, list):
+            raise _bad("batch must be an array")
+        if not batch:
+            raise _bad("batch must not be empty")
+        items: list[tuple[str, str, str, bool]] = []
+        for i, item in enumerate(batch):
+            where = f"batch[{i}]."
+            if not isinstance(item, dict):
+                raise _bad(f"batch[{i}] must be an object")
+            user_id = _req_str(item, "userId", where)
+            cohort_name = _req_str(item, "cohortName", where)
+            cohort_id = _req_str(item, "cohortId", where)
+            if "value" not in item or item["value"] is None:
+                raise _bad(f"{where}value is required")
+            if not isinstance(item["value"], bool):
+                raise _bad(f"{where}value must be a boolean")
+            items.append((user_id, cohort_name, cohort_id, item["value"]))
+        if env_id not in self._client_side_ids:
+            raise _bad("unknown environmentId")
+        _, first_name, first_cohort, _ = items[0]
+        if first_cohort in self._reject:
+            raise _bad("cohort rejected")
+        seg_id = f"{env_id}/{first_cohort}"
+        with self._lock:
+            seg = self._synced.get(seg_id)
+            if seg is None:
+                seg = _SyncedSegment(env_id, first_cohort, first_name, kind, set())
+                self._synced[seg_id] = seg
+            elif seg.context_kind != kind:
+                raise _bad(
+                    f"contextKind {kind!r} does not match the segment's context kind {seg.context_kind!r}"
+                )
+            seg.name = first_name
+            # Faithful to the real service: every item lands in the FIRST item's segment, whatever
+            # its own cohortId. Mixing audiences in one request is the client's bug to avoid.
+            for user_id, _, _, value in items:
+                if value:
+                    seg.included.add(user_id)
+                else:
+                    seg.included.discard(user_id)
+        return _Response(204)
+
+    # ----------------------------------------------------------------------------- REST segments
+
+    def _versions(self, req: _Request) -> _Response:
+        return _Response(
+            200,
+            {
+                "validVersions": list(VALID_VERSIONS),
+                "latestVersion": VALID_VERSIONS[-1],
+                "currentVersion": int(API_VERSION),
+                "beta": req.headers.get("ld-api-version") == "beta",
+            },
+        )
+
+    def _create_segment(self, req: _Request) -> _Response:
+        doc = _parse_json_object(req.body)
+        key = _req_str(doc, "key")
+        if not SEGMENT_KEY_RE.match(key):
+            raise _bad(f"key must match {SEGMENT_KEY_RE.pattern}")
+        name = _req_str(doc, "name")
+        unbounded = doc.get("unbounded", False)
+        if not isinstance(unbounded, bool):
+            raise _bad("unbounded must be a boolean")
+        context_kind: str | None = None
+        if unbounded:
+            context_kind = _req_str(doc, "unboundedContextKind")
+            _check_context_kind(context_kind, "unboundedContextKind")
+        elif doc.get("unboundedContextKind") is not None:
+            raise _bad("unboundedContextKind is only allowed when unbounded is true")
+        description = doc.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _bad("description must be a string")
+        tags = doc.get("tags", [])
+        if tags is None:
+            tags = []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise _bad("tags must be an array of non-empty strings")
+        project, env = req.params["projectKey"], req.params["environmentKey"]
+        seg_id = f"{project}/{env}/{key}"
+        with self._lock:
+            if seg_id in self._big:
+                raise _ApiError(409, "key_exists", f"A segment with key {key!r} already exists")
+            seg = _BigSegment(
+                project=project,
+                environment=env,
+                key=key,
+                name=name,
+                description=description,
+                tags=list(tags),
+                unbounded=unbounded,
+                context_kind=context_kind,
+                creation_date=int(time.time() * 1000),
+                version=1,
+                included=set(),
+                excluded=set(),
+            )
+            self._big[seg_id] = seg
+            return _Response(201, seg.to_json())
+
+    def _segment_id(self, req: _Request) -> str:
+        p = req.params
+        return f"{p['projectKey']}/{p['environmentKey']}/{p['segmentKey']}"
+
+    def _get_segment(self, req: _Request) -> _Response:
+        with self._lock:
+            seg = self._big.get(self._segment_id(req))
+            if seg is None:
+                raise _ApiError(404, "not_found", "Unknown segment")
+            return _Response(200, seg.to_json())
+
+    def _update_contexts(self, req: _Request) -> _Response:
+        doc = _parse_json_object(req.body)
+        if doc.get("included") is None and doc.get("excluded") is None:
+            raise _bad("included or excluded is required")
+        changes: dict[str, tuple[list[str], list[str]]] = {}
+        for target in ("included", "excluded"):
+            section = doc.get(target)
+            if section is None:
+                continue
+            if not isinstance(section, dict):
+                raise _bad(f"{target} must be an object with add and remove arrays")
+            add = _key_list(section, "add", target)
+            remove = _key_list(section, "remove", target)
+            both = sorted(set(add) & set(remove))
+            if both:
+                # Ambiguous intent; a client that coalesces changes per context never sends this.
+                raise _bad(f"{target}: context key {both[0]!r} is in both add and remove")
+            changes[target] = (add, remove)
+        seg_id = self._segment_id(req)
+        with self._lock:
+            seg = self._big.get(seg_id)
+            if seg is None:
+                raise _ApiError(404, "not_found", "Unknown segment")
+            if not seg.unbounded:
+                raise _bad("segment is not a big segment (unbounded); its contexts cannot be updated here")
+            if seg.key in self._reject:
+                raise _bad("cohort rejected")
+            for target, (add, remove) in changes.items():
+                members = seg.included if target == "included" else seg.excluded
+                members.update(add)
+                members.difference_update(remove)
+        return _Response(204)
+
+    def _get_context(self, req: _Request) -> _Response:
+        context_key = req.params["contextKey"]
+        with self._lock:
+            seg = self._big.get(self._segment_id(req))
+            if seg is None:
+                raise _ApiError(404, "not_found", "Unknown segment")
+            return _Response(
+                200,
+                {
+                    "contextKey": context_key,
+                    "included": context_key in seg.included,
+                    "excluded": context_key in seg.excluded,
+                },
+            )
+
+    def _sdk_goals(self, req: _Request) -> _Response:
+        if req.params["clientSideId"] not in self._client_side_ids:
+            raise _ApiError(404, "not_found", "Unknown client-side ID")
+        return _Response(200, [])
+
+    # ----------------------------------------------------------------------------- inspection
+
+    def _inspect_segments(self, req: _Request) -> _Response:
+        return _Response(200, {"segments": self.segments()})
+
+    def _inspect_stats(self, req: _Request) -> _Response:
+        return _Response(200, self.stats())
+
+    def _inspect_faults(self, req: _Request) -> _Response:
+        # The body replaces the whole configuration: {} turns every fault off.
+        doc = _parse_json_object(req.body) if req.body.strip() else {}
+        known = {f.name for f in fields(Faults)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise _bad(f"unknown fault field {unknown[0]!r}")
+        try:
+            faults = Faults(**doc)
+        except (TypeError, ValueError) as exc:
+            raise _bad(str(exc)) from None
+        self.set_faults(faults)
+        return _Response(204)
+
+    def _inspect_reset(self, req: _Request) -> _Response:
+        self.reset()
+        return _Response(204)
+
+
+def serve(port: int, host: str = "127.0.0.1", **kwargs: Any) -> None:
+    """Run the emulator in the foreground until Ctrl-C (the `ld-audiences emulator` command)."""
+    emulator = Emulator(**kwargs)
+    url = emulator.start(host=host, port=port)
+    print(f"listening on {url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            emulator.stop()

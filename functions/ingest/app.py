@@ -1,0 +1,78 @@
+"""Ingest Lambda: API Gateway (REST, proxy) → authenticate, validate, normalize → SQS.
+
+Only wiring lives here; every decision is in `ld_audiences.ingest`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ld_audiences.auth import WebhookCredentials
+from ld_audiences.config import IngestSettings
+from ld_audiences.ingest import IngestReport, RequestError, handle
+from ld_audiences.sqs_queue import SqsChangeQueue
+
+settings = IngestSettings.from_env()
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+queue = SqsChangeQueue(boto3.client("sqs"), settings.queue_url)
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def webhook_credentials() -> WebhookCredentials:
+    try:
+        secret = parameters.get_secret(settings.webhook_secret_id, max_age=settings.secrets_max_age)
+    except parameters.exceptions.GetParameterError:
+        logger.exception("webhook secret unavailable")
+        raise RequestError(503, "secret_unavailable", "credentials cannot be checked now; retry later") from None
+    return WebhookCredentials.from_secret(str(secret))
+
+
+@app.route("/events", method=ALL_METHODS)
+@app.route("/v1/batch", method=ALL_METHODS)
+def receive() -> Response[str]:
+    event = app.current_event
+    response, report = handle(
+        method=event.http_method,
+        headers={name.lower(): value for name, value in (event.headers or {}).items()},
+        body=event.body,
+        is_base64=event.is_base64_encoded,
+        settings=settings,
+        credentials=webhook_credentials,
+        queue=queue,
+    )
+    if report is not None:
+        record(report)
+    logger.info(
+        "request answered",
+        status=response.status,
+        code=response.body.get("code"),
+        accepted=response.body.get("accepted"),
+        skipped=response.body.get("skipped"),
+        rejected=response.body.get("rejected"),
+        reasons=sorted({e["reason"] for e in response.body.get("errors", [])}),
+    )
+    metrics.add_metric(name=f"Responses{response.status // 100}xx", unit=MetricUnit.Count, value=1)
+    return Response(status_code=response.status, content_type="application/json", body=json.dumps(response.body))
+
+
+def record(report: IngestReport) -> None:
+    metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=report.accepted)
+    metrics.add_metric(name="EventsSkipped", unit=MetricUnit.Count, value=sum(report.skipped.values()))
+    metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(report.errors))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics(raise_on_empty_metrics=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,100 @@
+"""Sync Lambda: SQS batch of membership changes → LaunchDarkly segments, partial batch failures.
+
+Only wiring lives here; every decision is in `ld_audiences.sync`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+import requests
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ld_audiences.config import SyncSettings
+from ld_audiences.dead_letters import SqsDeadLetters
+from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.state import StateStore
+from ld_audiences.sync import QueuedRecord, Synchronizer, SyncReport
+from ld_audiences.writers import make_writer
+
+settings = SyncSettings.from_env()
+logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"ld_audiences"})
+metrics = Metrics()
+tracer = Tracer()
+sqs = boto3.client("sqs")
+store = StateStore(boto3.client("dynamodb"), settings.state_table)
+dead_letters = SqsDeadLetters(sqs, settings.dlq_url)
+session = requests.Session()  # keeps connections to LaunchDarkly warm across invocations
+
+# Stop starting LaunchDarkly calls this long before the Lambda timeout, so the batch response
+# (and the failed records in it) always gets back to SQS.
+SAFETY_MARGIN_SECONDS = 3.0
+
+_current: tuple[str, LaunchDarklyClient, Synchronizer] | None = None
+
+
+def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
+    """Reuse the client and writer while the token is unchanged; a rotated token takes effect
+    once the Parameters cache expires."""
+    global _current
+    token = str(parameters.get_secret(settings.token_secret_id, max_age=settings.secrets_max_age)).strip()
+    if _current is None or _current[0] != token:
+        client = LaunchDarklyClient(settings.launchdarkly.base_url, token, session=session)
+        writer = make_writer(settings.launchdarkly, client)
+        sync = Synchronizer(
+            writer=writer, store=store, dead_letters=dead_letters, chunk_size=settings.launchdarkly.chunk_size
+        )
+        _current = (token, client, sync)
+    return _current[1], _current[2]
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = [QueuedRecord(r["messageId"], r["body"]) for r in event.get("Records", [])]
+    client, sync = synchronizer()
+    client.responses.clear()
+    client.retries = 0
+    deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
+    report = sync.sync(records, deadline)
+    record_metrics(report, client)
+    logger.info(
+        "batch synced",
+        records=len(records),
+        failed=len(report.failed),
+        dead_lettered=report.dead_lettered,
+        added=report.added,
+        removed=report.removed,
+        superseded=report.superseded,
+        stale=report.stale,
+        duplicates=report.duplicates,
+        launchdarkly_responses=dict(client.responses),
+        retries=client.retries,
+    )
+    return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in report.failed]}
+
+
+def record_metrics(report: SyncReport, client: LaunchDarklyClient) -> None:
+    for name, value in (
+        ("ContextsAdded", report.added),
+        ("ContextsRemoved", report.removed),
+        ("ChangesSuperseded", report.superseded),
+        ("StaleChangesSkipped", report.stale),
+        ("DuplicateChangesSkipped", report.duplicates),
+        ("RecordsFailed", len(report.failed)),
+        ("RecordsDeadLettered", report.dead_lettered),
+        ("LaunchDarklyRetries", client.retries),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for status, count in client.responses.items():
+        with single_metric(
+            name="LaunchDarklyRequests", unit=MetricUnit.Count, value=count, namespace=metrics.namespace
+        ) as metric:
+            metric.add_dimension(name="status", value=status)

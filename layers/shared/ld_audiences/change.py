@@ -1,0 +1,45 @@
+"""The membership change: the versioned message the ingest function queues for the sync function."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ld_audiences import limits
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class MembershipChange(BaseModel):
+    """One context entering (`included=True`) or leaving one audience, as of `event_time`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    audience_id: str = Field(min_length=1, max_length=limits.MAX_AUDIENCE_ID)
+    audience_key: str = Field(min_length=1, max_length=limits.MAX_AUDIENCE_KEY)
+    context_kind: str = Field(min_length=1, max_length=limits.MAX_CONTEXT_KIND)
+    context_key: str = Field(min_length=1, max_length=limits.MAX_CONTEXT_KEY)
+    included: bool
+    # RFC 3339 UTC with nine fractional digits: fixed width, so string order is time order.
+    event_time: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
+    message_id: str = Field(min_length=1, max_length=limits.MAX_MESSAGE_ID)
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        """The LaunchDarkly segment a change lands in: (audience id, audience key, context kind)."""
+        return (self.audience_id, self.audience_key, self.context_kind)
+
+    @property
+    def order(self) -> str:
+        """Total order between changes to one context: later event time wins, ties go to the
+        larger message id, so every invocation picks the same winner."""
+        return f"{self.event_time}|{self.message_id}"
+
+    def to_message(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_message(cls, body: str) -> MembershipChange:
+        return cls.model_validate_json(body)

@@ -1,0 +1,148 @@
+"""Every setting the functions read, with its environment variable and default, in one place.
+
+The SAM template, `events/env.json` and the local stack all set these same names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+DEFAULT_LD_BASE_URL = "https://app.launchdarkly.com"
+# No per-request limit is documented; peers send at most 1,000 identifiers per request.
+DEFAULT_CHUNK_SIZE = 1000
+
+
+class WriterMode(StrEnum):
+    SEGMENT_AUDIENCES = "segment-audiences"
+    REST = "rest"
+
+
+class ContextKeyPolicy(StrEnum):
+    USER_ID_ONLY = "user_id_only"
+    USER_ID_THEN_EMAIL = "user_id_then_email"
+    USER_ID_THEN_ANONYMOUS_ID = "user_id_then_anonymousId"
+    USER_ID_THEN_EMAIL_THEN_ANONYMOUS_ID = "user_id_then_email_then_anonymousId"
+    EMAIL_ONLY = "email_only"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or has a value the functions cannot work with."""
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise ConfigError(f"environment variable {name} is required")
+    return default
+
+
+def _int_env(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _choice(name: str, enum: type[E], default: E) -> E:
+    raw = _env(name, default.value)
+    try:
+        return enum(raw)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeSettings:
+    """What decides how a Segment event becomes a membership change."""
+
+    policy: ContextKeyPolicy = ContextKeyPolicy.USER_ID_ONLY
+    context_kind: str = "user"
+
+    @classmethod
+    def from_env(cls) -> NormalizeSettings:
+        return cls(
+            policy=_choice("CONTEXT_KEY_POLICY", ContextKeyPolicy, ContextKeyPolicy.USER_ID_ONLY),
+            context_kind=_env("DEFAULT_CONTEXT_KIND", "user"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    queue_url: str
+    webhook_secret_id: str
+    normalize: NormalizeSettings
+    secrets_max_age: int = 300
+    # API Gateway REST allows 10 MB; Segment's Tracking API allows 500 KB and Webhooks (Actions)
+    # sends up to 4,000 events, so 8 MiB leaves room for the largest legitimate batch.
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_events: int = 4000
+
+    @classmethod
+    def from_env(cls) -> IngestSettings:
+        return cls(
+            queue_url=_env("QUEUE_URL"),
+            webhook_secret_id=_env("WEBHOOK_SECRET_ARN"),
+            normalize=NormalizeSettings.from_env(),
+            secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
+            max_body_bytes=_int_env("MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 10 * 1024 * 1024),
+            max_events=_int_env("MAX_EVENTS_PER_REQUEST", 4000, 1, 10000),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchDarklySettings:
+    writer: WriterMode
+    client_side_id: str
+    base_url: str = DEFAULT_LD_BASE_URL
+    project_key: str = ""
+    environment_key: str = ""
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        if self.writer is WriterMode.SEGMENT_AUDIENCES and not self.client_side_id:
+            raise ConfigError("LD_CLIENT_SIDE_ID is required with the segment-audiences writer")
+        if self.writer is WriterMode.REST and not (self.project_key and self.environment_key):
+            raise ConfigError("LD_PROJECT_KEY and LD_ENVIRONMENT_KEY are required with the rest writer")
+
+    @classmethod
+    def from_env(cls) -> LaunchDarklySettings:
+        return cls(
+            writer=_choice("LD_WRITER", WriterMode, WriterMode.SEGMENT_AUDIENCES),
+            client_side_id=_env("LD_CLIENT_SIDE_ID", ""),
+            base_url=_env("LD_BASE_URL", DEFAULT_LD_BASE_URL).rstrip("/"),
+            project_key=_env("LD_PROJECT_KEY", ""),
+            environment_key=_env("LD_ENVIRONMENT_KEY", ""),
+            chunk_size=_int_env("LD_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, 1, 10000),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    token_secret_id: str
+    launchdarkly: LaunchDarklySettings
+    state_table: str
+    dlq_url: str
+    secrets_max_age: int = 300
+
+    @classmethod
+    def from_env(cls) -> SyncSettings:
+        return cls(
+            token_secret_id=_env("LD_TOKEN_SECRET_ARN"),
+            launchdarkly=LaunchDarklySettings.from_env(),
+            state_table=_env("STATE_TABLE_NAME"),
+            dlq_url=_env("DLQ_URL"),
+            secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
+        )

@@ -1,0 +1,181 @@
+"""Turn one Segment Engage event into a membership change, a skip, or a rejection with a reason.
+
+The rules follow Segment's own LaunchDarkly Audiences destination (DESIGN.md): only audience and
+journey-step computations are synced, membership is a boolean in `traits` (identify) or
+`properties` (track), and the context key comes from the configured policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from ld_audiences import limits
+from ld_audiences.change import MembershipChange
+from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
+from ld_audiences.segment_event import SegmentEvent
+
+SYNCED_CLASSES = frozenset({"audience", "journey_step"})
+
+_KEY_SOURCES: dict[ContextKeyPolicy, tuple[str, ...]] = {
+    ContextKeyPolicy.USER_ID_ONLY: ("userId",),
+    ContextKeyPolicy.USER_ID_THEN_EMAIL: ("userId", "email"),
+    ContextKeyPolicy.USER_ID_THEN_ANONYMOUS_ID: ("userId", "anonymousId"),
+    ContextKeyPolicy.USER_ID_THEN_EMAIL_THEN_ANONYMOUS_ID: ("userId", "email", "anonymousId"),
+    ContextKeyPolicy.EMAIL_ONLY: ("email",),
+}
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    message: str
+    field: str | None = None
+
+
+Outcome = MembershipChange | Skipped | Rejected
+
+
+def normalize(raw: Any, settings: NormalizeSettings) -> Outcome:
+    if not isinstance(raw, dict):
+        return Rejected("invalid_event", "an event must be a JSON object")
+    try:
+        event = SegmentEvent.model_validate(raw)
+    except ValidationError as exc:
+        return _rejected_from_validation(exc)
+
+    personas = event.context.personas if event.context else None
+    if personas is None:
+        return Skipped("not_audience_event")
+    if personas.computation_class not in SYNCED_CLASSES:
+        return Skipped("computation_class_not_synced")
+
+    audience_key = personas.computation_key
+    if not audience_key:
+        return Rejected(
+            "missing_audience_key",
+            "context.personas.computation_key is required",
+            "context.personas.computation_key",
+        )
+    if not personas.computation_id:
+        return Rejected(
+            "missing_audience_id",
+            "context.personas.computation_id is required",
+            "context.personas.computation_id",
+        )
+
+    included = _membership(event, audience_key, personas.computation_class == "journey_step")
+    if isinstance(included, Rejected):
+        return included
+
+    context_key = _context_key(event, settings.policy)
+    if context_key is None:
+        sources = " or ".join(_KEY_SOURCES[settings.policy])
+        return Rejected(
+            "missing_context_key", f"policy {settings.policy.value} needs {sources}", _KEY_SOURCES[settings.policy][0]
+        )
+    if len(context_key) > limits.MAX_CONTEXT_KEY:
+        return Rejected("value_too_long", f"context key longer than {limits.MAX_CONTEXT_KEY} characters", "email")
+
+    event_time = _event_time(event)
+    if isinstance(event_time, Rejected):
+        return event_time
+
+    return MembershipChange(
+        audience_id=personas.computation_id,
+        audience_key=audience_key,
+        context_kind=settings.context_kind,
+        context_key=context_key,
+        included=included,
+        event_time=event_time,
+        message_id=event.messageId or _fallback_message_id(raw),
+    )
+
+
+def _membership(event: SegmentEvent, audience_key: str, is_journey_step: bool) -> bool | Rejected:
+    source, values = ("traits", event.traits) if event.type == "identify" else ("properties", event.properties)
+    field = f"{source}.{audience_key}"
+    value = (values or {}).get(audience_key)
+    if value is None:
+        if is_journey_step:
+            # Journeys send a step event with no flag when a profile enters the step.
+            return True
+        return Rejected("missing_membership", f"{field} is required for an audience event", field)
+    if isinstance(value, bool):
+        return value
+    # Journeys v1 sends the membership flag as a string.
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return Rejected("membership_not_boolean", f"{field} must be true or false", field)
+
+
+def _context_key(event: SegmentEvent, policy: ContextKeyPolicy) -> str | None:
+    for source in _KEY_SOURCES[policy]:
+        value = _email(event) if source == "email" else getattr(event, source)
+        if value:
+            return str(value)
+    return None
+
+
+def _email(event: SegmentEvent) -> str | None:
+    for traits in (event.traits, event.context.traits if event.context else None):
+        email = (traits or {}).get("email")
+        if isinstance(email, str) and email.strip():
+            return email.strip()
+    return None
+
+
+def _event_time(event: SegmentEvent) -> str | Rejected:
+    for field in ("timestamp", "originalTimestamp", "receivedAt"):
+        value = getattr(event, field)
+        if value:
+            parsed = parse_timestamp(value)
+            if parsed is None:
+                return Rejected("invalid_timestamp", f"{field} is not an RFC 3339 timestamp", field)
+            return parsed
+    return Rejected("missing_timestamp", "one of timestamp, originalTimestamp, receivedAt is required", "timestamp")
+
+
+def parse_timestamp(value: str) -> str | None:
+    """RFC 3339 in, UTC with nine fractional digits out (Engage sends up to nine, Python keeps six)."""
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC)
+    except ValueError:
+        return None
+    if not zulu:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        moment = moment - offset if sign == "+" else moment + offset
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{(fraction or '').ljust(9, '0')}Z"
+
+
+def _fallback_message_id(raw: dict[str, Any]) -> str:
+    # Without a messageId a retried delivery must still de-duplicate: derive one from the content.
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    return f"sha256_{digest[:40]}"
+
+
+def _rejected_from_validation(exc: ValidationError) -> Rejected:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "string_too_long":
+        return Rejected("value_too_long", f"{field}: {error['msg']}", field)
+    return Rejected("invalid_field", f"{field}: {error['msg']}", field)

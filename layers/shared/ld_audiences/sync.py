@@ -1,0 +1,145 @@
+"""The sync decision, free of Lambda: a batch of queued changes in, LaunchDarkly writes out, and the
+exact records to retry back.
+
+Per batch: keep each context's newest change (older ones in the batch are superseded), group by
+segment, claim in the state store (drops stale changes and duplicates), write in chunks, confirm.
+A segment's failure never fails another's; a chunk's failure fails only its records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from ld_audiences.change import MembershipChange
+from ld_audiences.launchdarkly import WriteError
+from ld_audiences.state import StateStore
+from ld_audiences.writers import SegmentWriter, Target
+
+logger = logging.getLogger(__name__)
+
+# A key whose state keeps moving under us is left for SQS to retry rather than chased forever.
+MAX_WRITE_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecord:
+    record_id: str  # the SQS messageId, what batchItemFailures names
+    body: str
+
+
+class DeadLetters(Protocol):
+    def send(self, record: QueuedRecord, reason: str, detail: str) -> bool:
+        """Move a record that can never succeed to the dead-letter queue; False if that failed."""
+
+
+@dataclass(slots=True)
+class SyncReport:
+    failed: list[str] = field(default_factory=list)  # record ids for batchItemFailures
+    dead_lettered: int = 0
+    added: int = 0
+    removed: int = 0
+    superseded: int = 0  # a newer change to the same context was in the same batch
+    stale: int = 0  # a newer change was already claimed or applied
+    duplicates: int = 0  # this very change was already applied
+    rewrites: int = 0  # desired state re-written after a concurrent newer claim
+
+
+@dataclass(slots=True)
+class _Pending:
+    change: MembershipChange
+    record: QueuedRecord
+
+
+class Synchronizer:
+    def __init__(self, *, writer: SegmentWriter, store: StateStore, dead_letters: DeadLetters, chunk_size: int) -> None:
+        self._writer = writer
+        self._store = store
+        self._dead_letters = dead_letters
+        self._chunk_size = chunk_size
+
+    def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
+        report = SyncReport()
+        for target, pending in self._newest_by_target(records, report).items():
+            try:
+                self._sync_target(target, pending, deadline, report)
+            except Exception:
+                # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only.
+                logger.exception("segment sync failed", extra={"audience_id": target.audience_id})
+                report.failed.extend(p.record.record_id for p in pending.values())
+        return report
+
+    def _newest_by_target(
+        self, records: Sequence[QueuedRecord], report: SyncReport
+    ) -> dict[Target, dict[str, _Pending]]:
+        groups: dict[Target, dict[str, _Pending]] = defaultdict(dict)
+        for record in records:
+            try:
+                change = MembershipChange.from_message(record.body)
+            except ValidationError as exc:
+                detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+                self._dead_letter([record], "invalid_message", detail, report)
+                continue
+            group = groups[Target(*change.target)]
+            current = group.get(change.context_key)
+            if current is None or change.order > current.change.order:
+                group[change.context_key] = _Pending(change, record)
+            if current is not None:
+                report.superseded += 1
+        return groups
+
+    def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float, report: SyncReport) -> None:
+        claim = self._store.claim([p.change for p in pending.values()])
+        report.stale += len(claim.stale)
+        report.duplicates += len(claim.duplicate)
+        for chunk in _chunks(claim.claimed, self._chunk_size):
+            records = [pending[c.context_key].record for c in chunk]
+            try:
+                self._write(target, chunk, deadline, report)
+            except WriteError as exc:
+                extra = {
+                    "audience_id": target.audience_id,
+                    "status": exc.status,
+                    "ld_code": exc.code,
+                    "message_ids": [c.message_id for c in chunk][:20],
+                    "records": len(chunk),
+                }
+                if exc.permanent:
+                    logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
+                    self._dead_letter(records, f"launchdarkly_{exc.status}_{exc.code}", exc.message, report)
+                else:
+                    logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
+                    report.failed.extend(r.record_id for r in records)
+
+    def _write(self, target: Target, chunk: list[MembershipChange], deadline: float, report: SyncReport) -> None:
+        todo = chunk
+        for round_ in range(MAX_WRITE_ROUNDS):
+            add = [c.context_key for c in todo if c.included]
+            remove = [c.context_key for c in todo if not c.included]
+            self._writer.write(target, add, remove, deadline)
+            if round_ == 0:
+                report.added += len(add)
+                report.removed += len(remove)
+            todo = self._store.confirm(todo)
+            if not todo:
+                return
+            report.rewrites += len(todo)
+        raise WriteError(False, None, "contended", "state kept changing during the write")
+
+    def _dead_letter(self, records: list[QueuedRecord], reason: str, detail: str, report: SyncReport) -> None:
+        for record in records:
+            if self._dead_letters.send(record, reason, detail):
+                report.dead_lettered += 1
+            else:
+                # The redrive policy still moves it to the DLQ after maxReceiveCount receives.
+                report.failed.append(record.record_id)
+
+
+def _chunks(items: list[MembershipChange], size: int) -> Iterator[list[MembershipChange]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,101 @@
+"""Real components on loopback for every test that needs them: moto in server mode, the LaunchDarkly
+emulator over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from ld_audiences_local.emulator import Emulator
+
+LD_TOKEN = "api-test-token-0123456789"
+CLIENT_SIDE_ID = "test-client-id"
+REGION = "us-east-1"
+
+# Never let a test reach real AWS, whatever the developer's shell has configured.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION=REGION, POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_DEV="false",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@dataclass
+class Aws:
+    endpoint: str
+    sqs: Any
+    dynamodb: Any
+    secrets: Any
+    queue_url: str
+    dlq_url: str
+    table: str
+    token_secret: str
+    webhook_secret: str
+
+    def queue_messages(self, url: str) -> list[dict[str, Any]]:
+        """Everything in a queue, received once (and left invisible)."""
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=300
+            ).get("Messages", [])
+            if not batch:
+                return messages
+            messages.extend(batch)
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """A fresh queue, DLQ, state table and secrets in moto, and the environment pointing at them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+
+    def client(service: str) -> Any:
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name=REGION)
+
+    sqs, dynamodb, secrets = client("sqs"), client("dynamodb"), client("secretsmanager")
+    suffix = uuid.uuid4().hex[:10]
+    dlq_url = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=f"changes-{suffix}",
+        Attributes={"RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"3"}}'},
+    )["QueueUrl"]
+    table = f"state-{suffix}"
+    dynamodb.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+    )
+    token_secret = secrets.create_secret(Name=f"ld-token-{suffix}", SecretString=LD_TOKEN)["ARN"]
+    webhook_secret = secrets.create_secret(Name=f"webhook-{suffix}", SecretString="webhook-secret-value")["ARN"]
+    return Aws(moto_endpoint, sqs, dynamodb, secrets, queue_url, dlq_url, table, token_secret, webhook_secret)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator(tokens=(LD_TOKEN,), client_side_ids=(CLIENT_SIDE_ID,), reject_cohorts=("aud_rejected",))
+    emu.start()
+    yield emu
+    emu.stop()

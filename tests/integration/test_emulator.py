@@ -1,0 +1,547 @@
+"""The LaunchDarkly emulator over real HTTP: every endpoint, every error path, faults, concurrency."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from ld_audiences_local.emulator import Emulator, Faults
+
+TOKEN = "api-local-token"
+CSID = "local-client-side-id"
+SA_PATH = "/api/v2/segment-targets/segment-audiences"
+SA_HEADERS = {"Authorization": TOKEN, "LD-API-Version": "20240415"}
+REST = {"Authorization": TOKEN}
+TIMEOUT = 5
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator(reject_cohorts=("aud_reject", "rejected-seg"))
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Emulator:
+    emulator.set_faults(Faults())
+    emulator.reset()
+    return emulator
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+def item(user: str, value: bool = True, cohort_id: str = "aud_1", name: str = "Vip users") -> dict[str, Any]:
+    return {"userId": user, "cohortName": name, "cohortId": cohort_id, "value": value}
+
+
+def sa_body(*items: dict[str, Any], env: str = CSID, kind: str = "user") -> dict[str, Any]:
+    return {"environmentId": env, "contextKind": kind, "batch": list(items)}
+
+
+def post_sa(http: requests.Session, emu: Emulator, body: Any, headers: dict[str, str] | None = None, **kw):
+    return http.post(emu.url + SA_PATH, json=body, headers=SA_HEADERS if headers is None else headers, **kw)
+
+
+def create_segment(http: requests.Session, emu: Emulator, key: str = "vip", **overrides: Any):
+    body = {"key": key, "name": "VIP", "unbounded": True, "unboundedContextKind": "user", **overrides}
+    return http.post(f"{emu.url}/api/v2/segments/proj/prod", json=body, headers=REST, timeout=TIMEOUT)
+
+
+def assert_error(resp: requests.Response, status: int, code: str, in_message: str = "") -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["code"] == code
+    assert isinstance(body["message"], str)
+    assert in_message in body["message"]
+
+
+# ----------------------------------------------------------------------------- segment-audiences
+
+
+def test_segment_audiences_adds_and_removes(emu: Emulator, http: requests.Session) -> None:
+    resp = post_sa(http, emu, sa_body(item("u1"), item("u2"), item("u3")))
+    assert resp.status_code == 204
+    assert resp.content == b""
+    assert post_sa(http, emu, sa_body(item("u2", False), item("ghost", False))).status_code == 204
+    assert emu.included(f"{CSID}/aud_1") == {"u1", "u3"}
+    [seg] = emu.segments()
+    assert seg == {
+        "id": f"{CSID}/aud_1",
+        "kind": "synced",
+        "key": "aud_1",
+        "name": "Vip users",
+        "contextKind": "user",
+        "environment": CSID,
+        "included": ["u1", "u3"],
+        "excluded": [],
+    }
+    assert emu.stats()["writes"] == 2
+
+
+def test_segment_audiences_identity_comes_from_first_item(emu: Emulator, http: requests.Session) -> None:
+    body = sa_body(item("a", cohort_id="aud_A", name="First"), item("b", cohort_id="aud_B", name="Second"))
+    assert post_sa(http, emu, body).status_code == 204
+    assert [s["id"] for s in emu.segments()] == [f"{CSID}/aud_A"]
+    assert emu.segments()[0]["name"] == "First"
+    assert emu.included(f"{CSID}/aud_A") == {"a", "b"}
+    assert emu.included(f"{CSID}/aud_B") == set()
+
+
+def test_segment_audiences_auth_and_version(emu: Emulator, http: requests.Session) -> None:
+    body = sa_body(item("u1"))
+    assert_error(post_sa(http, emu, body, headers={"LD-API-Version": "20240415"}), 403, "forbidden")
+    bad_token = {"Authorization": "nope", "LD-API-Version": "20240415"}
+    assert_error(post_sa(http, emu, body, headers=bad_token), 403, "forbidden")
+    bearer = {"Authorization": f"Bearer {TOKEN}", "LD-API-Version": "20240415"}
+    assert_error(post_sa(http, emu, body, headers=bearer), 403, "forbidden")
+    assert_error(post_sa(http, emu, body, headers={"Authorization": TOKEN}), 400, "invalid_api_version")
+    old = {"Authorization": TOKEN, "LD-API-Version": "20220603"}
+    assert_error(post_sa(http, emu, body, headers=old), 400, "invalid_api_version")
+    resp = http.post(emu.url + SA_PATH, data="{}", headers={**SA_HEADERS, "Content-Type": "text/plain"})
+    assert_error(resp, 415, "unsupported_media_type")
+    assert emu.segments() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"contextKind": "user", "batch": [item("u")]}, "environmentId"),
+        ({"environmentId": 7, "contextKind": "user", "batch": [item("u")]}, "environmentId"),
+        ({"environmentId": CSID, "batch": [item("u")]}, "contextKind"),
+        ({"environmentId": CSID, "contextKind": "multi", "batch": [item("u")]}, "contextKind"),
+        ({"environmentId": CSID, "contextKind": "user"}, "batch"),
+        (sa_body(), "batch"),
+        ({"environmentId": CSID, "contextKind": "user", "batch": {"u": 1}}, "batch"),
+        (sa_body("u1"), "batch[0]"),
+        (sa_body(item("u1"), {**item("u2"), "userId": ""}), "batch[1].userId"),
+        (sa_body({**item("u1"), "userId": 12}), "batch[0].userId"),
+        (sa_body({k: v for k, v in item("u1").items() if k != "cohortName"}), "batch[0].cohortName"),
+        (sa_body({**item("u1"), "cohortId": None}), "batch[0].cohortId"),
+        (sa_body({**item("u1"), "value": "true"}), "batch[0].value"),
+        (sa_body({**item("u1"), "value": 1}), "batch[0].value"),
+        (sa_body({k: v for k, v in item("u1").items() if k != "value"}), "batch[0].value"),
+    ],
+)
+def test_segment_audiences_rejects_invalid_bodies(
+    emu: Emulator, http: requests.Session, body: Any, field: str
+) -> None:
+    assert_error(post_sa(http, emu, body), 400, "invalid_request", field)
+    assert emu.segments() == []
+
+
+def test_segment_audiences_invalid_json_and_non_object(emu: Emulator, http: requests.Session) -> None:
+    headers = {**SA_HEADERS, "Content-Type": "application/json"}
+    assert_error(http.post(emu.url + SA_PATH, data=b"{nope", headers=headers), 400, "invalid_request")
+    assert_error(http.post(emu.url + SA_PATH, data=b"", headers=headers), 400, "invalid_request")
+    assert_error(post_sa(http, emu, [item("u1")]), 400, "invalid_request", "object")
+
+
+def test_segment_audiences_unknown_environment_and_rejected_cohort(
+    emu: Emulator, http: requests.Session
+) -> None:
+    resp = post_sa(http, emu, sa_body(item("u1"), env="someone-else"))
+    assert_error(resp, 400, "invalid_request")
+    assert resp.json()["message"] == "unknown environmentId"
+    resp = post_sa(http, emu, sa_body(item("u1", cohort_id="aud_reject")))
+    assert_error(resp, 400, "invalid_request")
+    assert resp.json()["message"] == "cohort rejected"
+    assert emu.segments() == []
+
+
+def test_segment_audiences_context_kind_cannot_change(emu: Emulator, http: requests.Session) -> None:
+    assert post_sa(http, emu, sa_body(item("u1"))).status_code == 204
+    assert_error(post_sa(http, emu, sa_body(item("o1"), kind="organization")), 400, "invalid_request", "kind")
+    assert emu.included(f"{CSID}/aud_1") == {"u1"}
+
+
+# ----------------------------------------------------------------------------- REST segments
+
+
+def test_rest_create_get_and_conflict(emu: Emulator, http: requests.Session) -> None:
+    resp = create_segment(http, emu, description="big one", tags=["ld-audiences"])
+    assert resp.status_code == 201
+    created = resp.json()
+    assert created["key"] == "vip"
+    assert created["name"] == "VIP"
+    assert created["unbounded"] is True
+    assert created["unboundedContextKind"] == "user"
+    assert isinstance(created["creationDate"], int)
+    got = http.get(f"{emu.url}/api/v2/segments/proj/prod/vip", headers=REST, timeout=TIMEOUT)
+    assert got.status_code == 200
+    assert got.json() == created
+    assert "included" not in got.json()
+    assert_error(create_segment(http, emu), 409, "key_exists")
+    # Same key in another environment is a different segment.
+    resp = http.post(
+        f"{emu.url}/api/v2/segments/proj/test",
+        json={"key": "vip", "name": "VIP", "unbounded": True, "unboundedContextKind": "user"},
+        headers=REST,
+    )
+    assert resp.status_code == 201
+    assert [s["id"] for s in emu.segments()] == ["proj/prod/vip", "proj/test/vip"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"key": "-starts-with-dash"}, "key"),
+        ({"key": "has space"}, "key"),
+        ({"key": "slash/inside"}, "key"),
+        ({"key": ""}, "key"),
+        ({"name": None}, "name"),
+        ({"unbounded": "yes"}, "unbounded"),
+        ({"unboundedContextKind": None}, "unboundedContextKind"),
+        ({"unboundedContextKind": 3}, "unboundedContextKind"),
+        ({"tags": "a"}, "tags"),
+        ({"description": 5}, "description"),
+    ],
+)
+def test_rest_create_validation(
+    emu: Emulator, http: requests.Session, overrides: dict[str, Any], field: str
+) -> None:
+    assert_error(create_segment(http, emu, **overrides), 400, "invalid_request", field)
+    assert emu.segments() == []
+
+
+def test_rest_auth_errors(emu: Emulator, http: requests.Session) -> None:
+    url = f"{emu.url}/api/v2/segments/proj/prod"
+    body = {"key": "vip", "name": "VIP", "unbounded": True, "unboundedContextKind": "user"}
+    assert_error(http.post(url, json=body), 401, "unauthorized", "Invalid access token")
+    assert_error(http.post(url, json=body, headers={"Authorization": "wrong"}), 401, "unauthorized")
+    assert_error(http.get(url + "/vip"), 401, "unauthorized")
+    assert_error(http.post(url + "/vip/contexts", json={"included": {"add": ["a"]}}), 401, "unauthorized")
+    assert_error(http.get(url + "/vip/contexts/a"), 401, "unauthorized")
+    bad_version = {**REST, "LD-API-Version": "2"}
+    assert_error(http.post(url, json=body, headers=bad_version), 400, "invalid_api_version")
+    assert emu.segments() == []
+
+
+def test_rest_contexts_membership(emu: Emulator, http: requests.Session) -> None:
+    assert create_segment(http, emu).status_code == 201
+    base = f"{emu.url}/api/v2/segments/proj/prod/vip/contexts"
+    resp = http.post(base, json={"included": {"add": ["a", "b", "c@x.io"]}}, headers=REST)
+    assert resp.status_code == 204
+    assert resp.content == b""
+    resp = http.post(
+        base, json={"included": {"add": ["d"], "remove": ["b"]}, "excluded": {"add": ["z"]}}, headers=REST
+    )
+    assert resp.status_code == 204
+    assert emu.included("proj/prod/vip") == {"a", "c@x.io", "d"}
+    [seg] = emu.segments()
+    assert seg["kind"] == "big"
+    assert seg["project"] == "proj"
+    assert seg["environment"] == "prod"
+    assert seg["contextKind"] == "user"
+    assert seg["excluded"] == ["z"]
+
+    member = http.get(f"{base}/c%40x.io", headers=REST).json()
+    assert member == {"contextKey": "c@x.io", "included": True, "excluded": False}
+    # A context key with a "/" must be URL-encoded and is decoded as one path segment.
+    http.post(base, json={"included": {"add": ["urn:a/b"]}}, headers=REST)
+    assert http.get(f"{base}/urn%3Aa%2Fb", headers=REST).json()["included"] is True
+    assert http.get(f"{base}/b", headers=REST).json() == {
+        "contextKey": "b",
+        "included": False,
+        "excluded": False,
+    }
+    assert http.get(f"{base}/z", headers=REST).json()["excluded"] is True
+
+
+def test_rest_contexts_errors(emu: Emulator, http: requests.Session) -> None:
+    base = f"{emu.url}/api/v2/segments/proj/prod"
+    add = {"included": {"add": ["a"]}}
+    assert_error(http.post(f"{base}/missing/contexts", json=add, headers=REST), 404, "not_found")
+    assert_error(http.get(f"{base}/missing/contexts/a", headers=REST), 404, "not_found")
+    assert_error(http.get(f"{base}/missing", headers=REST), 404, "not_found")
+
+    assert create_segment(http, emu).status_code == 201
+    for bad, field in [
+        ({}, "included"),
+        ({"included": ["a"]}, "included"),
+        ({"included": {"add": "a"}}, "included.add"),
+        ({"included": {"add": ["a", ""]}}, "included.add[1]"),
+        ({"excluded": {"remove": [1]}}, "excluded.remove[0]"),
+        ({"included": {"add": ["a"], "remove": ["a"]}}, "'a'"),
+    ]:
+        assert_error(http.post(f"{base}/vip/contexts", json=bad, headers=REST), 400, "invalid_request", field)
+
+    rule_based = {"key": "rules", "name": "Rules"}
+    assert http.post(base, json=rule_based, headers=REST).status_code == 201
+    assert_error(
+        http.post(f"{base}/rules/contexts", json=add, headers=REST), 400, "invalid_request", "unbounded"
+    )
+    assert create_segment(http, emu, key="rejected-seg").status_code == 201
+    resp = http.post(f"{base}/rejected-seg/contexts", json=add, headers=REST)
+    assert_error(resp, 400, "invalid_request", "cohort rejected")
+    assert all(s["included"] == [] for s in emu.segments())
+
+
+def test_versions(emu: Emulator, http: requests.Session) -> None:
+    resp = http.get(f"{emu.url}/api/v2/versions", headers=REST)
+    assert resp.status_code == 200
+    assert resp.json() == {
+        "validVersions": [20191212, 20220603, 20240415],
+        "latestVersion": 20240415,
+        "currentVersion": 20240415,
+        "beta": False,
+    }
+    assert_error(http.get(f"{emu.url}/api/v2/versions"), 401, "unauthorized")
+    assert_error(http.get(f"{emu.url}/api/v2/versions", headers={"Authorization": "x"}), 401, "unauthorized")
+
+
+def test_sdk_goals(emu: Emulator, http: requests.Session) -> None:
+    head = http.head(f"{emu.url}/sdk/goals/{CSID}")
+    assert head.status_code == 200
+    assert head.content == b""
+    get = http.get(f"{emu.url}/sdk/goals/{CSID}")
+    assert get.status_code == 200
+    assert get.json() == []
+    assert http.head(f"{emu.url}/sdk/goals/unknown-id").status_code == 404
+    assert_error(http.get(f"{emu.url}/sdk/goals/unknown-id"), 404, "not_found")
+
+
+def test_unknown_route_and_wrong_method(emu: Emulator, http: requests.Session) -> None:
+    assert_error(http.get(f"{emu.url}/api/v2/nope", headers=REST), 404, "not_found")
+    assert_error(http.get(f"{emu.url}/api/v2/versions/", headers=REST), 404, "not_found")
+    resp = http.get(emu.url + SA_PATH, headers=SA_HEADERS)
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "POST"
+    assert_error(http.delete(f"{emu.url}/api/v2/segments/p/e/k", headers=REST), 405, "method_not_allowed")
+    stats = emu.stats()["requests"]
+    assert stats["GET <unmatched>"] == {"404": 2}
+    assert stats[f"GET {SA_PATH}"] == {"405": 1}
+
+
+# ----------------------------------------------------------------------------- inspection endpoints
+
+
+def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
+    post_sa(http, emu, sa_body(item("u2"), item("u1")))
+    create_segment(http, emu)
+    segs = http.get(f"{emu.url}/emulator/segments").json()["segments"]
+    assert [s["id"] for s in segs] == [f"{CSID}/aud_1", "proj/prod/vip"]
+    assert segs[0]["included"] == ["u1", "u2"]
+
+    stats = http.get(f"{emu.url}/emulator/stats").json()
+    assert stats == {
+        "requests": {
+            f"POST {SA_PATH}": {"204": 1},
+            "POST /api/v2/segments/{projectKey}/{environmentKey}": {"201": 1},
+        },
+        "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0},
+        "writes": 2,
+    }
+
+    assert http.post(f"{emu.url}/emulator/faults", json={"rate_5xx": 1, "seed": 3}).status_code == 204
+    assert emu.faults.rate_5xx == 1
+    assert post_sa(http, emu, sa_body(item("u9"))).status_code in (500, 502, 503)
+    assert_error(http.post(f"{emu.url}/emulator/faults", json={"rate_5xx": 2}), 400, "invalid_request")
+    assert_error(http.post(f"{emu.url}/emulator/faults", json={"bogus": 1}), 400, "invalid_request", "bogus")
+    assert http.post(f"{emu.url}/emulator/faults", json={}).status_code == 204
+    assert emu.faults == Faults()
+
+    assert http.post(f"{emu.url}/emulator/reset").status_code == 204
+    assert http.get(f"{emu.url}/emulator/segments").json() == {"segments": []}
+    assert emu.stats() == {
+        "requests": {},
+        "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0},
+        "writes": 0,
+    }
+
+
+def test_faults_validate() -> None:
+    with pytest.raises(ValueError, match="rate_429"):
+        Faults(rate_429=1.5)
+    with pytest.raises(ValueError, match="reset_ms"):
+        Faults(reset_ms=-1)
+    with pytest.raises(ValueError, match="seed"):
+        Faults(seed="x")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- fault injection
+
+
+def test_fault_429_headers_and_state_unchanged(emu: Emulator, http: requests.Session) -> None:
+    emu.set_faults(Faults(rate_429=1.0, reset_ms=1500, seed=7))
+    saw_past = saw_future = saw_retry_after = False
+    for i in range(40):
+        before_ms = int(time.time() * 1000)
+        resp = post_sa(http, emu, sa_body(item(f"u{i}")))
+        assert_error(resp, 429, "rate_limited")
+        reset = int(resp.headers["X-Ratelimit-Reset"])
+        if reset < before_ms:
+            saw_past = True
+        else:
+            saw_future = True
+            assert reset >= before_ms + 1500
+        if "Retry-After" in resp.headers:
+            saw_retry_after = True
+            assert int(resp.headers["Retry-After"]) >= 0
+    assert saw_past and saw_future and saw_retry_after
+    # Reads are never faulted.
+    assert http.get(f"{emu.url}/api/v2/versions", headers=REST).status_code == 200
+    assert emu.segments() == []
+    stats = emu.stats()
+    assert stats["faults"] == {"429": 40, "5xx": 0, "slow": 0, "drop": 0}
+    assert stats["requests"][f"POST {SA_PATH}"] == {"429": 40}
+    assert stats["writes"] == 0
+
+
+def test_fault_5xx_before_state_change(emu: Emulator, http: requests.Session) -> None:
+    emu.set_faults(Faults(rate_5xx=1.0, seed=1))
+    statuses = set()
+    for i in range(20):
+        resp = create_segment(http, emu, key=f"s{i}")
+        statuses.add(resp.status_code)
+        assert set(resp.json()) == {"code", "message"}
+    assert statuses <= {500, 502, 503} and len(statuses) > 1
+    assert emu.segments() == []
+
+
+def test_fault_drop_closes_connection(emu: Emulator, http: requests.Session) -> None:
+    emu.set_faults(Faults(rate_drop=1.0, seed=1))
+    with pytest.raises(requests.ConnectionError):
+        post_sa(http, emu, sa_body(item("u1")), timeout=TIMEOUT)
+    with pytest.raises(requests.ConnectionError):
+        create_segment(http, emu)
+    assert emu.segments() == []
+    stats = emu.stats()
+    assert stats["faults"]["drop"] == 2
+    assert stats["requests"][f"POST {SA_PATH}"] == {"dropped": 1}
+    # The same session recovers once faults are off.
+    emu.set_faults(Faults())
+    assert post_sa(http, emu, sa_body(item("u1"))).status_code == 204
+
+
+def test_fault_slow_applies_then_answers_late(emu: Emulator, http: requests.Session) -> None:
+    emu.set_faults(Faults(rate_slow=1.0, slow_seconds=0.4, seed=1))
+    with pytest.raises(requests.Timeout):
+        post_sa(http, emu, sa_body(item("u1")), timeout=0.1)
+    # Applied even though the client gave up: a retry of the same write must be harmless.
+    assert emu.included(f"{CSID}/aud_1") == {"u1"}
+    start = time.monotonic()
+    assert post_sa(http, emu, sa_body(item("u1")), timeout=TIMEOUT).status_code == 204
+    assert time.monotonic() - start >= 0.35
+    assert emu.included(f"{CSID}/aud_1") == {"u1"}
+    assert emu.stats()["faults"]["slow"] == 2
+
+
+def test_faults_are_reproducible_with_a_seed(emu: Emulator, http: requests.Session) -> None:
+    faults = Faults(rate_429=0.3, rate_5xx=0.2, reset_ms=0, seed=42)
+
+    def run() -> list[int]:
+        emu.reset()
+        emu.set_faults(faults)
+        return [post_sa(http, emu, sa_body(item(f"u{i}"))).status_code for i in range(30)]
+
+    first = run()
+    assert first == run()
+    assert {204, 429} <= set(first)
+    assert set(first) & {500, 502, 503}
+    stats = emu.stats()
+    assert stats["faults"]["429"] == first.count(429)
+    assert stats["faults"]["5xx"] == sum(s >= 500 for s in first)
+    assert stats["writes"] == first.count(204)
+    assert len(emu.included(f"{CSID}/aud_1")) == first.count(204)
+
+
+# ----------------------------------------------------------------------------- concurrency, lifecycle
+
+
+def test_concurrent_writes_all_land(emu: Emulator) -> None:
+    assert requests.post(
+        f"{emu.url}/api/v2/segments/proj/prod",
+        json={"key": "big", "name": "Big", "unbounded": True, "unboundedContextKind": "user"},
+        headers=REST,
+        timeout=TIMEOUT,
+    ).ok
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            with requests.Session() as s:
+                for j in range(10):
+                    keys = [f"t{n}-{j}-{k}" for k in range(5)]
+                    r1 = post_sa(s, emu, sa_body(*(item(k) for k in keys)), timeout=TIMEOUT)
+                    r2 = s.post(
+                        f"{emu.url}/api/v2/segments/proj/prod/big/contexts",
+                        json={"included": {"add": keys}},
+                        headers=REST,
+                        timeout=TIMEOUT,
+                    )
+                    assert (r1.status_code, r2.status_code) == (204, 204)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    expected = {f"t{n}-{j}-{k}" for n in range(8) for j in range(10) for k in range(5)}
+    assert emu.included(f"{CSID}/aud_1") == expected
+    assert emu.included("proj/prod/big") == expected
+    assert emu.stats()["writes"] == 1 + 2 * 8 * 10
+
+
+def test_custom_credentials_and_lifecycle() -> None:
+    emu = Emulator(tokens=("t1", "t2"), client_side_ids=("env-a",))
+    with pytest.raises(RuntimeError):
+        _ = emu.url
+    url = emu.start()
+    try:
+        assert url == emu.url and url.startswith("http://127.0.0.1:")
+        for token in ("t1", "t2"):
+            assert requests.get(f"{url}/api/v2/versions", headers={"Authorization": token}).status_code == 200
+        assert requests.get(f"{url}/api/v2/versions", headers=REST).status_code == 401
+        assert requests.head(f"{url}/sdk/goals/env-a").status_code == 200
+        assert requests.head(f"{url}/sdk/goals/{CSID}").status_code == 404
+        with pytest.raises(RuntimeError):
+            emu.start()
+    finally:
+        emu.stop()
+    emu.stop()  # idempotent
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/api/v2/versions", headers={"Authorization": "t1"}, timeout=1)
+
+
+def test_serve_prints_url_and_stops_on_ctrl_c() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    devtools = str(Path(__file__).resolve().parents[2] / "devtools")
+    code = (
+        f"import sys; sys.path.insert(0, {devtools!r}); "
+        f"from ld_audiences_local.emulator import serve; serve({port})"
+    )
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == f"listening on http://127.0.0.1:{port}\n"
+        assert requests.head(f"http://127.0.0.1:{port}/sdk/goals/{CSID}", timeout=TIMEOUT).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert err == ""

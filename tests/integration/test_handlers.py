@@ -1,0 +1,190 @@
+"""Both Lambda handlers as Lambda runs them, against moto's server (SQS, Secrets Manager, DynamoDB) and
+LaunchDarkly over real HTTP — including the published test cases of Segment's own destination."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ld_audiences_local.handlers import FakeLambdaContext, load_handler
+from tests.conftest import CLIENT_SIDE_ID, Aws
+from tests.recording_server import RecordingServer, Scripted
+from tests.segment_events import engage_event
+
+WEBHOOK = "webhook-secret-value"
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def api_event(body: Any, *, path: str = "/events", method: str = "POST", secret: str = WEBHOOK,
+              gzipped: bool = False) -> dict[str, Any]:
+    raw = json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    if gzipped:
+        raw, headers["Content-Encoding"] = gzip.compress(raw), "gzip"
+    return {
+        "resource": path, "path": path, "httpMethod": method, "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()}, "queryStringParameters": None,
+        "pathParameters": None, "stageVariables": None,
+        "requestContext": {"requestId": "req-1", "stage": "v1", "httpMethod": method, "resourcePath": path,
+                           "path": f"/v1{path}", "identity": {"sourceIp": "127.0.0.1"}},
+        "body": base64.b64encode(raw).decode() if gzipped else raw.decode(),
+        "isBase64Encoded": gzipped,
+    }
+
+
+@pytest.fixture
+def environment(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    def configure(launchdarkly_url: str) -> None:
+        for name, value in {
+            "QUEUE_URL": aws.queue_url, "DLQ_URL": aws.dlq_url, "STATE_TABLE_NAME": aws.table,
+            "WEBHOOK_SECRET_ARN": aws.webhook_secret, "LD_TOKEN_SECRET_ARN": aws.token_secret,
+            "LD_CLIENT_SIDE_ID": CLIENT_SIDE_ID, "LD_BASE_URL": launchdarkly_url,
+            "POWERTOOLS_SERVICE_NAME": "ld-audiences-test", "POWERTOOLS_METRICS_NAMESPACE": "LdAudiencesTest",
+        }.items():
+            monkeypatch.setenv(name, value)
+    return configure
+
+
+@pytest.fixture
+def launchdarkly() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+def ingest(aws: Aws, handler: Handler, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    response = handler(api_event(body, **kwargs), FakeLambdaContext("ingest"))
+    return response["statusCode"], json.loads(response["body"])
+
+
+def sqs_event(aws: Aws) -> dict[str, Any]:
+    messages = aws.queue_messages(aws.queue_url)
+    return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                         "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                         "eventSource": "aws:sqs", "awsRegion": "us-east-1"} for m in messages]}
+
+
+def run_pipeline(aws: Aws, configure: Callable[[str], None], url: str, events: Any) -> dict[str, Any]:
+    configure(url)
+    status, _ = ingest(aws, load_handler("ingest"), events)
+    assert status == 200
+    return load_handler("sync")(sqs_event(aws), FakeLambdaContext("sync", timeout_seconds=30))
+
+
+SEGMENT_TEST_EVENT = {
+    "type": "track", "event": "Audience Entered", "userId": "user1234", "messageId": "personas_test",
+    "timestamp": "2026-11-20T10:00:00.000Z",
+    "properties": {"audience_key": "ld_segment_test", "ld_segment_test": True},
+    "context": {"personas": {"computation_class": "audience", "computation_key": "ld_segment_test",
+                             "computation_id": "ld_segment_audience_id"}},
+}
+EXPECTED_BODY = {
+    "environmentId": "test-client-id", "contextKind": "user",
+    "batch": [{"userId": "user1234", "cohortName": "Ld segment test", "cohortId": "ld_segment_audience_id",
+               "value": True}],
+}
+
+
+class TestSegmentDestinationCompatibility:
+    """The published test cases of Segment's LaunchDarkly Audiences destination."""
+
+    def test_track_audience_event_posts_the_expected_body(
+        self, aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+    ) -> None:
+        assert run_pipeline(aws, environment, launchdarkly.url, SEGMENT_TEST_EVENT) == {"batchItemFailures": []}
+        (request,) = launchdarkly.requests
+        assert (request.method, request.path) == ("POST", "/api/v2/segment-targets/segment-audiences")
+        assert request.body == EXPECTED_BODY
+        assert request.headers["LD-API-Version"] == "20240415"
+
+    def test_journey_step_posts_the_identical_body(
+        self, aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+    ) -> None:
+        event = json.loads(json.dumps(SEGMENT_TEST_EVENT))
+        event["context"]["personas"]["computation_class"] = "journey_step"
+        run_pipeline(aws, environment, launchdarkly.url, event)
+        assert [r.body for r in launchdarkly.requests] == [EXPECTED_BODY]
+
+    def test_identify_form_posts_the_same_kind_of_write(
+        self, aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+    ) -> None:
+        event = {**SEGMENT_TEST_EVENT, "type": "identify", "traits": {"ld_segment_test": True}}
+        del event["properties"], event["event"]
+        run_pipeline(aws, environment, launchdarkly.url, event)
+        assert [r.body for r in launchdarkly.requests] == [EXPECTED_BODY]
+
+    def test_event_without_computation_class_makes_no_call(
+        self, aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+    ) -> None:
+        event = json.loads(json.dumps(SEGMENT_TEST_EVENT))
+        del event["context"]["personas"]["computation_class"]
+        environment(launchdarkly.url)
+        status, body = ingest(aws, load_handler("ingest"), event)
+        assert (status, body["skipped"], body["accepted"]) == (200, 1, 0)
+        assert aws.queue_messages(aws.queue_url) == [] and launchdarkly.requests == []
+
+    def test_launchdarkly_400_is_reported_as_a_failure(
+        self, aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+    ) -> None:
+        launchdarkly.default = Scripted(400, body={"code": "invalid_request", "message": "bad cohort"})
+        result = run_pipeline(aws, environment, launchdarkly.url, SEGMENT_TEST_EVENT)
+        # Not swallowed, not retried forever: moved to the DLQ with LaunchDarkly's code.
+        assert result == {"batchItemFailures": []}
+        (dead,) = aws.queue_messages(aws.dlq_url)
+        assert dead["MessageAttributes"]["failure_reason"]["StringValue"] == "launchdarkly_400_invalid_request"
+
+
+def test_ingest_queues_membership_changes_in_the_contract_shape(aws: Aws, environment: Callable[[str], None]) -> None:
+    environment("http://127.0.0.1:9")
+    status, body = ingest(aws, load_handler("ingest"), {"batch": [engage_event(user_id="a"), engage_event(user_id="b")]},
+                          path="/v1/batch", gzipped=True)
+    assert (status, body["accepted"]) == (200, 2)
+    bodies = sorted((json.loads(m["Body"]) for m in aws.queue_messages(aws.queue_url)), key=lambda b: b["context_key"])
+    assert [b["context_key"] for b in bodies] == ["a", "b"]
+    assert set(bodies[0]) == {"v", "audience_id", "audience_key", "context_kind", "context_key", "included",
+                              "event_time", "message_id"}
+
+
+def test_ingest_rejects_wrong_secret_and_queues_nothing(aws: Aws, environment: Callable[[str], None]) -> None:
+    environment("http://127.0.0.1:9")
+    status, body = ingest(aws, load_handler("ingest"), engage_event(), secret="nope")
+    assert (status, body["code"]) == (401, "unauthorized")
+    assert aws.queue_messages(aws.queue_url) == []
+
+
+def test_ingest_answers_503_when_the_queue_is_gone(aws: Aws, environment: Callable[[str], None]) -> None:
+    environment("http://127.0.0.1:9")
+    handler = load_handler("ingest")
+    aws.sqs.delete_queue(QueueUrl=aws.queue_url)
+    status, body = ingest(aws, handler, engage_event())
+    assert (status, body["code"]) == (503, "queue_unavailable")
+
+
+def test_ingest_answers_503_when_the_secret_cannot_be_read(aws: Aws, environment: Callable[[str], None],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    environment("http://127.0.0.1:9")
+    monkeypatch.setenv("WEBHOOK_SECRET_ARN", "does-not-exist")
+    status, body = ingest(aws, load_handler("ingest"), engage_event())
+    assert (status, body["code"]) == (503, "secret_unavailable")
+
+
+def test_ingest_answers_405_to_other_methods(aws: Aws, environment: Callable[[str], None]) -> None:
+    environment("http://127.0.0.1:9")
+    assert ingest(aws, load_handler("ingest"), engage_event(), method="GET")[0] == 405
+
+
+def test_sync_returns_exactly_the_failed_records(aws: Aws, environment: Callable[[str], None],
+                                                launchdarkly: RecordingServer) -> None:
+    launchdarkly.default = Scripted(503, body={"code": "unavailable", "message": "down"})
+    environment(launchdarkly.url)
+    status, _ = ingest(aws, load_handler("ingest"), [engage_event(user_id="a"), engage_event(user_id="b")])
+    event = sqs_event(aws)
+    result = load_handler("sync")(event, FakeLambdaContext("sync", timeout_seconds=6))
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(
+        r["messageId"] for r in event["Records"])
+    assert aws.queue_messages(aws.dlq_url) == []

@@ -1,0 +1,121 @@
+"""The LaunchDarkly client over real HTTP: headers, the retry rule, rate-limit waits, deadlines."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ld_audiences.launchdarkly import API_VERSION, LaunchDarklyClient, WriteError
+from ld_audiences.retry import RetryPolicy
+from tests.recording_server import RecordingServer, Scripted
+
+TOKEN = "api-0000-secret-token"
+POLICY = RetryPolicy(base_delay=0.01, max_delay=0.02, max_rate_limit_wait=2.0, read_timeout=0.5)
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    srv = RecordingServer()
+    yield srv
+    srv.close()
+
+
+class SleepLog:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def client_for(url: str, sleep: SleepLog | None = None) -> LaunchDarklyClient:
+    return LaunchDarklyClient(url, TOKEN, policy=POLICY, sleep=sleep or SleepLog(), rng=random.Random(1))
+
+
+def test_sends_the_bare_token_and_api_version(server: RecordingServer) -> None:
+    client_for(server.url).request("POST", "/api/v2/x", {"a": 1}, deadline=time.time() + 5)
+    (request,) = server.requests
+    assert request.headers["Authorization"] == TOKEN
+    assert request.headers["LD-API-Version"] == API_VERSION == "20240415"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.body == {"a": 1}
+
+
+def test_429_waits_for_the_reset_header_then_retries(server: RecordingServer) -> None:
+    reset_ms = int((time.time() + 1.0) * 1000)
+    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(reset_ms)}, {"code": "rate_limited", "message": "slow"})]
+    sleep = SleepLog()
+    client = client_for(server.url, sleep)
+    client.request("POST", "/x", {}, deadline=time.time() + 10)
+    assert len(server.requests) == 2 and client.retries == 1
+    assert 0.8 <= sleep.waits[0] <= 1.3  # until the reset, plus at most 0.25 s of jitter
+    assert client.responses == {"429": 1, "204": 1}
+
+
+def test_a_reset_in_the_past_is_clamped_to_no_wait(server: RecordingServer) -> None:
+    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(int((time.time() - 60) * 1000))})]
+    sleep = SleepLog()
+    client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 10)
+    assert 0 <= sleep.waits[0] <= 0.25
+
+
+def test_retry_after_seconds_is_used_without_a_reset_header(server: RecordingServer) -> None:
+    server.script = [Scripted(429, {"Retry-After": "1"})]
+    sleep = SleepLog()
+    client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 10)
+    assert 1.0 <= sleep.waits[0] <= 1.25
+
+
+def test_a_rate_limit_past_the_deadline_fails_transiently_without_waiting(server: RecordingServer) -> None:
+    server.script = [Scripted(429, {"Retry-After": "5"})]
+    sleep = SleepLog()
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 2)
+    assert (caught.value.permanent, caught.value.status, sleep.waits) == (False, 429, [])
+
+
+def test_5xx_is_retried_with_bounded_backoff(server: RecordingServer) -> None:
+    server.default = Scripted(503, body={"code": "unavailable", "message": "down"})
+    sleep = SleepLog()
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 10)
+    assert len(server.requests) == POLICY.max_attempts
+    assert len(sleep.waits) == POLICY.max_attempts - 1 and max(sleep.waits) <= POLICY.max_delay
+    assert (caught.value.permanent, caught.value.code) == (False, "unavailable")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_other_4xx_are_permanent_with_launchdarkly_code(server: RecordingServer, status: int) -> None:
+    server.script = [Scripted(status, body={"code": "invalid_request", "message": "bad batch"})]
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
+    assert (caught.value.permanent, caught.value.status, caught.value.code, caught.value.message) == (
+        True, status, "invalid_request", "bad batch")
+    assert len(server.requests) == 1
+
+
+def test_409_conflict_is_retried(server: RecordingServer) -> None:
+    server.script = [Scripted(409, body={"code": "conflict", "message": "retry"})]
+    client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
+    assert len(server.requests) == 2
+
+
+def test_connection_refused_is_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(WriteError) as caught:
+        client_for(f"http://127.0.0.1:{port}").request("POST", "/x", {}, deadline=time.time() + 5)
+    assert caught.value.permanent is False and caught.value.code == "ConnectionError"
+
+
+def test_the_token_never_appears_in_errors_or_repr(server: RecordingServer) -> None:
+    server.default = Scripted(500, body={"code": "internal", "message": "oops"})
+    client = client_for(server.url)
+    with pytest.raises(WriteError) as caught:
+        client.request("POST", "/x", {}, deadline=time.time() + 5)
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(client)

@@ -1,0 +1,197 @@
+"""The sync core against real components: the LaunchDarkly emulator over HTTP, DynamoDB and SQS in
+moto's server mode. Ordering, coalescing, chunking, isolation, permanent and transient failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from ld_audiences.change import MembershipChange
+from ld_audiences.dead_letters import SqsDeadLetters
+from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
+from ld_audiences.retry import RetryPolicy
+from ld_audiences.state import StateStore
+from ld_audiences.sync import QueuedRecord, Synchronizer
+from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
+from ld_audiences_local.emulator import Emulator, Faults
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
+
+FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, max_rate_limit_wait=0.3)
+
+
+def change(key: str, included: bool, second: int, audience: str = "beta_testers", message: str = "") -> MembershipChange:
+    return MembershipChange(
+        audience_id=f"aud_{audience}", audience_key=audience, context_kind="user", context_key=key,
+        included=included, event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
+        message_id=message or f"personas_{audience}_{key}_{second}_{included}",
+    )
+
+
+def records(*changes: MembershipChange) -> list[QueuedRecord]:
+    return [QueuedRecord(f"sqs-{i}-{c.message_id}", c.to_message()) for i, c in enumerate(changes)]
+
+
+def members(emulator: Emulator, audience: str = "beta_testers") -> set[str]:
+    return emulator.included(f"{CLIENT_SIDE_ID}/aud_{audience}")
+
+
+def writes(emulator: Emulator) -> int:
+    return int(emulator.stats()["writes"])
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> LaunchDarklyClient:
+    return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=FAST_RETRIES)
+
+
+def make_sync(aws: Aws, writer: SegmentWriter, chunk_size: int = 1000) -> Synchronizer:
+    return Synchronizer(
+        writer=writer, store=StateStore(aws.dynamodb, aws.table),
+        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url), chunk_size=chunk_size,
+    )
+
+
+@pytest.fixture
+def sync(aws: Aws, client: LaunchDarklyClient) -> Synchronizer:
+    return make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID))
+
+
+def deadline(seconds: float = 20) -> float:
+    return time.time() + seconds
+
+
+def test_latest_change_per_context_wins_within_a_batch(sync: Synchronizer, emulator: Emulator) -> None:
+    batch = records(change("u1", False, 9), change("u1", True, 5), change("u2", True, 1), change("u2", True, 1))
+    report = sync.sync(batch, deadline())
+    assert members(emulator) == {"u2"}
+    assert (report.superseded, report.failed, report.added, report.removed) == (2, [], 1, 1)
+    assert writes(emulator) == 1
+
+
+def test_older_changes_in_later_batches_are_stale(sync: Synchronizer, emulator: Emulator) -> None:
+    sync.sync(records(change("u1", True, 30)), deadline())
+    report = sync.sync(records(change("u1", False, 10)), deadline())
+    assert members(emulator) == {"u1"}
+    assert (report.stale, writes(emulator)) == (1, 1)
+
+
+def test_equal_times_are_ordered_by_message_id(sync: Synchronizer, emulator: Emulator) -> None:
+    sync.sync(records(change("u1", True, 5, message="personas_b")), deadline())
+    report = sync.sync(records(change("u1", False, 5, message="personas_a")), deadline())
+    assert report.stale == 1 and members(emulator) == {"u1"}
+    sync.sync(records(change("u1", False, 5, message="personas_c")), deadline())
+    assert members(emulator) == set()
+
+
+def test_redelivered_message_causes_no_second_write(sync: Synchronizer, emulator: Emulator) -> None:
+    again = change("u1", True, 5)
+    sync.sync(records(again), deadline())
+    report = sync.sync(records(again), deadline())
+    assert (report.duplicates, report.failed, writes(emulator)) == (1, [], 1)
+
+
+def test_each_request_holds_one_audience_and_is_named_after_it(sync: Synchronizer, emulator: Emulator) -> None:
+    sync.sync(records(change("u1", True, 1, "beta_testers"), change("u2", True, 1, "bought_twice_30d")), deadline())
+    segments = {s["id"]: s for s in emulator.segments()}
+    assert segments[f"{CLIENT_SIDE_ID}/aud_beta_testers"]["name"] == "Beta testers"
+    assert segments[f"{CLIENT_SIDE_ID}/aud_bought_twice_30d"]["name"] == "Bought twice 30d"
+    assert (members(emulator, "beta_testers"), members(emulator, "bought_twice_30d")) == ({"u1"}, {"u2"})
+
+
+def test_requests_are_chunked_to_the_limit(aws: Aws, client: LaunchDarklyClient, emulator: Emulator) -> None:
+    sync = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), chunk_size=40)
+    report = sync.sync(records(*(change(f"u{i}", True, 1) for i in range(100))), deadline(60))
+    assert report.failed == [] and len(members(emulator)) == 100
+    assert writes(emulator) == 3  # ceil(100 / 40)
+
+
+def test_concurrent_newer_change_is_not_overwritten(aws: Aws, client: LaunchDarklyClient, emulator: Emulator) -> None:
+    """A's write lands after B (newer) was claimed, written and confirmed: A must restore B's state."""
+    real = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
+    newer = make_sync(aws, real)
+
+    class Interleaving:
+        calls = 0
+
+        def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
+            Interleaving.calls += 1
+            if Interleaving.calls == 1:  # B runs to completion between A's claim and A's write
+                assert newer.sync(records(change("u1", False, 50)), deadline).failed == []
+            real.write(target, add, remove, deadline)
+
+    report = make_sync(aws, Interleaving()).sync(records(change("u1", True, 40)), deadline())
+    assert report.rewrites == 1
+    assert members(emulator) == set()
+
+
+def test_permanent_failure_goes_to_the_dlq_with_its_reason(sync: Synchronizer, emulator: Emulator, aws: Aws) -> None:
+    report = sync.sync(records(change("u1", True, 1, "rejected"), change("u2", True, 1)), deadline())
+    assert report.failed == [] and report.dead_lettered == 1
+    assert members(emulator) == {"u2"}  # the other audience is unaffected
+    (message,) = aws.queue_messages(aws.dlq_url)
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes["failure_reason"] == "launchdarkly_400_invalid_request"
+    assert "cohort rejected" in attributes["failure_detail"]
+    assert MembershipChange.from_message(message["Body"]).context_key == "u1"
+
+
+def test_unreadable_messages_are_dead_lettered(sync: Synchronizer, aws: Aws) -> None:
+    report = sync.sync([QueuedRecord("r1", '{"v": 1}'), QueuedRecord("r2", "not json")], deadline())
+    assert (report.dead_lettered, report.failed) == (2, [])
+    reasons = {m["MessageAttributes"]["failure_reason"]["StringValue"] for m in aws.queue_messages(aws.dlq_url)}
+    assert reasons == {"invalid_message"}
+
+
+def test_transient_failure_fails_only_that_segments_records(aws: Aws, client: LaunchDarklyClient,
+                                                            emulator: Emulator) -> None:
+    real = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
+
+    class FlakyForOneAudience:
+        def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
+            if target.audience_key == "flaky":
+                raise WriteError(False, 503, "unavailable", "try later")
+            real.write(target, add, remove, deadline)
+
+    batch = records(change("u1", True, 1, "flaky"), change("u2", True, 1, "flaky"), change("u3", True, 1))
+    report = make_sync(aws, FlakyForOneAudience()).sync(batch, deadline())
+    assert sorted(report.failed) == sorted(r.record_id for r in batch[:2])
+    assert members(emulator) == {"u3"}
+    # The retry delivers the same changes: they were claimed, not applied, so they are written now.
+    assert make_sync(aws, real).sync(batch[:2], deadline()).failed == []
+    assert members(emulator, "flaky") == {"u1", "u2"}
+
+
+def test_rate_limits_and_5xx_are_retried_until_written(sync: Synchronizer, client: LaunchDarklyClient,
+                                                       emulator: Emulator) -> None:
+    emulator.set_faults(Faults(rate_429=0.3, rate_5xx=0.2, reset_ms=50, seed=7))
+    report = sync.sync(records(*(change(f"u{i}", True, 1, f"aud{i % 5}") for i in range(50))), deadline(60))
+    assert report.failed == []
+    assert client.retries > 0
+    assert sum(len(members(emulator, f"aud{i}")) for i in range(5)) == 50
+
+
+def test_no_time_left_reports_failures_instead_of_waiting(sync: Synchronizer, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(rate_429=1.0, reset_ms=5000, seed=1))
+    batch = records(change("u1", True, 1))
+    started = time.monotonic()
+    report = sync.sync(batch, deadline(1.0))
+    assert time.monotonic() - started < 3
+    assert report.failed == [batch[0].record_id] and report.dead_lettered == 0
+
+
+def test_rest_writer_creates_the_big_segment_then_updates_it(aws: Aws, client: LaunchDarklyClient,
+                                                            emulator: Emulator) -> None:
+    sync = make_sync(aws, RestWriter(client, "default", "production"))
+    sync.sync(records(change("u1", True, 1), change("u2", True, 1)), deadline())
+    # A second writer (a new Lambda instance) finds the segment already there: 409 key_exists is fine.
+    make_sync(aws, RestWriter(client, "default", "production")).sync(records(change("u1", False, 2)), deadline())
+    (segment,) = emulator.segments()
+    assert (segment["id"], segment["kind"], segment["name"]) == ("default/production/beta_testers", "big", "Beta testers")
+    assert segment["contextKind"] == "user" and segment["included"] == ["u2"]
+
+
+def write_log(body: dict[str, Any]) -> list[tuple[str, bool]]:
+    return [(item["userId"], item["value"]) for item in body["batch"]]
