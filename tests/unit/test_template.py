@@ -1,0 +1,824 @@
+"""What cfn-lint and checkov cannot see in template.yaml, and the fixtures that go with it.
+
+The checks are plain functions returning a list of problems, so each test asserts "no problems" on the
+real template and a few self-tests assert that a deliberately broken copy *is* caught.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+LAMBDA_EVENTS = EVENTS / "lambda"
+SEGMENT_EVENTS = EVENTS / "segment"
+CONFIG_PY = ROOT / "layers" / "shared" / "ld_audiences" / "config.py"
+
+LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # docs/CONTRACTS.md, local stack defaults
+
+# docs/CONTRACTS.md, "Environment variables": what each function reads.
+BOTH_ENV = {
+    "SECRETS_MAX_AGE",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+}
+INGEST_ENV = BOTH_ENV | {
+    "QUEUE_URL",
+    "WEBHOOK_SECRET_ARN",
+    "CONTEXT_KEY_POLICY",
+    "DEFAULT_CONTEXT_KIND",
+    "MAX_BODY_BYTES",
+    "MAX_EVENTS_PER_REQUEST",
+}
+SYNC_ENV = BOTH_ENV | {
+    "LD_TOKEN_SECRET_ARN",
+    "LD_WRITER",
+    "LD_CLIENT_SIDE_ID",
+    "LD_PROJECT_KEY",
+    "LD_ENVIRONMENT_KEY",
+    "LD_BASE_URL",
+    "LD_CHUNK_SIZE",
+    "STATE_TABLE_NAME",
+    "DLQ_URL",
+}
+CONTEXT_KEY_POLICIES = {
+    "user_id_only",
+    "user_id_then_email",
+    "user_id_then_anonymousId",
+    "user_id_then_email_then_anonymousId",
+    "email_only",
+}
+
+# Least privilege, as a whitelist: action -> logical ids (or "*") it may apply to.
+XRAY = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
+INGEST_ALLOWED = {
+    "sqs:SendMessage": {"Queue"},
+    "secretsmanager:GetSecretValue": {"WebhookSecret"},
+    "logs:CreateLogStream": {"IngestFunctionLogGroup"},
+    "logs:PutLogEvents": {"IngestFunctionLogGroup"},
+    **XRAY,
+}
+INGEST_REQUIRED = {
+    ("sqs:SendMessage", "Queue"),
+    ("secretsmanager:GetSecretValue", "WebhookSecret"),
+    ("logs:CreateLogStream", "IngestFunctionLogGroup"),
+    ("logs:PutLogEvents", "IngestFunctionLogGroup"),
+}
+SYNC_ALLOWED = {
+    "sqs:ReceiveMessage": {"Queue"},
+    "sqs:DeleteMessage": {"Queue"},
+    "sqs:ChangeMessageVisibility": {"Queue"},
+    "sqs:GetQueueAttributes": {"Queue"},
+    "sqs:SendMessage": {"DeadLetterQueue"},
+    "secretsmanager:GetSecretValue": {"LaunchDarklyTokenSecret"},
+    "dynamodb:GetItem": {"StateTable"},
+    "dynamodb:BatchGetItem": {"StateTable"},
+    "dynamodb:PutItem": {"StateTable"},
+    "dynamodb:UpdateItem": {"StateTable"},
+    "logs:CreateLogStream": {"SyncFunctionLogGroup"},
+    "logs:PutLogEvents": {"SyncFunctionLogGroup"},
+    **XRAY,
+}
+SYNC_REQUIRED = {
+    # what the SQS event source mapping needs (it polls with the function's role)
+    ("sqs:ReceiveMessage", "Queue"),
+    ("sqs:DeleteMessage", "Queue"),
+    ("sqs:GetQueueAttributes", "Queue"),
+    ("sqs:SendMessage", "DeadLetterQueue"),
+    ("secretsmanager:GetSecretValue", "LaunchDarklyTokenSecret"),
+    ("dynamodb:GetItem", "StateTable"),
+    ("dynamodb:PutItem", "StateTable"),
+    ("dynamodb:UpdateItem", "StateTable"),
+    ("logs:CreateLogStream", "SyncFunctionLogGroup"),
+    ("logs:PutLogEvents", "SyncFunctionLogGroup"),
+}
+
+NINE_DIGIT_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
+CHANGE_FIELDS = {
+    "v",
+    "audience_id",
+    "audience_key",
+    "context_kind",
+    "context_key",
+    "included",
+    "event_time",
+    "message_id",
+}
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short forms (!Ref, !GetAtt, !Sub, ...) into long forms."""
+
+
+def _construct_cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    key = suffix if suffix in {"Ref", "Condition"} else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {key: value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        loaded = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def tpl() -> dict[str, Any]:
+    return load_template()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def resources(t: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in t["Resources"].items() if v["Type"] == type_}
+
+
+def props(t: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    return t["Resources"][logical_id].get("Properties", {})
+
+
+def param_default(t: dict[str, Any], name: str) -> Any:
+    return t["Parameters"][name]["Default"]
+
+
+def resolve(t: dict[str, Any], node: Any, overrides: dict[str, Any] | None = None) -> Any:
+    """Resolve Ref-to-parameter and Fn::FindInMap, with parameter defaults unless overridden."""
+    overrides = overrides or {}
+    if isinstance(node, dict) and len(node) == 1:
+        ((key, value),) = node.items()
+        if key == "Ref" and value in t.get("Parameters", {}):
+            return overrides.get(value, param_default(t, value))
+        if key == "Fn::FindInMap":
+            mapping, top, second = (resolve(t, part, overrides) for part in value)
+            return t["Mappings"][mapping][str(top)][second]
+        if key == "Fn::GetAtt":
+            return node
+    return node
+
+
+def as_int(value: Any) -> int:
+    return int(str(value))
+
+
+def target(expr: Any) -> str:
+    """The logical id an IAM Resource expression points at, "*" for everything, or a description."""
+    if expr == "*":
+        return "*"
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((key, value),) = expr.items()
+        if key == "Ref":
+            return str(value)
+        if key == "Fn::GetAtt":
+            return str(value[0])
+        if key == "Fn::Sub" and isinstance(value, str):
+            match = re.fullmatch(r"\$\{([A-Za-z0-9]+)(?:\.Arn)?\}", value)
+            if match:
+                return match.group(1)
+    return f"<unrecognised {expr!r}>"
+
+
+def listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def function_env(t: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    global_vars = t.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    own = props(t, logical_id).get("Environment", {}).get("Variables", {})
+    return {**global_vars, **own}
+
+
+def function_property(t: dict[str, Any], logical_id: str, name: str) -> Any:
+    own = props(t, logical_id)
+    if name in own:
+        return own[name]
+    return t.get("Globals", {}).get("Function", {}).get(name)
+
+
+def role_statements(t: dict[str, Any], function_id: str) -> list[dict[str, Any]]:
+    """Every statement of the function's execution role (an explicit role is required)."""
+    fn = props(t, function_id)
+    role_ref = fn.get("Role")
+    assert isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref, (
+        f"{function_id} must use an explicit role: a SAM-generated one gets AWSLambdaBasicExecutionRole "
+        "(logs on *) and, with an SQS event, AWSLambdaSQSQueueExecutionRole (every queue)"
+    )
+    role = t["Resources"][role_ref["Fn::GetAtt"][0]]
+    assert role["Type"] == "AWS::IAM::Role"
+    return [
+        statement
+        for policy in role["Properties"].get("Policies", [])
+        for statement in listify(policy["PolicyDocument"]["Statement"])
+    ]
+
+
+def grants(statements: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    for statement in statements:
+        if statement.get("Effect") != "Allow":
+            continue
+        for action in listify(statement["Action"]):
+            for resource in listify(statement["Resource"]):
+                yield action, target(resource)
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def check_visibility_timeout(t: dict[str, Any]) -> list[str]:
+    problems = []
+    queue = props(t, "Queue")
+    sync_timeout_expr = props(t, "SyncFunction")["Timeout"]
+    param = t["Parameters"].get("SyncTimeoutSeconds", {})
+    candidates = [param.get("Default")]
+    candidates += param.get("AllowedValues", [])
+    if "MaxValue" in param:
+        candidates.append(param["MaxValue"])
+    for value in candidates:
+        overrides = {"SyncTimeoutSeconds": value}
+        try:
+            visibility = as_int(resolve(t, queue["VisibilityTimeout"], overrides))
+        except KeyError as exc:
+            problems.append(f"SyncTimeoutSeconds={value}: no visibility timeout mapped ({exc})")
+            continue
+        timeout = as_int(resolve(t, sync_timeout_expr, overrides))
+        if visibility < 6 * timeout:
+            problems.append(f"SyncTimeoutSeconds={value}: visibility {visibility} < 6 x {timeout}")
+        if visibility > 43200:
+            problems.append(f"SyncTimeoutSeconds={value}: visibility {visibility} above the SQS maximum")
+        if not 1 <= timeout <= 900:
+            problems.append(f"sync timeout {timeout} outside Lambda's 1..900")
+    return problems
+
+
+def check_batching(t: dict[str, Any]) -> list[str]:
+    problems = []
+    events = [e for e in props(t, "SyncFunction")["Events"].values() if e["Type"] == "SQS"]
+    if len(events) != 1:
+        return [f"expected one SQS event on SyncFunction, found {len(events)}"]
+    event = events[0]["Properties"]
+    batch = as_int(resolve(t, event.get("BatchSize", 10)))
+    window = as_int(resolve(t, event.get("MaximumBatchingWindowInSeconds", 0)))
+    if not 1 <= batch <= 10000:
+        problems.append(f"default batch size {batch} outside 1..10000")
+    if batch > 10 and window < 1:
+        problems.append(f"default batch size {batch} > 10 needs a batching window >= 1 s, got {window}")
+    if window > 300:
+        problems.append(f"batching window {window} above 300 s")
+    for name, limit in (("SyncBatchSize", 10000), ("SyncBatchingWindowSeconds", 300)):
+        param = t["Parameters"][name]
+        if as_int(param.get("MaxValue", 10**9)) > limit:
+            problems.append(f"{name} MaxValue above {limit}")
+    if "ReportBatchItemFailures" not in event.get("FunctionResponseTypes", []):
+        problems.append("ReportBatchItemFailures missing")
+    concurrency = resolve(t, event.get("ScalingConfig", {}).get("MaximumConcurrency"))
+    if concurrency is None or not 2 <= as_int(concurrency) <= 1000:
+        problems.append(f"ScalingConfig.MaximumConcurrency {concurrency!r} outside 2..1000")
+    if target(event.get("Queue")) != "Queue":
+        problems.append("the SQS event does not read the Queue resource")
+    return problems
+
+
+def check_least_privilege(
+    t: dict[str, Any],
+    function_id: str,
+    allowed: dict[str, set[str]],
+    required: set[tuple[str, str]],
+) -> list[str]:
+    problems = []
+    statements = role_statements(t, function_id)
+    role_id = props(t, function_id)["Role"]["Fn::GetAtt"][0]
+    if props(t, role_id).get("ManagedPolicyArns"):
+        problems.append(f"{role_id} attaches managed policies (unscoped permissions)")
+    if "Policies" in props(t, function_id):
+        problems.append(f"{function_id} has SAM Policies next to an explicit Role")
+    for statement in statements:
+        for key in ("NotAction", "NotResource", "NotPrincipal"):
+            if key in statement:
+                problems.append(f"{function_id}: {key} in a statement")
+    granted = set(grants(statements))
+    for action, resource in sorted(granted):
+        if "*" in action:
+            problems.append(f"{function_id}: wildcard action {action}")
+        elif action not in allowed:
+            problems.append(f"{function_id}: unexpected action {action} on {resource}")
+        elif resource not in allowed[action]:
+            problems.append(f"{function_id}: {action} on {resource}, only {sorted(allowed[action])} allowed")
+    for action, resource in sorted(required - granted):
+        problems.append(f"{function_id}: missing {action} on {resource}")
+    return problems
+
+
+def check_env(t: dict[str, Any]) -> list[str]:
+    problems = []
+    for function_id, expected, forbidden in (
+        ("IngestFunction", INGEST_ENV, SYNC_ENV - BOTH_ENV),
+        ("SyncFunction", SYNC_ENV, INGEST_ENV - BOTH_ENV),
+    ):
+        env = function_env(t, function_id)
+        for name in sorted(expected - env.keys()):
+            problems.append(f"{function_id}: {name} not set")
+        for name in sorted(forbidden & env.keys()):
+            problems.append(f"{function_id}: gets {name}, which only the other function needs")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ template
+
+
+def test_template_is_sam(tpl: dict[str, Any]) -> None:
+    assert tpl["Transform"] == "AWS::Serverless-2016-10-31"
+    assert set(resources(tpl, "AWS::Serverless::Function")) == {"IngestFunction", "SyncFunction"}
+
+
+def test_runtime_python313_arm64(tpl: dict[str, Any]) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert function_property(tpl, function_id, "Runtime") == "python3.13"
+        assert function_property(tpl, function_id, "Architectures") == ["arm64"]
+        assert function_property(tpl, function_id, "Tracing") == "Active"
+        assert props(tpl, function_id)["Handler"] == "app.lambda_handler"
+        assert props(tpl, function_id)["Layers"] == [{"Ref": "SharedLayer"}]
+    layer = tpl["Resources"]["SharedLayer"]
+    assert layer["Properties"]["ContentUri"] == "layers/shared"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    assert props(tpl, "IngestFunction")["CodeUri"].rstrip("/") == "functions/ingest"
+    assert props(tpl, "SyncFunction")["CodeUri"].rstrip("/") == "functions/sync"
+
+
+def test_layer_build_precompiles_for_the_runtime() -> None:
+    makefile = (ROOT / "layers" / "shared" / "Makefile").read_text()
+    assert re.search(r"^build-SharedLayer:", makefile, re.MULTILINE)
+    assert "--invalidation-mode unchecked-hash" in makefile
+    assert "--python-version 3.13" in makefile
+    assert "aarch64" in makefile
+    requirements = (ROOT / "layers" / "shared" / "requirements.txt").read_text()
+    pins = {
+        re.split(r"[\[=<>!~ ]", line, maxsplit=1)[0].lower(): line
+        for line in requirements.splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {"aws-lambda-powertools", "pydantic", "requests"} <= pins.keys()
+    assert "boto3" not in pins, "boto3 comes with the Lambda runtime"
+    # the layer and the dev environment must run the same Powertools
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dev_pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("aws-lambda-powertools")]
+    assert dev_pins and dev_pins[0].split("==")[1] == pins["aws-lambda-powertools"].split("==")[1]
+
+
+def test_visibility_timeout_is_at_least_six_times_the_sync_timeout(tpl: dict[str, Any]) -> None:
+    assert check_visibility_timeout(tpl) == []
+    # every allowed timeout is mapped, and nothing else is
+    param = tpl["Parameters"]["SyncTimeoutSeconds"]
+    assert {str(v) for v in param["AllowedValues"]} == set(tpl["Mappings"]["SyncTimeouts"])
+    assert param["Default"] in param["AllowedValues"]
+    assert as_int(resolve(tpl, props(tpl, "Queue")["VisibilityTimeout"])) == 360
+
+
+def test_batching(tpl: dict[str, Any]) -> None:
+    assert check_batching(tpl) == []
+    assert param_default(tpl, "SyncBatchSize") == 1000
+    assert param_default(tpl, "SyncBatchingWindowSeconds") == 1
+    assert param_default(tpl, "SyncMaximumConcurrency") == 2
+
+
+def test_rule_rejects_large_batches_without_window(tpl: dict[str, Any]) -> None:
+    rule = tpl["Rules"]["BatchesAboveTenNeedAWindow"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SyncBatchingWindowSeconds"}, "0"]}
+    (assertion,) = rule["Assertions"]
+    allowed, ref = assertion["Assert"]["Fn::Contains"]
+    assert ref == {"Ref": "SyncBatchSize"}
+    assert sorted(allowed, key=int) == [str(n) for n in range(1, 11)]
+
+
+def test_writer_rules(tpl: dict[str, Any]) -> None:
+    rules = tpl["Rules"]
+    seg = rules["SegmentAudiencesWriterNeedsClientSideId"]
+    assert seg["RuleCondition"] == {"Fn::Equals": [{"Ref": "LaunchDarklyWriter"}, "segment-audiences"]}
+    rest = json.dumps(rules["RestWriterNeedsProjectAndEnvironment"])
+    assert "LaunchDarklyProjectKey" in rest
+    assert "LaunchDarklyEnvironmentKey" in rest
+
+
+def test_queue_and_dead_letter_queue(tpl: dict[str, Any]) -> None:
+    queue, dlq = props(tpl, "Queue"), props(tpl, "DeadLetterQueue")
+    redrive = queue["RedrivePolicy"]
+    assert target(redrive["deadLetterTargetArn"]) == "DeadLetterQueue"
+    max_receive = tpl["Parameters"]["MaxReceiveCount"]
+    assert 1 <= as_int(resolve(tpl, redrive["maxReceiveCount"])) <= 10
+    assert as_int(max_receive["MinValue"]) >= 1
+    assert as_int(max_receive["MaxValue"]) <= 1000  # bounded: SQS allows 1..1000
+    assert queue["SqsManagedSseEnabled"] is True
+    assert dlq["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 4 * 86400
+    assert dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert "FifoQueue" not in queue
+
+
+def test_state_table(tpl: dict[str, Any]) -> None:
+    table = props(tpl, "StateTable")
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_secrets(tpl: dict[str, Any]) -> None:
+    webhook = props(tpl, "WebhookSecret")
+    generated = webhook["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 32
+    assert generated["ExcludePunctuation"] is True
+    # a plain string, not JSON: no template key
+    assert "SecretStringTemplate" not in generated
+    token = props(tpl, "LaunchDarklyTokenSecret")
+    assert "put-secret-value" in token["Description"]
+
+
+def test_every_env_var_the_functions_read_is_set(tpl: dict[str, Any]) -> None:
+    assert check_env(tpl) == []
+    ingest, sync = function_env(tpl, "IngestFunction"), function_env(tpl, "SyncFunction")
+    assert ingest["POWERTOOLS_METRICS_NAMESPACE"] == "LdAudiences"
+    assert ingest["POWERTOOLS_SERVICE_NAME"] != sync["POWERTOOLS_SERVICE_NAME"]
+    assert target(ingest["QUEUE_URL"]) == "Queue"
+    assert target(ingest["WEBHOOK_SECRET_ARN"]) == "WebhookSecret"
+    assert target(sync["LD_TOKEN_SECRET_ARN"]) == "LaunchDarklyTokenSecret"
+    assert target(sync["DLQ_URL"]) == "DeadLetterQueue"
+    assert target(sync["STATE_TABLE_NAME"]) == "StateTable"
+    assert ingest["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+
+
+def test_env_vars_read_by_config_are_set(tpl: dict[str, Any]) -> None:
+    if not CONFIG_PY.exists():
+        pytest.skip("layers/shared/ld_audiences/config.py not written yet")
+    source = CONFIG_PY.read_text()
+    read = set(re.findall(r"(?:_env|_int_env|_choice|environ\.get|getenv)\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", source))
+    assert read, "found no environment variable reads in config.py"
+    set_somewhere = function_env(tpl, "IngestFunction").keys() | function_env(tpl, "SyncFunction").keys()
+    assert read - set_somewhere == set()
+
+
+def test_parameters(tpl: dict[str, Any]) -> None:
+    params = tpl["Parameters"]
+    assert set(params["ContextKeyPolicy"]["AllowedValues"]) == CONTEXT_KEY_POLICIES
+    assert params["ContextKeyPolicy"]["Default"] == "user_id_only"
+    assert params["LaunchDarklyWriter"]["AllowedValues"] == ["segment-audiences", "rest"]
+    assert params["LaunchDarklyWriter"]["Default"] == "segment-audiences"
+    assert params["LaunchDarklyBaseUrl"]["Default"] == "https://app.launchdarkly.com"
+    assert params["DefaultContextKind"]["Default"] == "user"
+    assert params["ChunkSize"]["Default"] == 1000
+    assert params["AlarmEmail"]["Default"] == ""
+    for name, spec in params.items():
+        assert spec.get("Description"), f"parameter {name} has no description"
+
+
+def test_parameters_match_the_runtime_config(tpl: dict[str, Any]) -> None:
+    config = pytest.importorskip("ld_audiences.config")
+    params = tpl["Parameters"]
+    assert {p.value for p in config.ContextKeyPolicy} == set(params["ContextKeyPolicy"]["AllowedValues"])
+    assert {w.value for w in config.WriterMode} == set(params["LaunchDarklyWriter"]["AllowedValues"])
+    assert params["LaunchDarklyBaseUrl"]["Default"] == config.DEFAULT_LD_BASE_URL
+    assert params["ChunkSize"]["Default"] == config.DEFAULT_CHUNK_SIZE
+
+
+def test_ingest_least_privilege(tpl: dict[str, Any]) -> None:
+    assert check_least_privilege(tpl, "IngestFunction", INGEST_ALLOWED, INGEST_REQUIRED) == []
+    granted = set(grants(role_statements(tpl, "IngestFunction")))
+    assert not any(resource == "LaunchDarklyTokenSecret" for _, resource in granted)
+    consume = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+    assert not any(action in consume for action, _ in granted)
+    assert not any(resource == "StateTable" for _, resource in granted)
+
+
+def test_sync_least_privilege(tpl: dict[str, Any]) -> None:
+    assert check_least_privilege(tpl, "SyncFunction", SYNC_ALLOWED, SYNC_REQUIRED) == []
+    granted = set(grants(role_statements(tpl, "SyncFunction")))
+    assert ("sqs:SendMessage", "Queue") not in granted
+    assert not any(resource == "WebhookSecret" for _, resource in granted)
+    assert not any(action in {"dynamodb:Scan", "dynamodb:DeleteItem"} for action, _ in granted)
+
+
+def test_wildcard_resources_only_for_xray(tpl: dict[str, Any]) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        for action, resource in grants(role_statements(tpl, function_id)):
+            if resource == "*":
+                assert action in XRAY, f"{function_id}: {action} on *"
+
+
+def test_functions_log_where_their_role_may_write(tpl: dict[str, Any]) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        log_group = target(props(tpl, function_id)["LoggingConfig"]["LogGroup"])
+        assert tpl["Resources"][log_group]["Type"] == "AWS::Logs::LogGroup"
+        assert ("logs:PutLogEvents", log_group) in set(grants(role_statements(tpl, function_id)))
+        assert "RetentionInDays" in props(tpl, log_group)
+
+
+def test_api(tpl: dict[str, Any]) -> None:
+    api = props(tpl, "Api")
+    settings = [s for s in api["MethodSettings"] if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
+    assert len(settings) == 1
+    rate = as_int(resolve(tpl, settings[0]["ThrottlingRateLimit"]))
+    burst = as_int(resolve(tpl, settings[0]["ThrottlingBurstLimit"]))
+    assert 0 < rate <= burst
+    assert api["TracingEnabled"] is True
+    assert "*~1*" in api["BinaryMediaTypes"]
+    assert "$context.requestId" in api["AccessLogSetting"]["Format"]
+    assert "Authorization" not in api["AccessLogSetting"]["Format"]
+    events = props(tpl, "IngestFunction")["Events"].values()
+    routes = {(e["Properties"]["Path"], e["Properties"]["Method"].upper()) for e in events if e["Type"] == "Api"}
+    assert routes == {("/events", "ANY"), ("/v1/batch", "ANY")}
+    assert all(target(e["Properties"]["RestApiId"]) == "Api" for e in events)
+    assert props(tpl, "IngestFunction")["Timeout"] <= 29  # API Gateway's integration limit
+    # access logging needs the account's CloudWatch role before the stage exists
+    assert tpl["Resources"]["Api"]["DependsOn"] == "ApiGatewayAccountReady"
+    handle = tpl["Resources"]["ApiGatewayAccountReady"]["Metadata"]["AccountSetting"]
+    assert handle == {"Fn::If": ["CreateApiGatewayLoggingRole", {"Ref": "ApiGatewayAccount"}, ""]}
+    assert tpl["Resources"]["ApiGatewayAccount"]["DeletionPolicy"] == "Retain"
+
+
+def test_alarms(tpl: dict[str, Any]) -> None:
+    alarms = [a["Properties"] for a in resources(tpl, "AWS::CloudWatch::Alarm").values()]
+
+    def watching(namespace: str, metric: str, dimension: str) -> list[dict[str, Any]]:
+        found = []
+        for alarm in alarms:
+            if (alarm["Namespace"], alarm["MetricName"]) != (namespace, metric):
+                continue
+            values = [d["Value"] for d in alarm["Dimensions"]]
+            if any(target(v) == dimension or v == dimension for v in values):
+                found.append(alarm)
+        return found
+
+    assert watching("AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue")
+    assert watching("AWS/SQS", "ApproximateAgeOfOldestMessage", "Queue")
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert watching("AWS/Lambda", "Errors", function_id)
+        assert watching("AWS/Lambda", "Throttles", function_id)
+    (api_alarm,) = [a for a in alarms if (a["Namespace"], a["MetricName"]) == ("AWS/ApiGateway", "5XXError")]
+    dims = {d["Name"]: d["Value"] for d in api_alarm["Dimensions"]}
+    # the alarm must watch the API and stage this template creates
+    assert dims["ApiName"] == props(tpl, "Api")["Name"]
+    assert dims["Stage"] == props(tpl, "Api")["StageName"]
+    for alarm in alarms:
+        assert [target(a) for a in alarm["AlarmActions"]] == ["AlarmTopic"]
+    subscription = tpl["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert tpl["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+
+
+def test_outputs(tpl: dict[str, Any]) -> None:
+    outputs = tpl["Outputs"]
+    required = {
+        "EndpointUrl",
+        "BatchEndpointUrl",
+        "QueueUrl",
+        "DeadLetterQueueUrl",
+        "StateTableName",
+        "WebhookSecretArn",
+        "LaunchDarklyTokenSecretArn",
+        "SharedLayerArn",
+    }
+    assert required <= outputs.keys()
+    stage = props(tpl, "Api")["StageName"]
+    assert outputs["EndpointUrl"]["Value"]["Fn::Sub"].endswith(f"/{stage}/events")
+    assert outputs["BatchEndpointUrl"]["Value"]["Fn::Sub"].endswith(f"/{stage}/v1/batch")
+    assert "${Api}" in outputs["EndpointUrl"]["Value"]["Fn::Sub"]
+    assert target(outputs["QueueUrl"]["Value"]) == "Queue"
+    assert target(outputs["DeadLetterQueueUrl"]["Value"]) == "DeadLetterQueue"
+    assert target(outputs["LaunchDarklyTokenSecretArn"]["Value"]) == "LaunchDarklyTokenSecret"
+    assert target(outputs["SharedLayerArn"]["Value"]) == "SharedLayer"
+
+
+# ------------------------------------------------------------------------------------------ self-tests
+
+
+def test_checks_catch_a_short_visibility_timeout(tpl: dict[str, Any]) -> None:
+    broken = copy.deepcopy(tpl)
+    broken["Mappings"]["SyncTimeouts"]["120"]["VisibilityTimeout"] = 600
+    assert any("SyncTimeoutSeconds=120" in p for p in check_visibility_timeout(broken))
+    unmapped = copy.deepcopy(tpl)
+    unmapped["Parameters"]["SyncTimeoutSeconds"]["AllowedValues"].append(45)
+    assert any("no visibility timeout mapped" in p for p in check_visibility_timeout(unmapped))
+
+
+def test_checks_catch_large_batches_without_window(tpl: dict[str, Any]) -> None:
+    broken = copy.deepcopy(tpl)
+    broken["Parameters"]["SyncBatchingWindowSeconds"]["Default"] = 0
+    assert any("needs a batching window" in p for p in check_batching(broken))
+    huge = copy.deepcopy(tpl)
+    huge["Parameters"]["SyncBatchSize"]["MaxValue"] = 20000
+    assert any("SyncBatchSize MaxValue" in p for p in check_batching(huge))
+    no_partial = copy.deepcopy(tpl)
+    no_partial["Resources"]["SyncFunction"]["Properties"]["Events"]["Changes"]["Properties"][
+        "FunctionResponseTypes"
+    ] = []
+    assert "ReportBatchItemFailures missing" in check_batching(no_partial)
+
+
+def test_checks_catch_broad_permissions(tpl: dict[str, Any]) -> None:
+    broken = copy.deepcopy(tpl)
+    statements = broken["Resources"]["SyncFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements["Statement"].append(
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": {"Fn::GetAtt": ["Queue", "Arn"]}}
+    )
+    statements["Statement"].append({"Effect": "Allow", "Action": "dynamodb:Scan", "Resource": "*"})
+    problems = check_least_privilege(broken, "SyncFunction", SYNC_ALLOWED, SYNC_REQUIRED)
+    assert any("sqs:SendMessage on Queue" in p for p in problems)
+    assert any("dynamodb:Scan" in p for p in problems)
+
+
+def test_checks_catch_a_missing_env_var(tpl: dict[str, Any]) -> None:
+    broken = copy.deepcopy(tpl)
+    del broken["Resources"]["SyncFunction"]["Properties"]["Environment"]["Variables"]["DLQ_URL"]
+    broken["Resources"]["IngestFunction"]["Properties"]["Environment"]["Variables"]["LD_TOKEN_SECRET_ARN"] = "x"
+    problems = check_env(broken)
+    assert "SyncFunction: DLQ_URL not set" in problems
+    assert any("IngestFunction: gets LD_TOKEN_SECRET_ARN" in p for p in problems)
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def request_events(payload: Any) -> list[dict[str, Any]]:
+    """The events of one Segment request body, whichever of the three shapes it has."""
+    if isinstance(payload, list):
+        return payload
+    assert isinstance(payload, dict)
+    if "batch" in payload:
+        assert isinstance(payload["batch"], list)
+        return payload["batch"]
+    return [payload]
+
+
+def check_segment_event(event: dict[str, Any]) -> None:
+    assert event["type"] in {"identify", "track"}
+    assert isinstance(event.get("messageId"), str) and event["messageId"]
+    assert event.get("userId") or event.get("anonymousId")
+    personas = event.get("context", {}).get("personas")
+    if personas is None:
+        return  # a non-audience event: skipped by ingest
+    assert {"computation_class", "computation_id", "computation_key", "space_id"} <= personas.keys()
+    assert re.fullmatch(r"personas_[0-9A-Za-z]{27}", event["messageId"])
+    assert NINE_DIGIT_UTC.match(event["timestamp"])
+    assert "sentAt" in event and event["sentAt"] is None
+    key = personas["computation_key"]
+    if personas["computation_class"] not in {"audience", "journey_step"}:
+        return
+    holder = event["traits"] if event["type"] == "identify" else event["properties"]
+    value = holder[key]
+    assert value in (True, False) or str(value).lower() in {"true", "false"}
+    if event["type"] == "track":
+        assert event["event"] in {"Audience Entered", "Audience Exited"}
+        assert "@" in event["context"]["traits"]["email"]
+    else:
+        assert "@" in event["traits"]["email"]
+
+
+INGEST_FIXTURES = sorted(LAMBDA_EVENTS.glob("ingest_*.json"))
+
+
+def test_ingest_fixtures_exist() -> None:
+    names = {p.name for p in INGEST_FIXTURES}
+    assert {"ingest_track.json", "ingest_identify_batch.json", "ingest_gzip.json", "ingest_bad_auth.json"} <= names
+
+
+@pytest.mark.parametrize("path", INGEST_FIXTURES, ids=lambda p: p.name)
+def test_ingest_fixture_is_an_api_gateway_proxy_event(path: Path, tpl: dict[str, Any]) -> None:
+    event = load_json(path)
+    for key in ("resource", "path", "httpMethod", "headers", "multiValueHeaders", "requestContext", "body"):
+        assert key in event, key
+    assert event["httpMethod"] == "POST"
+    routes = {e["Properties"]["Path"] for e in props(tpl, "IngestFunction")["Events"].values()}
+    assert event["resource"] in routes and event["path"] == event["resource"]
+    context = event["requestContext"]
+    stage = props(tpl, "Api")["StageName"]
+    assert context["stage"] == stage
+    assert context["path"] == f"/{stage}{event['path']}"
+    assert context["resourcePath"] == event["resource"]
+    assert context["httpMethod"] == "POST"
+    assert {k: [v] for k, v in event["headers"].items()} == event["multiValueHeaders"]
+    assert isinstance(event["isBase64Encoded"], bool)
+
+    raw = base64.b64decode(event["body"], validate=True) if event["isBase64Encoded"] else event["body"].encode()
+    if event["headers"].get("Content-Encoding") == "gzip":
+        assert event["isBase64Encoded"], "a gzip body can only arrive base64-encoded"
+        raw = gzip.decompress(raw)
+    assert int(event["headers"]["Content-Length"]) > 0
+    events = request_events(json.loads(raw))
+    assert events
+    for segment_event in events:
+        check_segment_event(segment_event)
+
+    auth = event["headers"]["Authorization"]
+    valid = {
+        f"Bearer {LOCAL_WEBHOOK_SECRET}",
+        "Basic " + base64.b64encode(f"{LOCAL_WEBHOOK_SECRET}:".encode()).decode(),
+    }
+    if "bad_auth" in path.name:
+        assert auth not in valid
+    else:
+        assert auth in valid
+    if path.name == "ingest_identify_batch.json":
+        assert event["path"] == "/v1/batch" and auth.startswith("Basic ")
+        assert "batch" in json.loads(raw)
+    if path.name == "ingest_gzip.json":
+        assert isinstance(json.loads(raw), list)
+
+
+def test_sync_fixture_is_an_sqs_batch() -> None:
+    records = load_json(LAMBDA_EVENTS / "sync_batch.json")["Records"]
+    assert 1 < len(records) <= 10000
+    assert len({r["messageId"] for r in records}) == len(records)
+    for record in records:
+        assert record["eventSource"] == "aws:sqs"
+        assert re.fullmatch(r"arn:aws:sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+", record["eventSourceARN"])
+        assert record["receiptHandle"]
+        assert record["attributes"]["ApproximateReceiveCount"].isdigit()
+        assert record["attributes"]["SentTimestamp"].isdigit()
+        assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()  # noqa: S324
+        change = json.loads(record["body"])
+        assert set(change) == CHANGE_FIELDS
+        assert change["v"] == 1
+        assert isinstance(change["included"], bool)
+        assert NINE_DIGIT_UTC.match(change["event_time"])
+        assert all(isinstance(change[k], str) and change[k] for k in CHANGE_FIELDS - {"v", "included"})
+
+
+def test_sync_fixture_matches_the_change_model() -> None:
+    change_module = pytest.importorskip("ld_audiences.change")
+    for record in load_json(LAMBDA_EVENTS / "sync_batch.json")["Records"]:
+        change_module.MembershipChange.from_message(record["body"])
+
+
+def test_env_json_names_exactly_what_the_template_sets(tpl: dict[str, Any]) -> None:
+    env = load_json(EVENTS / "env.json")
+    assert set(env) == set(resources(tpl, "AWS::Serverless::Function"))
+    for function_id, values in env.items():
+        assert set(values) == set(function_env(tpl, function_id)), function_id
+        assert all(isinstance(v, str) for v in values.values()), "sam local passes strings"
+        assert values["AWS_ENDPOINT_URL"].startswith("http://host.docker.internal:")
+    ingest, sync = env["IngestFunction"], env["SyncFunction"]
+    # local stack defaults (docs/CONTRACTS.md)
+    assert ingest["QUEUE_URL"].endswith("/ld-audiences-changes")
+    assert ingest["WEBHOOK_SECRET_ARN"] == "ld-audiences/webhook-secret"
+    assert sync["LD_TOKEN_SECRET_ARN"] == "ld-audiences/launchdarkly-token"
+    assert sync["LD_CLIENT_SIDE_ID"] == "local-client-side-id"
+    assert sync["STATE_TABLE_NAME"] == "ld-audiences-state"
+    assert sync["DLQ_URL"].endswith("/ld-audiences-changes-dlq")
+    assert ingest["CONTEXT_KEY_POLICY"] in CONTEXT_KEY_POLICIES
+
+
+SEGMENT_FIXTURES = sorted(SEGMENT_EVENTS.glob("*.json"))
+
+
+def test_segment_fixtures_cover_every_shape() -> None:
+    shapes = set()
+    for path in SEGMENT_FIXTURES:
+        payload = load_json(path)
+        shapes.add("array" if isinstance(payload, list) else "batch" if "batch" in payload else "single")
+    assert shapes == {"array", "batch", "single"}
+    readme = (SEGMENT_EVENTS / "README.md").read_text()
+    for path in SEGMENT_FIXTURES:
+        assert path.name in readme, f"{path.name} is not described in events/segment/README.md"
+
+
+@pytest.mark.parametrize("path", SEGMENT_FIXTURES, ids=lambda p: p.name)
+def test_segment_fixture_is_valid_engage_traffic(path: Path) -> None:
+    events = request_events(load_json(path))
+    assert events
+    for event in events:
+        check_segment_event(event)
