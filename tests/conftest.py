@@ -22,8 +22,12 @@ REGION = "us-east-1"
 
 # Never let a test reach real AWS, whatever the developer's shell has configured.
 os.environ.update(
-    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing",
-    AWS_DEFAULT_REGION=REGION, POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_DEV="false",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION=REGION,
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_DEV="false",
 )
 
 
@@ -84,7 +88,8 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     )["QueueUrl"]
     table = f"state-{suffix}"
     dynamodb.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
     )

@@ -32,10 +32,11 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def webhook_credentials() -> WebhookCredentials:
     try:
         secret = parameters.get_secret(settings.webhook_secret_id, max_age=settings.secrets_max_age)
-    except parameters.exceptions.GetParameterError:
-        logger.exception("webhook secret unavailable")
+        return WebhookCredentials.from_secret(str(secret))
+    except (parameters.exceptions.GetParameterError, ValueError) as exc:
+        # No traceback: a JSON error would carry the secret's text along with it.
+        logger.error("webhook secret unavailable or malformed", error=type(exc).__name__)
         raise RequestError(503, "secret_unavailable", "credentials cannot be checked now; retry later") from None
-    return WebhookCredentials.from_secret(str(secret))
 
 
 @app.route("/events", method=ALL_METHODS)
@@ -72,7 +73,9 @@ def record(report: IngestReport) -> None:
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(report.errors))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+# log_event=False, not left to POWERTOOLS_LOGGER_LOG_EVENT: the event holds the Authorization header (the
+# webhook secret) and the events' email addresses, and no setting may put them in a log line.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

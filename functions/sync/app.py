@@ -13,9 +13,10 @@ import requests
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ld_audiences.config import SyncSettings
+from ld_audiences.config import TOKEN_PLACEHOLDER, ConfigError, SyncSettings
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.state import StateStore
@@ -44,6 +45,9 @@ def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
     once the Parameters cache expires."""
     global _current
     token = str(parameters.get_secret(settings.token_secret_id, max_age=settings.secrets_max_age)).strip()
+    if token in ("", TOKEN_PLACEHOLDER):
+        # Fail the whole batch loudly (Errors alarm); the changes wait in SQS, then the DLQ, for redrive.
+        raise ConfigError("the LaunchDarkly token secret is not set: put the token with put-secret-value")
     if _current is None or _current[0] != token:
         client = LaunchDarklyClient(settings.launchdarkly.base_url, token, session=session)
         writer = make_writer(settings.launchdarkly, client)
@@ -54,7 +58,8 @@ def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
     return _current[1], _current[2]
 
 
-@logger.inject_lambda_context
+# log_event=False, not left to POWERTOOLS_LOGGER_LOG_EVENT: the records hold context keys, often emails.
+@logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -93,6 +98,8 @@ def record_metrics(report: SyncReport, client: LaunchDarklyClient) -> None:
         ("LaunchDarklyRetries", client.retries),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    if is_metrics_disabled():  # single_metric ignores POWERTOOLS_METRICS_DISABLED by itself
+        return
     for status, count in client.responses.items():
         with single_metric(
             name="LaunchDarklyRequests", unit=MetricUnit.Count, value=count, namespace=metrics.namespace

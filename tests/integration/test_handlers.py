@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ld_audiences.config import ConfigError
 from ld_audiences_local.handlers import FakeLambdaContext, load_handler
 from tests.conftest import CLIENT_SIDE_ID, Aws
 from tests.recording_server import RecordingServer, Scripted
@@ -20,18 +21,30 @@ WEBHOOK = "webhook-secret-value"
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-def api_event(body: Any, *, path: str = "/events", method: str = "POST", secret: str = WEBHOOK,
-              gzipped: bool = False) -> dict[str, Any]:
+def api_event(
+    body: Any, *, path: str = "/events", method: str = "POST", secret: str = WEBHOOK, gzipped: bool = False
+) -> dict[str, Any]:
     raw = json.dumps(body).encode()
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     if gzipped:
         raw, headers["Content-Encoding"] = gzip.compress(raw), "gzip"
     return {
-        "resource": path, "path": path, "httpMethod": method, "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()}, "queryStringParameters": None,
-        "pathParameters": None, "stageVariables": None,
-        "requestContext": {"requestId": "req-1", "stage": "v1", "httpMethod": method, "resourcePath": path,
-                           "path": f"/v1{path}", "identity": {"sourceIp": "127.0.0.1"}},
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "requestId": "req-1",
+            "stage": "v1",
+            "httpMethod": method,
+            "resourcePath": path,
+            "path": f"/v1{path}",
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
         "body": base64.b64encode(raw).decode() if gzipped else raw.decode(),
         "isBase64Encoded": gzipped,
     }
@@ -41,12 +54,18 @@ def api_event(body: Any, *, path: str = "/events", method: str = "POST", secret:
 def environment(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     def configure(launchdarkly_url: str) -> None:
         for name, value in {
-            "QUEUE_URL": aws.queue_url, "DLQ_URL": aws.dlq_url, "STATE_TABLE_NAME": aws.table,
-            "WEBHOOK_SECRET_ARN": aws.webhook_secret, "LD_TOKEN_SECRET_ARN": aws.token_secret,
-            "LD_CLIENT_SIDE_ID": CLIENT_SIDE_ID, "LD_BASE_URL": launchdarkly_url,
-            "POWERTOOLS_SERVICE_NAME": "ld-audiences-test", "POWERTOOLS_METRICS_NAMESPACE": "LdAudiencesTest",
+            "QUEUE_URL": aws.queue_url,
+            "DLQ_URL": aws.dlq_url,
+            "STATE_TABLE_NAME": aws.table,
+            "WEBHOOK_SECRET_ARN": aws.webhook_secret,
+            "LD_TOKEN_SECRET_ARN": aws.token_secret,
+            "LD_CLIENT_SIDE_ID": CLIENT_SIDE_ID,
+            "LD_BASE_URL": launchdarkly_url,
+            "POWERTOOLS_SERVICE_NAME": "ld-audiences-test",
+            "POWERTOOLS_METRICS_NAMESPACE": "LdAudiencesTest",
         }.items():
             monkeypatch.setenv(name, value)
+
     return configure
 
 
@@ -64,9 +83,20 @@ def ingest(aws: Aws, handler: Handler, body: Any, **kwargs: Any) -> tuple[int, d
 
 def sqs_event(aws: Aws) -> dict[str, Any]:
     messages = aws.queue_messages(aws.queue_url)
-    return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                         "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
-                         "eventSource": "aws:sqs", "awsRegion": "us-east-1"} for m in messages]}
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "awsRegion": "us-east-1",
+            }
+            for m in messages
+        ]
+    }
 
 
 def run_pipeline(aws: Aws, configure: Callable[[str], None], url: str, events: Any) -> dict[str, Any]:
@@ -77,16 +107,26 @@ def run_pipeline(aws: Aws, configure: Callable[[str], None], url: str, events: A
 
 
 SEGMENT_TEST_EVENT = {
-    "type": "track", "event": "Audience Entered", "userId": "user1234", "messageId": "personas_test",
+    "type": "track",
+    "event": "Audience Entered",
+    "userId": "user1234",
+    "messageId": "personas_test",
     "timestamp": "2026-11-20T10:00:00.000Z",
     "properties": {"audience_key": "ld_segment_test", "ld_segment_test": True},
-    "context": {"personas": {"computation_class": "audience", "computation_key": "ld_segment_test",
-                             "computation_id": "ld_segment_audience_id"}},
+    "context": {
+        "personas": {
+            "computation_class": "audience",
+            "computation_key": "ld_segment_test",
+            "computation_id": "ld_segment_audience_id",
+        }
+    },
 }
 EXPECTED_BODY = {
-    "environmentId": "test-client-id", "contextKind": "user",
-    "batch": [{"userId": "user1234", "cohortName": "Ld segment test", "cohortId": "ld_segment_audience_id",
-               "value": True}],
+    "environmentId": "test-client-id",
+    "contextKind": "user",
+    "batch": [
+        {"userId": "user1234", "cohortName": "Ld segment test", "cohortId": "ld_segment_audience_id", "value": True}
+    ],
 }
 
 
@@ -141,13 +181,26 @@ class TestSegmentDestinationCompatibility:
 
 def test_ingest_queues_membership_changes_in_the_contract_shape(aws: Aws, environment: Callable[[str], None]) -> None:
     environment("http://127.0.0.1:9")
-    status, body = ingest(aws, load_handler("ingest"), {"batch": [engage_event(user_id="a"), engage_event(user_id="b")]},
-                          path="/v1/batch", gzipped=True)
+    status, body = ingest(
+        aws,
+        load_handler("ingest"),
+        {"batch": [engage_event(user_id="a"), engage_event(user_id="b")]},
+        path="/v1/batch",
+        gzipped=True,
+    )
     assert (status, body["accepted"]) == (200, 2)
     bodies = sorted((json.loads(m["Body"]) for m in aws.queue_messages(aws.queue_url)), key=lambda b: b["context_key"])
     assert [b["context_key"] for b in bodies] == ["a", "b"]
-    assert set(bodies[0]) == {"v", "audience_id", "audience_key", "context_kind", "context_key", "included",
-                              "event_time", "message_id"}
+    assert set(bodies[0]) == {
+        "v",
+        "audience_id",
+        "audience_key",
+        "context_kind",
+        "context_key",
+        "included",
+        "event_time",
+        "message_id",
+    }
 
 
 def test_ingest_rejects_wrong_secret_and_queues_nothing(aws: Aws, environment: Callable[[str], None]) -> None:
@@ -165,8 +218,9 @@ def test_ingest_answers_503_when_the_queue_is_gone(aws: Aws, environment: Callab
     assert (status, body["code"]) == (503, "queue_unavailable")
 
 
-def test_ingest_answers_503_when_the_secret_cannot_be_read(aws: Aws, environment: Callable[[str], None],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ingest_answers_503_when_the_secret_cannot_be_read(
+    aws: Aws, environment: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     environment("http://127.0.0.1:9")
     monkeypatch.setenv("WEBHOOK_SECRET_ARN", "does-not-exist")
     status, body = ingest(aws, load_handler("ingest"), engage_event())
@@ -178,13 +232,34 @@ def test_ingest_answers_405_to_other_methods(aws: Aws, environment: Callable[[st
     assert ingest(aws, load_handler("ingest"), engage_event(), method="GET")[0] == 405
 
 
-def test_sync_returns_exactly_the_failed_records(aws: Aws, environment: Callable[[str], None],
-                                                launchdarkly: RecordingServer) -> None:
+def test_sync_returns_exactly_the_failed_records(
+    aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+) -> None:
     launchdarkly.default = Scripted(503, body={"code": "unavailable", "message": "down"})
     environment(launchdarkly.url)
     status, _ = ingest(aws, load_handler("ingest"), [engage_event(user_id="a"), engage_event(user_id="b")])
+    assert status == 200
     event = sqs_event(aws)
     result = load_handler("sync")(event, FakeLambdaContext("sync", timeout_seconds=6))
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(
-        r["messageId"] for r in event["Records"])
+        r["messageId"] for r in event["Records"]
+    )
     assert aws.queue_messages(aws.dlq_url) == []
+
+
+def test_sync_refuses_to_run_with_the_placeholder_token(
+    aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+) -> None:
+    environment(launchdarkly.url)
+    aws.secrets.put_secret_value(SecretId=aws.token_secret, SecretString="REPLACE_ME")
+    ingest(aws, load_handler("ingest"), engage_event())
+    with pytest.raises(ConfigError, match="token secret is not set"):
+        load_handler("sync")(sqs_event(aws), FakeLambdaContext("sync"))
+    assert launchdarkly.requests == []
+
+
+def test_ingest_answers_503_when_the_secret_is_malformed(aws: Aws, environment: Callable[[str], None]) -> None:
+    environment("http://127.0.0.1:9")
+    aws.secrets.put_secret_value(SecretId=aws.webhook_secret, SecretString='{"current": "abc", ')
+    status, body = ingest(aws, load_handler("ingest"), engage_event())
+    assert (status, body["code"]) == (503, "secret_unavailable")

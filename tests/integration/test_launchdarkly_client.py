@@ -94,7 +94,11 @@ def test_other_4xx_are_permanent_with_launchdarkly_code(server: RecordingServer,
     with pytest.raises(WriteError) as caught:
         client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
     assert (caught.value.permanent, caught.value.status, caught.value.code, caught.value.message) == (
-        True, status, "invalid_request", "bad batch")
+        True,
+        status,
+        "invalid_request",
+        "bad batch",
+    )
     assert len(server.requests) == 1
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
@@ -22,10 +21,16 @@ from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, max_rate_limit_wait=0.3)
 
 
-def change(key: str, included: bool, second: int, audience: str = "beta_testers", message: str = "") -> MembershipChange:
+def change(
+    key: str, included: bool, second: int, audience: str = "beta_testers", message: str = ""
+) -> MembershipChange:
     return MembershipChange(
-        audience_id=f"aud_{audience}", audience_key=audience, context_kind="user", context_key=key,
-        included=included, event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
+        audience_id=f"aud_{audience}",
+        audience_key=audience,
+        context_kind="user",
+        context_key=key,
+        included=included,
+        event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
         message_id=message or f"personas_{audience}_{key}_{second}_{included}",
     )
 
@@ -49,8 +54,10 @@ def client(emulator: Emulator) -> LaunchDarklyClient:
 
 def make_sync(aws: Aws, writer: SegmentWriter, chunk_size: int = 1000) -> Synchronizer:
     return Synchronizer(
-        writer=writer, store=StateStore(aws.dynamodb, aws.table),
-        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url), chunk_size=chunk_size,
+        writer=writer,
+        store=StateStore(aws.dynamodb, aws.table),
+        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
+        chunk_size=chunk_size,
     )
 
 
@@ -145,8 +152,9 @@ def test_unreadable_messages_are_dead_lettered(sync: Synchronizer, aws: Aws) -> 
     assert reasons == {"invalid_message"}
 
 
-def test_transient_failure_fails_only_that_segments_records(aws: Aws, client: LaunchDarklyClient,
-                                                            emulator: Emulator) -> None:
+def test_transient_failure_fails_only_that_segments_records(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
     real = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
 
     class FlakyForOneAudience:
@@ -164,8 +172,9 @@ def test_transient_failure_fails_only_that_segments_records(aws: Aws, client: La
     assert members(emulator, "flaky") == {"u1", "u2"}
 
 
-def test_rate_limits_and_5xx_are_retried_until_written(sync: Synchronizer, client: LaunchDarklyClient,
-                                                       emulator: Emulator) -> None:
+def test_rate_limits_and_5xx_are_retried_until_written(
+    sync: Synchronizer, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
     emulator.set_faults(Faults(rate_429=0.3, rate_5xx=0.2, reset_ms=50, seed=7))
     report = sync.sync(records(*(change(f"u{i}", True, 1, f"aud{i % 5}") for i in range(50))), deadline(60))
     assert report.failed == []
@@ -182,16 +191,18 @@ def test_no_time_left_reports_failures_instead_of_waiting(sync: Synchronizer, em
     assert report.failed == [batch[0].record_id] and report.dead_lettered == 0
 
 
-def test_rest_writer_creates_the_big_segment_then_updates_it(aws: Aws, client: LaunchDarklyClient,
-                                                            emulator: Emulator) -> None:
+def test_rest_writer_creates_the_big_segment_then_updates_it(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
     sync = make_sync(aws, RestWriter(client, "default", "production"))
     sync.sync(records(change("u1", True, 1), change("u2", True, 1)), deadline())
     # A second writer (a new Lambda instance) finds the segment already there: 409 key_exists is fine.
     make_sync(aws, RestWriter(client, "default", "production")).sync(records(change("u1", False, 2)), deadline())
     (segment,) = emulator.segments()
-    assert (segment["id"], segment["kind"], segment["name"]) == ("default/production/beta_testers", "big", "Beta testers")
+    assert (segment["id"], segment["kind"], segment["name"]) == (
+        "default/production/beta_testers",
+        "big",
+        "Beta testers",
+    )
     assert segment["contextKind"] == "user" and segment["included"] == ["u2"]
 
-
-def write_log(body: dict[str, Any]) -> list[tuple[str, bool]]:
-    return [(item["userId"], item["value"]) for item in body["batch"]]

@@ -19,8 +19,9 @@ from ld_audiences.ingest import QueueUnavailable, Response, handle
 from tests.segment_events import engage_event
 
 SECRET = "s3cret-webhook"
-SETTINGS = IngestSettings(queue_url="q", webhook_secret_id="w", normalize=NormalizeSettings(), max_body_bytes=64_000,
-                          max_events=50)
+SETTINGS = IngestSettings(
+    queue_url="q", webhook_secret_id="w", normalize=NormalizeSettings(), max_body_bytes=64_000, max_events=50
+)
 
 
 class RecordingQueue:
@@ -44,14 +45,24 @@ def basic(user: str = SECRET, password: str = "") -> dict[str, str]:
 
 
 def post(
-    payload: Any = None, *, headers: dict[str, str] | None = None, body: str | None = None, is_base64: bool = False,
-    queue: RecordingQueue | None = None, secret: str = SECRET, method: str = "POST",
+    payload: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+    is_base64: bool = False,
+    queue: RecordingQueue | None = None,
+    secret: str = SECRET,
+    method: str = "POST",
 ) -> tuple[Response, RecordingQueue]:
     queue = queue or RecordingQueue()
     response, _ = handle(
-        method=method, headers=bearer() if headers is None else headers,
-        body=json.dumps(payload) if body is None else body, is_base64=is_base64, settings=SETTINGS,
-        credentials=lambda: WebhookCredentials.from_secret(secret), queue=queue,
+        method=method,
+        headers=bearer() if headers is None else headers,
+        body=json.dumps(payload) if body is None else body,
+        is_base64=is_base64,
+        settings=SETTINGS,
+        credentials=lambda: WebhookCredentials.from_secret(secret),
+        queue=queue,
     )
     return response, queue
 
@@ -132,8 +143,9 @@ def test_gzip_bodies_are_decompressed() -> None:
 
 def test_gzip_bombs_stop_at_the_body_limit() -> None:
     bomb = gzip.compress(b"[" + b" " * 10_000_000 + b"]")
-    response, _ = post(body=base64.b64encode(bomb).decode(), is_base64=True,
-                       headers={**bearer(), "content-encoding": "gzip"})
+    response, _ = post(
+        body=base64.b64encode(bomb).decode(), is_base64=True, headers={**bearer(), "content-encoding": "gzip"}
+    )
     assert (response.status, response.body["code"]) == (413, "body_too_large")
 
 
@@ -142,12 +154,21 @@ def test_mixed_requests_queue_the_valid_events_and_name_the_bad_ones() -> None:
     skipped = engage_event(computation_class="trait")
     response, queue = post([engage_event(user_id="a"), bad, skipped, engage_event(user_id="b")])
     assert response.status == 200
-    assert {k: response.body[k] for k in ("accepted", "skipped", "rejected")} == {"accepted": 2, "skipped": 1,
-                                                                                  "rejected": 1}
+    assert {k: response.body[k] for k in ("accepted", "skipped", "rejected")} == {
+        "accepted": 2,
+        "skipped": 1,
+        "rejected": 1,
+    }
     assert [c.context_key for c in queue.sent] == ["a", "b"]
-    assert response.body["errors"] == [{"index": 1, "messageId": "personas_bad", "reason": "membership_not_boolean",
-                                        "field": "properties.beta_testers",
-                                        "message": "properties.beta_testers must be true or false"}]
+    assert response.body["errors"] == [
+        {
+            "index": 1,
+            "messageId": "personas_bad",
+            "reason": "membership_not_boolean",
+            "field": "properties.beta_testers",
+            "message": "properties.beta_testers must be true or false",
+        }
+    ]
     assert response.body["skipped_reasons"] == {"computation_class_not_synced": 1}
 
 
@@ -190,7 +211,9 @@ def test_non_json_content_types_get_415(content_type: str) -> None:
 
 
 def test_json_content_type_with_charset_is_fine() -> None:
-    assert post(engage_event(), headers={**bearer(), "content-type": "application/json; charset=utf-8"})[0].status == 200
+    assert (
+        post(engage_event(), headers={**bearer(), "content-type": "application/json; charset=utf-8"})[0].status == 200
+    )
 
 
 def test_only_post_is_allowed() -> None:

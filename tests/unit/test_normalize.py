@@ -26,8 +26,13 @@ def rejected(event: object, settings: NormalizeSettings = DEFAULT) -> Rejected:
 
 
 def test_track_audience_entered_becomes_an_add() -> None:
-    event = engage_event(type_="track", user_id="user1234", audience_key="ld_segment_test",
-                         audience_id="ld_segment_audience_id", message_id="personas_abc")
+    event = engage_event(
+        type_="track",
+        user_id="user1234",
+        audience_key="ld_segment_test",
+        audience_id="ld_segment_audience_id",
+        message_id="personas_abc",
+    )
     assert change(event) == MembershipChange(
         audience_id="ld_segment_audience_id",
         audience_key="ld_segment_test",
@@ -116,7 +121,11 @@ POLICY_CASES = [
 @pytest.mark.parametrize("type_", ["identify", "track"])
 @pytest.mark.parametrize("policy, user_id, email, anonymous_id, expected", POLICY_CASES)
 def test_context_key_policies(
-    type_: str, policy: ContextKeyPolicy, user_id: str | None, email: str | None, anonymous_id: str | None,
+    type_: str,
+    policy: ContextKeyPolicy,
+    user_id: str | None,
+    email: str | None,
+    anonymous_id: str | None,
     expected: str | None,
 ) -> None:
     settings = NormalizeSettings(policy=policy)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -41,7 +40,7 @@ def presented_secret(headers: Mapping[str, str]) -> str | None:
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(credential, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or characters outside ASCII
             return None
         user, _, _password = decoded.partition(":")
         return user or None
@@ -53,12 +52,18 @@ def is_authorized(headers: Mapping[str, str], credentials: WebhookCredentials) -
     if presented is None:
         return False
     # Compare against every accepted secret, so timing reveals neither a match nor which one.
-    matches = [hmac.compare_digest(presented.encode(), secret.encode()) for secret in credentials.accepted]
+    matches = [hmac.compare_digest(_utf8(presented), _utf8(secret)) for secret in credentials.accepted]
     return any(matches)
 
 
 def signature_valid(body: bytes, headers: Mapping[str, str], signing_key: str) -> bool:
     """Segment's classic webhook signs with the lowercase hex HMAC-SHA1 of the body."""
     presented = headers.get("x-signature", "").strip().lower()
-    expected = hmac.new(signing_key.encode(), body, hashlib.sha1).hexdigest()
-    return hmac.compare_digest(presented.encode(), expected.encode())
+    expected = hmac.new(_utf8(signing_key), body, hashlib.sha1).hexdigest()
+    return hmac.compare_digest(_utf8(presented), expected.encode())
+
+
+def _utf8(text: str) -> bytes:
+    # A header can hold a lone surrogate (API Gateway events are JSON, and JSON can escape one): it must
+    # fail the comparison, not raise UnicodeEncodeError.
+    return text.encode("utf-8", "surrogatepass")

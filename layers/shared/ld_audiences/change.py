@@ -38,7 +38,9 @@ class MembershipChange(BaseModel):
         return f"{self.event_time}|{self.message_id}"
 
     def to_message(self) -> str:
-        return self.model_dump_json()
+        # ASCII only: SQS refuses (or rewrites to U+FFFD) characters such as U+FFFE/U+FFFF that JSON
+        # carries unescaped, and a context key must reach LaunchDarkly exactly as it was sent.
+        return self.model_dump_json(ensure_ascii=True)
 
     @classmethod
     def from_message(cls, body: str) -> MembershipChange:

@@ -13,6 +13,8 @@ from typing import TypeVar
 DEFAULT_LD_BASE_URL = "https://app.launchdarkly.com"
 # No per-request limit is documented; peers send at most 1,000 identifiers per request.
 DEFAULT_CHUNK_SIZE = 1000
+# What template.yaml deploys in the token secret until the operator puts the real token there.
+TOKEN_PLACEHOLDER = "REPLACE_ME"  # noqa: S105 - a placeholder, not a credential
 
 
 class WriterMode(StrEnum):

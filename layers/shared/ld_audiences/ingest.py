@@ -8,7 +8,6 @@ unavailable (retried for up to four hours). Every error body has `code` and `mes
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from collections import Counter
@@ -116,7 +115,7 @@ def read_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
     if is_base64:
         try:
             raw = base64.b64decode(body, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or characters outside ASCII
             raise RequestError(400, "invalid_body", "the body is not valid base64") from None
     else:
         raw = body.encode("utf-8", "surrogatepass")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -109,5 +110,21 @@ def error_details(response: requests.Response) -> tuple[str, str]:
     except ValueError:
         data = None
     if isinstance(data, dict):
-        return str(data.get("code", "unknown")), str(data.get("message", ""))[:500]
-    return f"http_{response.status_code}", (response.reason or "")[:500]
+        code, message = str(data.get("code", "unknown")), str(data.get("message", ""))
+    else:
+        code, message = f"http_{response.status_code}", response.reason or ""
+    return _scrub(code, response)[:100], _scrub(message, response)[:500]
+
+
+# What an email address looks like, enough to find one quoted in an error message.
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _scrub(text: str, response: requests.Response) -> str:
+    """An error message can quote what the request carried: context keys (email addresses under the
+    email_only policy) or even the token. It ends up in log lines and dead-letter attributes, so both go."""
+    request = getattr(response, "request", None)
+    token = request.headers.get("Authorization") if request is not None else None
+    if isinstance(token, str) and token:
+        text = text.replace(token, "<token>")
+    return _EMAIL.sub("<email>", text)

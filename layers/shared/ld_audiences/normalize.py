@@ -96,15 +96,23 @@ def normalize(raw: Any, settings: NormalizeSettings) -> Outcome:
     if isinstance(event_time, Rejected):
         return event_time
 
-    return MembershipChange(
-        audience_id=personas.computation_id,
-        audience_key=audience_key,
-        context_kind=settings.context_kind,
-        context_key=context_key,
-        included=included,
-        event_time=event_time,
-        message_id=event.messageId or _fallback_message_id(raw),
-    )
+    try:
+        return MembershipChange(
+            audience_id=personas.computation_id,
+            audience_key=audience_key,
+            context_kind=settings.context_kind,
+            context_key=context_key,
+            included=included,
+            event_time=event_time,
+            message_id=event.messageId or _fallback_message_id(raw),
+        )
+    except ValidationError as exc:
+        # A value the event model lets through (traits are free-form) that the queued contract refuses,
+        # such as an email holding a lone surrogate: a rejection with a reason, not a crash.
+        return _rejected_from_validation(exc)
+    except RecursionError:
+        # JSON nested just below the parser's own limit can still exhaust the stack when hashed.
+        return Rejected("too_deeply_nested", "the event is nested too deeply to be processed")
 
 
 def _membership(event: SegmentEvent, audience_key: str, is_journey_step: bool) -> bool | Rejected:
@@ -159,12 +167,15 @@ def parse_timestamp(value: str) -> str | None:
     year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     try:
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC)
-    except ValueError:
+        if not zulu:
+            if int(off_h) > 23 or int(off_m) > 59:
+                return None
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            moment = moment - offset if sign == "+" else moment + offset
+    except (ValueError, OverflowError):  # OverflowError: an offset pushes year 1 or 9999 out of range
         return None
-    if not zulu:
-        offset = timedelta(hours=int(off_h), minutes=int(off_m))
-        moment = moment - offset if sign == "+" else moment + offset
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{(fraction or '').ljust(9, '0')}Z"
+    # The year is padded by hand: `%Y` writes year 999 as "999", which is not RFC 3339.
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{(fraction or '').ljust(9, '0')}Z"
 
 
 def _fallback_message_id(raw: dict[str, Any]) -> str:

@@ -6,21 +6,33 @@ new fields from Segment never break ingestion.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ld_audiences import limits
 
 _LENIENT = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
 
+def _finite(value: Any) -> Any:
+    # Numbers are coerced to strings, but JSON has no NaN or infinity: Python's parser yields them for
+    # `NaN` and `1e400`, and they must not become the context keys "nan" and "inf".
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a string or a finite number")
+    return value
+
+
+Text = Annotated[str | None, BeforeValidator(_finite)]
+
+
 class Personas(BaseModel):
     model_config = _LENIENT
 
-    computation_class: str | None = None
-    computation_id: str | None = Field(default=None, max_length=limits.MAX_AUDIENCE_ID)
-    computation_key: str | None = Field(default=None, max_length=limits.MAX_AUDIENCE_KEY)
+    computation_class: Text = None
+    computation_id: Text = Field(default=None, max_length=limits.MAX_AUDIENCE_ID)
+    computation_key: Text = Field(default=None, max_length=limits.MAX_AUDIENCE_KEY)
 
 
 class EventContext(BaseModel):
@@ -33,15 +45,15 @@ class EventContext(BaseModel):
 class SegmentEvent(BaseModel):
     model_config = _LENIENT
 
-    type: str | None = None
-    event: str | None = None
+    type: Text = None
+    event: Text = None
     # Segment's spec says strings, but some libraries send numeric ids: LaunchDarkly keys are strings.
-    userId: str | None = Field(default=None, max_length=limits.MAX_CONTEXT_KEY)
-    anonymousId: str | None = Field(default=None, max_length=limits.MAX_CONTEXT_KEY)
-    messageId: str | None = Field(default=None, max_length=limits.MAX_MESSAGE_ID)
-    timestamp: str | None = None
-    originalTimestamp: str | None = None
-    receivedAt: str | None = None
+    userId: Text = Field(default=None, max_length=limits.MAX_CONTEXT_KEY)
+    anonymousId: Text = Field(default=None, max_length=limits.MAX_CONTEXT_KEY)
+    messageId: Text = Field(default=None, max_length=limits.MAX_MESSAGE_ID)
+    timestamp: Text = None
+    originalTimestamp: Text = None
+    receivedAt: Text = None
     traits: dict[str, Any] | None = None
     properties: dict[str, Any] | None = None
     context: EventContext | None = None

@@ -1,0 +1,693 @@
+"""`ld-audiences`: the developer CLI (local stack, demo, replay, emulator, credential check, redrive).
+
+A thin layer: every command parses its options and calls the module that does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ld_audiences_local import stack as stack_module
+
+EMULATOR_PORT = 8765
+EPILOG_ENV = "Options on the command line are visible to other users in `ps`: prefer the environment for secrets."
+POLICIES = (
+    "user_id_only",
+    "user_id_then_email",
+    "user_id_then_anonymousId",
+    "user_id_then_email_then_anonymousId",
+    "email_only",
+)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks. Defaults are spelled out in the help texts, never taken
+    from the environment: a token in LD_API_TOKEN must not show up in --help."""
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("a rate is a probability between 0 and 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("a port is at most 65535")
+    return value
+
+
+def _print(*lines: str) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+def _error(message: str) -> None:
+    print(f"ld-audiences: error: {message}", file=sys.stderr, flush=True)
+
+
+def _stop_event_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM (main thread only)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+# ----------------------------------------------------------------------------------------- emulator
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from ld_audiences_local.emulator import Faults, serve
+
+    faults = Faults(
+        rate_429=args.rate_429,
+        reset_ms=args.reset_ms,
+        rate_5xx=args.rate_5xx,
+        rate_slow=args.rate_slow,
+        slow_seconds=args.slow_seconds,
+        rate_drop=args.rate_drop,
+        seed=args.seed,
+    )
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        serve(
+            args.port,
+            host=args.host,
+            tokens=args.token or [stack_module.DEFAULT_LD_TOKEN],
+            client_side_ids=args.client_side_id or [stack_module.DEFAULT_CLIENT_SIDE_ID],
+            faults=faults,
+            reject_cohorts=args.reject_cohort,
+            access_log=args.access_log,
+        )
+    except OSError as exc:
+        _error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- local
+
+
+def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> stack_module.LocalStack:
+    options: dict[str, Any] = {
+        "port": args.port,
+        "launchdarkly_url": args.launchdarkly_url,
+        "launchdarkly_token": args.launchdarkly_token
+        or os.environ.get("LD_API_TOKEN")
+        or stack_module.DEFAULT_LD_TOKEN,
+        "client_side_id": args.client_side_id
+        or os.environ.get("LD_CLIENT_SIDE_ID")
+        or stack_module.DEFAULT_CLIENT_SIDE_ID,
+        "webhook_secret": args.webhook_secret
+        or os.environ.get("LD_AUDIENCES_WEBHOOK_SECRET")
+        or stack_module.DEFAULT_WEBHOOK_SECRET,
+        "writer": args.writer,
+        "project_key": args.project_key,
+        "environment_key": args.environment_key,
+        "batch_size": args.batch_size,
+        "batching_window": args.batching_window,
+        "context_key_policy": args.context_key_policy,
+        "context_kind": args.context_kind,
+        "chunk_size": args.chunk_size,
+        "visibility_timeout": args.visibility_timeout,
+        "sync_concurrency": args.sync_concurrency,
+        "log_level": args.log_level,
+        "metrics": args.metrics,
+        "access_log": args.access_log,
+    }
+    options.update(overrides)
+    return stack_module.LocalStack(**options)
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    try:
+        local = _stack_from_args(args)
+    except ValueError as exc:
+        _error(str(exc))
+        return 2
+    stop = _stop_event_on_signals()
+    try:
+        local.start()
+    except OSError as exc:
+        _error(f"cannot start the local stack on port {args.port}: {exc.strerror or exc}")
+        return 1
+    try:
+        _print(*local.describe())
+        _print(f"listening on {local.url}")
+        while not stop.wait(0.5):
+            pass
+        _print("shutting down")
+    finally:
+        local.stop()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- replay
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    return args.secret or os.environ.get("LD_AUDIENCES_WEBHOOK_SECRET") or None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ld_audiences_local.replay import iter_replay
+
+    secret = _secret(args)
+    if not secret:
+        _error("no webhook secret: pass --secret or set LD_AUDIENCES_WEBHOOK_SECRET")
+        return 2
+    failures = files = 0
+    try:
+        for result in iter_replay(args.paths, args.endpoint, secret, basic=args.basic, gzip=args.gzip):
+            files += 1
+            failures += not result.ok
+            _print(result.line())
+    except FileNotFoundError as exc:
+        _error(str(exc))
+        return 2
+    if files == 0:
+        _error("no *.json fixture found")
+        return 2
+    _print(f"{files} file(s), {files - failures} answered 200, {failures} not")
+    return 1 if failures else 0
+
+
+# ----------------------------------------------------------------------------------------- demo
+
+
+def _default_events_dir() -> Path:
+    relative = Path("events/segment")
+    if relative.is_dir():
+        return relative
+    from ld_audiences_local.handlers import REPO_ROOT
+
+    return REPO_ROOT / "events" / "segment"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ld_audiences_local.replay import find_fixtures, iter_replay
+
+    events = Path(args.events) if args.events else _default_events_dir()
+    try:
+        files = find_fixtures([events])
+    except FileNotFoundError as exc:
+        _error(str(exc))
+        return 2
+    if not files:
+        _error(f"no *.json fixture under {events}")
+        return 2
+
+    local = stack_module.LocalStack(port=args.port)
+    try:
+        local.start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _print(f"port {args.port} is taken: using a free port")
+        local = stack_module.LocalStack(port=0)
+        local.start()
+    with local:
+        _print("local stack:", *(f"  {line}" for line in local.describe()), "")
+        _print(f"replaying {len(files)} file(s) from {events} to {local.url}")
+        failures = 0
+        for result in iter_replay(files, local.url, local.bearer_secret):
+            failures += not result.ok
+            _print(f"  {result.line()}")
+        _print("", "waiting for the queue to drain…")
+        drained = True
+        try:
+            local.wait_until_drained(args.timeout)
+        except TimeoutError as exc:
+            drained = False
+            _print(f"  {exc}")
+        assert local.emulator is not None
+        segments = local.emulator.segments()
+        _print("", f"LaunchDarkly segments ({len(segments)}, emulator at {local.launchdarkly_url}):")
+        for segment in segments:
+            members = segment["included"]
+            _print(
+                f"  {segment['name']}  (id {segment['id']}, context kind {segment['contextKind']}, "
+                f"{len(members)} member{'s' if len(members) != 1 else ''})"
+            )
+            _print(*(f"    - {member}" for member in members))
+        stats = local.stats()
+        _print(
+            "",
+            f"sync: {stats['batches']} batch(es), {stats['records']} record(s), {stats['failures']} failed",
+            f"dead-letter queue: {stats['dead_lettered']} message(s)",
+        )
+    return 0 if drained and not failures and not stats["dead_lettered"] else 1
+
+
+# ----------------------------------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ld_audiences_local.check import check
+
+    token = args.token or os.environ.get("LD_API_TOKEN", "")
+    if not token:
+        _error("no access token: pass --token or set LD_API_TOKEN")
+        return 2
+    client_side_id = args.client_side_id or os.environ.get("LD_CLIENT_SIDE_ID") or None
+    verdicts = check(
+        token=token, client_side_id=client_side_id, base_url=args.base_url, clientsdk_url=args.clientsdk_url
+    )
+    _print(*(v.line() for v in verdicts))
+    if not client_side_id:
+        _print("SKIP  client-side ID: not given (--client-side-id or LD_CLIENT_SIDE_ID)")
+    bad = [v for v in verdicts if not v.ok]
+    _print(f"verdict: {'all good' if not bad else f'{len(bad)} problem(s)'}")
+    return 1 if bad else 0
+
+
+# ----------------------------------------------------------------------------------------- redrive
+
+
+def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) -> Any:
+    import boto3
+
+    if region is None:
+        host = queue_url.split("//", 1)[-1].split("/", 1)[0]
+        parts = host.split(".")
+        if len(parts) >= 4 and parts[0] == "sqs":
+            region = parts[1]
+    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+        if not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_PROFILE"):
+            # A local endpoint (moto) accepts any credentials.
+            kwargs.update(aws_access_key_id=stack_module.ACCESS_KEY, aws_secret_access_key=stack_module.SECRET_KEY)
+    return boto3.client("sqs", **kwargs)
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ld_audiences_local.redrive import redrive
+
+    sqs = _sqs_client(args.endpoint_url, args.region, args.dlq_url)
+    try:
+        result = redrive(sqs, args.queue_url, args.dlq_url, dry_run=args.dry_run, limit=args.max, reason=args.reason)
+    except (BotoCoreError, ClientError) as exc:
+        _error(f"SQS call failed: {exc}")
+        return 1
+    verb = "would move" if args.dry_run else "moved"
+    for letter in result.moved:
+        detail = f'  detail "{letter.detail}"' if letter.detail else ""
+        _print(
+            f"{verb}  {letter.message_id}  reason {letter.reason}{detail}  receives {letter.receive_count}  "
+            f"{letter.summary}"
+        )
+    for letter, error in result.failed:
+        _print(f"FAILED  {letter.message_id}  reason {letter.reason}  {error}")
+    for letter in result.kept:
+        _print(f"kept  {letter.message_id}  reason {letter.reason}  (does not match --reason)")
+    if args.dry_run:
+        _print(f"dry run: {len(result.moved)} message(s) would be moved back to {args.queue_url}; nothing changed")
+    else:
+        _print(f"{len(result.moved)} message(s) moved back to {args.queue_url}")
+    if result.kept:
+        _print(f"{len(result.kept)} message(s) with another reason left in the DLQ")
+    return 1 if result.failed else 0
+
+
+# ----------------------------------------------------------------------------------------- parser
+
+
+def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = True) -> None:
+    s = stack_module
+    if with_port:
+        parser.add_argument(
+            "--port",
+            type=_port,
+            metavar="P",
+            default=s.DEFAULT_PORT,
+            help=f"port of the ingest endpoint on 127.0.0.1; 0 picks a free one (default {s.DEFAULT_PORT})",
+        )
+    ld = parser.add_argument_group("LaunchDarkly")
+    ld.add_argument(
+        "--launchdarkly-url",
+        metavar="URL",
+        help="LaunchDarkly base URL the sync function writes to; without it an emulator is started in process",
+    )
+    ld.add_argument(
+        "--launchdarkly-token",
+        metavar="T",
+        help=f"API access token stored in the token secret (env LD_API_TOKEN; default {s.DEFAULT_LD_TOKEN})",
+    )
+    ld.add_argument(
+        "--client-side-id",
+        metavar="ID",
+        help="environment client-side ID for the segment-audiences writer "
+        f"(env LD_CLIENT_SIDE_ID; default {s.DEFAULT_CLIENT_SIDE_ID})",
+    )
+    ld.add_argument(
+        "--writer",
+        choices=("segment-audiences", "rest"),
+        default="segment-audiences",
+        help="how segments are written (default segment-audiences)",
+    )
+    ld.add_argument("--project-key", default="", metavar="KEY", help="project key (rest writer)")
+    ld.add_argument("--environment-key", default="", metavar="KEY", help="environment key (rest writer)")
+    ld.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="context keys per LaunchDarkly request (default 1000)",
+    )
+    ingest = parser.add_argument_group("ingest")
+    ingest.add_argument(
+        "--webhook-secret",
+        metavar="S",
+        help='shared secret callers present, plain or JSON {"current","previous","signing"} '
+        f"(env LD_AUDIENCES_WEBHOOK_SECRET; default {s.DEFAULT_WEBHOOK_SECRET})",
+    )
+    ingest.add_argument(
+        "--context-key-policy",
+        choices=POLICIES,
+        default="user_id_only",
+        metavar="POLICY",
+        help=f"which identifier becomes the LaunchDarkly context key: {', '.join(POLICIES)} (default user_id_only)",
+    )
+    ingest.add_argument(
+        "--context-kind",
+        default="user",
+        metavar="KIND",
+        help="LaunchDarkly context kind of the segments (default user)",
+    )
+    sync = parser.add_argument_group("sync (SQS event source)")
+    sync.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=s.DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"records per invocation (default {s.DEFAULT_BATCH_SIZE})",
+    )
+    sync.add_argument(
+        "--batching-window",
+        type=_seconds,
+        metavar="S",
+        default=s.DEFAULT_BATCHING_WINDOW,
+        help=f"seconds to gather a batch after its first record (default {s.DEFAULT_BATCHING_WINDOW:g})",
+    )
+    sync.add_argument(
+        "--visibility-timeout",
+        type=_non_negative_int,
+        metavar="S",
+        default=s.DEFAULT_VISIBILITY_TIMEOUT,
+        help=f"seconds before a failed record is retried; dead-lettered after {s.MAX_RECEIVE_COUNT} receives "
+        f"(default {s.DEFAULT_VISIBILITY_TIMEOUT})",
+    )
+    sync.add_argument(
+        "--sync-concurrency",
+        type=_positive_int,
+        metavar="N",
+        default=1,
+        help="concurrent sync invocations, each its own copy of the function (default 1)",
+    )
+    logs = parser.add_argument_group("output")
+    logs.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="Powertools log level of both functions, JSON lines on stdout (default INFO)",
+    )
+    logs.add_argument("--metrics", action="store_true", help="print the functions' CloudWatch EMF metrics to stdout")
+    logs.add_argument("--access-log", action="store_true", help="log one line per ingest request on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ld-audiences",
+        formatter_class=_Formatter,
+        description=(
+            "Developer tools for ld-audiences (Segment Engage audiences → LaunchDarkly segments):\n"
+            "a local stack without Docker (moto for AWS, the real Lambda handlers, a LaunchDarkly\n"
+            "emulator), fixture replay, credential checks and dead-letter redrive."
+        ),
+        epilog="Run `ld-audiences COMMAND --help` for the options of a command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "emulator",
+        help="run the LaunchDarkly emulator",
+        formatter_class=_Formatter,
+        description=(
+            "Serve a stateful LaunchDarkly stand-in on loopback: segment-audiences, the big-segment\n"
+            "REST API, GET /api/v2/versions and HEAD /sdk/goals/{id}, with LaunchDarkly's validation and\n"
+            "error bodies. Inspect it with GET /emulator/segments and GET /emulator/stats; change faults\n"
+            "with POST /emulator/faults; forget everything with POST /emulator/reset.\n"
+            "Fault rates are probabilities per write request. Runs until Ctrl-C or SIGTERM."
+        ),
+        epilog="example: ld-audiences emulator --port 8765 --rate-429 0.1 --rate-5xx 0.05 --seed 7",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        metavar="P",
+        default=EMULATOR_PORT,
+        help=f"port to listen on; 0 picks a free one (default {EMULATOR_PORT})",
+    )
+    p.add_argument(
+        "--token",
+        action="append",
+        metavar="T",
+        help=f"an accepted API access token (repeatable; default {stack_module.DEFAULT_LD_TOKEN})",
+    )
+    p.add_argument(
+        "--client-side-id",
+        action="append",
+        metavar="ID",
+        help=f"a known client-side ID (repeatable; default {stack_module.DEFAULT_CLIENT_SIDE_ID})",
+    )
+    p.add_argument("--rate-429", type=_rate, default=0.0, metavar="R", help="share of writes answered 429 (default 0)")
+    p.add_argument(
+        "--reset-ms",
+        type=_non_negative_int,
+        default=200,
+        metavar="MS",
+        help="rate-limit reset delay of a 429 (default 200)",
+    )
+    p.add_argument(
+        "--rate-5xx", type=_rate, default=0.0, metavar="R", help="share of writes answered 500/502/503 (default 0)"
+    )
+    p.add_argument(
+        "--rate-slow", type=_rate, default=0.0, metavar="R", help="share of writes answered late (default 0)"
+    )
+    p.add_argument("--slow-seconds", type=_seconds, default=2.0, metavar="S", help="delay of a slow answer (default 2)")
+    p.add_argument(
+        "--rate-drop",
+        type=_rate,
+        default=0.0,
+        metavar="R",
+        help="share of writes whose connection is dropped (default 0)",
+    )
+    p.add_argument("--seed", type=int, help="random seed, for a reproducible fault sequence")
+    p.add_argument(
+        "--reject-cohort",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="cohort id (or segment key) whose writes get a permanent 400 (repeatable)",
+    )
+    p.add_argument("--access-log", action="store_true", help="log each request line on stderr")
+    p.set_defaults(func=cmd_emulator)
+
+    p = commands.add_parser(
+        "local",
+        help="run the whole pipeline locally",
+        formatter_class=_Formatter,
+        description=(
+            "Run the pipeline on loopback without Docker: moto (SQS, Secrets Manager, DynamoDB) with\n"
+            "the queue, DLQ, state table and secrets; the real ingest handler behind\n"
+            "POST http://127.0.0.1:PORT/events and /v1/batch (as API Gateway proxy events); a poller\n"
+            "feeding the real sync handler like Lambda's SQS event source; and, without\n"
+            "--launchdarkly-url, a LaunchDarkly emulator. Prints `listening on URL` once ready and runs\n"
+            "until Ctrl-C or SIGTERM."
+        ),
+        epilog=(
+            "example: ld-audiences local --port 3000\n"
+            "         ld-audiences replay events/segment --endpoint http://127.0.0.1:3000 "
+            "--secret local-webhook-secret\n" + EPILOG_ENV
+        ),
+    )
+    _add_stack_options(p)
+    p.set_defaults(func=cmd_local)
+
+    p = commands.add_parser(
+        "replay",
+        help="post Segment payload fixtures to an endpoint",
+        formatter_class=_Formatter,
+        description=(
+            "Post raw Segment payloads (files, or every *.json under directories, in name order) as\n"
+            "Segment does, and print one line per file: HTTP status, accepted / skipped / rejected\n"
+            "and the reasons of rejected events. Exit status 1 if any file was not answered 200.\n\n"
+            '--endpoint is a base URL (http://127.0.0.1:3000: {"batch": ...} files go to /v1/batch,\n'
+            "others to /events) or a full endpoint ending in /events or /v1/batch, such as the\n"
+            "deployed API's URL from the stack outputs."
+        ),
+        epilog=(
+            "example: ld-audiences replay events/segment --endpoint http://127.0.0.1:3000 \\\n"
+            "           --secret local-webhook-secret\n" + EPILOG_ENV
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="fixture files or directories")
+    p.add_argument("--endpoint", required=True, metavar="URL", help="base URL or full /events or /v1/batch URL")
+    p.add_argument("--secret", metavar="S", help="webhook shared secret (env LD_AUDIENCES_WEBHOOK_SECRET)")
+    p.add_argument(
+        "--basic", action="store_true", help='authenticate like Segment\'s libraries: Basic base64("<secret>:")'
+    )
+    p.add_argument("--gzip", action="store_true", help="gzip the bodies (Content-Encoding: gzip)")
+    p.set_defaults(func=cmd_replay)
+
+    p = commands.add_parser(
+        "demo",
+        help="start the local stack, replay the bundled fixtures, show the segments",
+        formatter_class=_Formatter,
+        description=(
+            "Start the local stack on its defaults (port 3000, or a free port when it is taken), replay\n"
+            "the bundled Segment fixtures, wait until the queue is drained, and print every resulting\n"
+            "LaunchDarkly segment (name, id, context kind, members) and the dead-letter count.\n"
+            "Exit status 1 if a request failed, the queue did not drain or anything was dead-lettered."
+        ),
+    )
+    p.add_argument("--events", metavar="DIR", help="fixture directory (default: events/segment of the repository)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        metavar="P",
+        default=stack_module.DEFAULT_PORT,
+        help=f"preferred ingest port (default {stack_module.DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="how long to wait for the queue to drain (default 60)",
+    )
+    p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser(
+        "check",
+        help="verify a LaunchDarkly access token and client-side ID",
+        formatter_class=_Formatter,
+        description=(
+            "Verify LaunchDarkly credentials: GET {base}/api/v2/versions with the token (200 valid,\n"
+            "401/403 rejected) and HEAD {clientsdk}/sdk/goals/{client-side ID} (200 valid, 404 unknown).\n"
+            "Prints one verdict line per check; exit status 0 only if every check passed. The token\n"
+            "is never printed. (Role actions such as createSegment are not visible to this check.)"
+        ),
+        epilog="EU instance: --base-url https://app.eu.launchdarkly.com; federal: https://app.launchdarkly.us",
+    )
+    p.add_argument(
+        "--base-url",
+        default="https://app.launchdarkly.com",
+        metavar="URL",
+        help="LaunchDarkly API base (default https://app.launchdarkly.com)",
+    )
+    p.add_argument("--token", metavar="T", help="API access token (env LD_API_TOKEN)")
+    p.add_argument("--client-side-id", metavar="ID", help="environment client-side ID (env LD_CLIENT_SIDE_ID)")
+    p.add_argument(
+        "--clientsdk-url",
+        default="https://clientsdk.launchdarkly.com",
+        metavar="URL",
+        help="client SDK base URL (default https://clientsdk.launchdarkly.com)",
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = commands.add_parser(
+        "redrive",
+        help="list the dead-letter queue and move messages back",
+        formatter_class=_Formatter,
+        description=(
+            "List the dead-letter queue with each message's failure_reason and failure_detail (set by\n"
+            "the sync function when LaunchDarkly refused a write; messages moved by the redrive policy\n"
+            f"after too many receives show `{'max_receive_count_exceeded'}`), then, unless --dry-run, move\n"
+            "them back to the main queue (sent without the failure attributes, then deleted from the\n"
+            "DLQ). Fix the cause first. Replaying is safe: changes older than what LaunchDarkly already\n"
+            "has are skipped as stale."
+        ),
+        epilog=(
+            "example: ld-audiences redrive --queue-url $QUEUE_URL --dlq-url $DLQ_URL --dry-run\n"
+            "local:   add --endpoint-url with the moto URL printed by `ld-audiences local`"
+        ),
+    )
+    p.add_argument("--queue-url", required=True, metavar="Q", help="main queue URL (stack output)")
+    p.add_argument("--dlq-url", required=True, metavar="D", help="dead-letter queue URL (stack output)")
+    p.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (moto when local)")
+    p.add_argument("--region", help="AWS region (default: from the queue URL, then AWS_DEFAULT_REGION)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would move")
+    p.add_argument("--max", type=_non_negative_int, metavar="N", help="move at most N messages")
+    p.add_argument("--reason", metavar="R", help="only messages with this failure_reason")
+    p.set_defaults(func=cmd_redrive)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "writer", None) == "rest" and not (args.project_key and args.environment_key):
+        build_parser().error("--writer rest needs --project-key and --environment-key")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

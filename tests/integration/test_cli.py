@@ -1,0 +1,400 @@
+"""The installed `ld-audiences` console script, run as a subprocess the way a developer runs it."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from ld_audiences_local.emulator import Emulator
+
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, free_port
+
+CLI = Path(sys.executable).with_name("ld-audiences")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ("emulator", "local", "replay", "demo", "check", "redrive")
+SECRET = "cli-test-secret-6f1c"
+FIXTURE = REPO_ROOT / "events" / "segment" / "01_beta_testers_identify_single.json"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_API_TOKEN", "LD_CLIENT_SIDE_ID")}
+    env.pop("LD_AUDIENCES_WEBHOOK_SECRET", None)
+    env.update(extra)
+    return env
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    assert CLI.exists(), f"{CLI} is missing: install the project into the venv (pip install -e .)"
+    return subprocess.run(  # noqa: S603 (our own console script)
+        [str(CLI), *args], capture_output=True, text=True, env=env or clean_env(), timeout=timeout, check=False
+    )
+
+
+class LineReader:
+    """Reads a child's stdout on a thread, so waiting for a line never blocks forever."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert process.stdout is not None
+        stream = process.stdout
+        threading.Thread(target=lambda: [self.lines.put(line) for line in stream], daemon=True).start()
+
+    def wait_for(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line.strip()
+        raise AssertionError(f"no line starting with {prefix!r} within {timeout} s; got {self.seen}")
+
+    def rest(self) -> str:
+        time.sleep(0.2)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "".join(self.seen)
+
+
+# ----------------------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_command_explains_itself(command: str) -> None:
+    result = run(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: ld-audiences {command}".rstrip())
+    if command:
+        assert len(result.stdout.splitlines()) > 5
+    else:
+        for name in COMMANDS:
+            assert name in result.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert "usage: ld-audiences" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------- check
+
+
+def test_check_passes_with_a_valid_token_and_client_side_id(emulator: Emulator) -> None:
+    result = run(
+        "check",
+        "--base-url",
+        emulator.url,
+        "--clientsdk-url",
+        emulator.url,
+        "--token",
+        LD_TOKEN,
+        "--client-side-id",
+        CLIENT_SIDE_ID,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("OK  ") == 2
+    assert "verdict: all good" in result.stdout
+    assert LD_TOKEN not in result.stdout + result.stderr
+
+
+def test_check_reads_the_token_from_the_environment(emulator: Emulator) -> None:
+    result = run("check", "--base-url", emulator.url, env=clean_env(LD_API_TOKEN=LD_TOKEN))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SKIP  client-side ID" in result.stdout
+    assert LD_TOKEN not in result.stdout + result.stderr
+
+
+def test_check_fails_on_a_bad_token_without_printing_it(emulator: Emulator) -> None:
+    bad = "api-0000-definitely-not-valid-4242"
+    result = run(
+        "check",
+        "--base-url",
+        emulator.url,
+        "--clientsdk-url",
+        emulator.url,
+        "--token",
+        bad,
+        "--client-side-id",
+        CLIENT_SIDE_ID,
+    )
+    assert result.returncode == 1
+    assert "FAIL  access token: rejected" in result.stdout
+    assert "OK    client-side ID" in result.stdout
+    assert "1 problem(s)" in result.stdout
+    assert bad not in result.stdout + result.stderr
+
+
+def test_check_fails_on_an_unknown_client_side_id(emulator: Emulator) -> None:
+    result = run(
+        "check",
+        "--base-url",
+        emulator.url,
+        "--clientsdk-url",
+        emulator.url,
+        "--token",
+        LD_TOKEN,
+        "--client-side-id",
+        "no-such-environment",
+    )
+    assert result.returncode == 1
+    assert "FAIL  client-side ID: no-such-environment is unknown" in result.stdout
+
+
+def test_check_reports_an_unreachable_service() -> None:
+    result = run("check", "--base-url", f"http://127.0.0.1:{free_port()}", "--token", LD_TOKEN)
+    assert result.returncode == 1
+    assert "could not reach" in result.stdout
+    assert LD_TOKEN not in result.stdout + result.stderr
+
+
+def test_check_without_a_token_is_a_usage_error() -> None:
+    result = run("check")
+    assert result.returncode == 2
+    assert "LD_API_TOKEN" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------- replay
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class FakeIngest:
+    """Answers like the ingest endpoint: 200 with counts for the right secret, 401 otherwise."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                owner.received.append(Received(self.path, dict(self.headers.items()), body))
+                authorization = self.headers.get("Authorization", "")
+                if authorization not in (
+                    f"Bearer {SECRET}",
+                    "Basic " + base64.b64encode(f"{SECRET}:".encode()).decode(),
+                ):
+                    status, answer = 401, {"code": "unauthorized", "message": "missing or invalid credentials"}
+                else:
+                    status = 200
+                    answer = {
+                        "accepted": 1,
+                        "skipped": 0,
+                        "rejected": 1,
+                        "skipped_reasons": {},
+                        "errors": [{"index": 1, "messageId": "personas_x", "reason": "missing_membership"}],
+                    }
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def ingest() -> Iterator[FakeIngest]:
+    server = FakeIngest()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fixtures(tmp_path: Path) -> dict[str, bytes]:
+    files = {
+        "a_single.json": b'{"type": "identify", "userId": "u-1"}',
+        "b_array.json": b'[{"type": "track"}, {"type": "identify"}]',
+        "c_batch.json": b'{"batch": [{"type": "identify"}], "writeKey": "x"}',
+        "nested/d_single.json": b'{"type": "track", "userId": "u-2"}\n',
+    }
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "README.md").write_text("not a fixture")
+    return files
+
+
+def test_replay_posts_every_fixture_to_the_route_for_its_shape(
+    ingest: FakeIngest, fixtures: dict[str, bytes], tmp_path: Path
+) -> None:
+    result = run("replay", str(tmp_path), "--endpoint", ingest.url, "--secret", SECRET)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r.path for r in ingest.received] == ["/events", "/events", "/v1/batch", "/events"]
+    assert [r.body for r in ingest.received] == list(fixtures.values())  # byte for byte, in name order
+    assert {r.headers["Authorization"] for r in ingest.received} == {f"Bearer {SECRET}"}
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    assert "a_single.json  200  accepted=1 skipped=0 rejected=1" in lines[0]
+    assert "rejected: #1 missing_membership (personas_x)" in lines[0]
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_replay_to_a_full_endpoint_with_basic_auth_and_gzip(
+    ingest: FakeIngest, fixtures: dict[str, bytes], tmp_path: Path
+) -> None:
+    result = run(
+        "replay",
+        str(tmp_path / "a_single.json"),
+        str(tmp_path / "c_batch.json"),
+        "--endpoint",
+        f"{ingest.url}/v1/batch",
+        "--basic",
+        "--gzip",
+        env=clean_env(LD_AUDIENCES_WEBHOOK_SECRET=SECRET),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r.path for r in ingest.received] == ["/v1/batch", "/v1/batch"]
+    for received, name in zip(ingest.received, ("a_single.json", "c_batch.json"), strict=True):
+        assert received.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(received.body) == fixtures[name]
+        assert base64.b64decode(received.headers["Authorization"].removeprefix("Basic ")) == f"{SECRET}:".encode()
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_replay_exits_1_when_a_file_is_not_accepted(
+    ingest: FakeIngest, fixtures: dict[str, bytes], tmp_path: Path
+) -> None:
+    wrong = "wrong-secret-9d2e"
+    result = run("replay", str(tmp_path), "--endpoint", ingest.url, "--secret", wrong)
+    assert result.returncode == 1
+    assert "401  unauthorized: missing or invalid credentials" in result.stdout
+    assert "0 answered 200, 4 not" in result.stdout
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_replay_exits_1_when_nothing_answers(fixtures: dict[str, bytes], tmp_path: Path) -> None:
+    result = run(
+        "replay", str(tmp_path / "a_single.json"), "--endpoint", f"http://127.0.0.1:{free_port()}", "--secret", SECRET
+    )
+    assert result.returncode == 1
+    assert "no answer: ConnectionError" in result.stdout
+
+
+def test_replay_usage_errors(tmp_path: Path, fixtures: dict[str, bytes]) -> None:
+    missing = run("replay", str(tmp_path / "nope.json"), "--endpoint", "http://127.0.0.1:9", "--secret", SECRET)
+    assert missing.returncode == 2 and "nope.json" in missing.stderr
+    no_secret = run("replay", str(tmp_path), "--endpoint", "http://127.0.0.1:9")
+    assert no_secret.returncode == 2 and "LD_AUDIENCES_WEBHOOK_SECRET" in no_secret.stderr
+
+
+# ----------------------------------------------------------------------------------------- long-running commands
+
+
+def _terminate(process: subprocess.Popen[str], reader: LineReader) -> str:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return reader.rest()
+
+
+def test_emulator_serves_until_sigterm() -> None:
+    process = subprocess.Popen(  # noqa: S603
+        [str(CLI), "emulator", "--port", "0", "--token", "t-1", "--client-side-id", "c-1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    reader = LineReader(process)
+    try:
+        url = reader.wait_for("listening on ", 20).removeprefix("listening on ")
+        assert requests.get(f"{url}/api/v2/versions", headers={"Authorization": "t-1"}, timeout=5).status_code == 200
+        assert requests.head(f"{url}/sdk/goals/c-1", timeout=5).status_code == 200
+    finally:
+        _terminate(process, reader)
+    assert process.returncode == 0
+
+
+def test_local_serves_the_pipeline_until_sigterm() -> None:
+    process = subprocess.Popen(  # noqa: S603
+        [
+            str(CLI),
+            "local",
+            "--port",
+            "0",
+            "--webhook-secret",
+            SECRET,
+            "--batching-window",
+            "0.2",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    reader = LineReader(process)
+    try:
+        emulator_line = reader.wait_for("LaunchDarkly: ", 30)
+        emulator_url = emulator_line.split()[1]
+        url = reader.wait_for("listening on ", 30).removeprefix("listening on ")
+        response = requests.post(
+            f"{url}/events",
+            data=FIXTURE.read_bytes(),
+            headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert response.status_code == 200 and response.json()["accepted"] == 1
+        deadline = time.monotonic() + 20
+        members: list[str] = []
+        while time.monotonic() < deadline and not members:
+            segments = requests.get(f"{emulator_url}/emulator/segments", timeout=5).json()["segments"]
+            members = [m for s in segments for m in s["included"]]
+            time.sleep(0.1)
+        assert members == ["u-1001"]
+    finally:
+        output = _terminate(process, reader)
+    assert process.returncode == 0
+    assert "shutting down" in output
+    assert SECRET not in output
+
+
+def test_local_refuses_a_taken_port() -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as taken:
+        result = run("local", "--port", str(taken.server_address[1]), timeout=30)
+    assert result.returncode == 1
+    assert "cannot start the local stack" in result.stderr
+
+
+def test_demo_replays_the_bundled_fixtures() -> None:
+    result = run("demo", "--port", "0", timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Beta testers" in result.stdout and "- u-1001" in result.stdout
+    assert "dead-letter queue: 0 message(s)" in result.stdout
