@@ -1,0 +1,1 @@
+"""Security tests of the public ingest endpoint: no leaks, fuzzing, and a corpus of hostile requests."""
