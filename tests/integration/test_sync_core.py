@@ -12,7 +12,7 @@ from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
 from ld_audiences.retry import RetryPolicy
-from ld_audiences.state import StateStore
+from ld_audiences.state import LEASE_MARGIN_SECONDS, StateStore
 from ld_audiences.sync import QueuedRecord, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
@@ -52,12 +52,13 @@ def client(emulator: Emulator) -> LaunchDarklyClient:
     return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=FAST_RETRIES)
 
 
-def make_sync(aws: Aws, writer: SegmentWriter, chunk_size: int = 1000) -> Synchronizer:
+def make_sync(aws: Aws, writer: SegmentWriter, chunk_size: int = 1000, busy_wait: float = 5.0) -> Synchronizer:
     return Synchronizer(
         writer=writer,
         store=StateStore(aws.dynamodb, aws.table),
         dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
         chunk_size=chunk_size,
+        busy_wait=busy_wait,
     )
 
 
@@ -115,22 +116,55 @@ def test_requests_are_chunked_to_the_limit(aws: Aws, client: LaunchDarklyClient,
     assert writes(emulator) == 3  # ceil(100 / 40)
 
 
-def test_concurrent_newer_change_is_not_overwritten(aws: Aws, client: LaunchDarklyClient, emulator: Emulator) -> None:
-    """A's write lands after B (newer) was claimed, written and confirmed: A must restore B's state."""
+def test_a_newer_change_waits_for_an_older_write_in_flight(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """B (newer) arrives in another invocation while A's write is in flight: B must not write first and
+    be overwritten by A. B waits for A's lease; here A cannot finish before B gives up, so B is left
+    to SQS and written on its retry."""
     real = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
-    newer = make_sync(aws, real)
+    other_invocation = make_sync(aws, real, busy_wait=0.3)
+    newer = records(change("u1", False, 50))
+    seen: list[list[str]] = []
 
-    class Interleaving:
-        calls = 0
-
+    class WriteWhileAnotherInvocationRuns:
         def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
-            Interleaving.calls += 1
-            if Interleaving.calls == 1:  # B runs to completion between A's claim and A's write
-                assert newer.sync(records(change("u1", False, 50)), deadline).failed == []
+            seen.append(other_invocation.sync(newer, deadline).failed)
             real.write(target, add, remove, deadline)
 
-    report = make_sync(aws, Interleaving()).sync(records(change("u1", True, 40)), deadline())
-    assert report.rewrites == 1
+    assert (
+        make_sync(aws, WriteWhileAnotherInvocationRuns()).sync(records(change("u1", True, 40)), deadline()).failed == []
+    )
+    assert seen == [[newer[0].record_id]]  # B was busy and left for SQS to retry
+    assert members(emulator) == {"u1"}
+    assert other_invocation.sync(newer, deadline()).failed == []  # the retry
+    assert members(emulator) == set()
+
+
+def test_a_crashed_writer_blocks_its_contexts_only_until_its_lease_ends(
+    aws: Aws, emulator: Emulator, sync: Synchronizer
+) -> None:
+    store = StateStore(aws.dynamodb, aws.table)
+    crashed = change("u1", True, 10)
+    assert store.claim([crashed], deadline=time.time() - LEASE_MARGIN_SECONDS + 1).claimed == [crashed]
+    newer = records(change("u1", False, 20))
+    assert make_sync(
+        aws, SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID), busy_wait=0
+    ).sync(newer, deadline()).failed == [newer[0].record_id]
+    time.sleep(1.1)
+    report = sync.sync(newer, deadline())
+    assert (report.failed, report.removed) == ([], 1)
+    # The crashed change, redelivered later, is older than what was applied.
+    assert sync.sync(records(crashed), deadline()).stale == 1
+
+
+def test_a_failed_write_releases_its_contexts_at_once(aws: Aws, client: LaunchDarklyClient, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(rate_5xx=1.0, seed=3))
+    first = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), busy_wait=0)
+    batch = records(change("u1", True, 1))
+    assert first.sync(batch, deadline(1)).failed == [batch[0].record_id]
+    emulator.set_faults(Faults())
+    assert first.sync(records(change("u1", False, 2)), deadline()).failed == []  # not blocked by a lease
     assert members(emulator) == set()
 
 
@@ -205,4 +239,3 @@ def test_rest_writer_creates_the_big_segment_then_updates_it(
         "Beta testers",
     )
     assert segment["contextKind"] == "user" and segment["included"] == ["u2"]
-

@@ -4,17 +4,20 @@ concurrent invocations.
 Each (audience, context kind, context key) has one item:
   desired_order / desired_included   the newest change claimed so far (`MembershipChange.order`)
   applied_order                      the newest change known to be in LaunchDarkly
-A change is written only after it *claims* the item (nothing newer claimed or applied), and is
-*confirmed* after the write only if it is still the desired one. When a newer change was claimed
-meanwhile, our write may have landed after the newer one's, so the caller writes the desired value
-again: the last writer always leaves LaunchDarkly at the newest desired state.
+  lease_owner / lease_until          who may write this context to LaunchDarkly right now, and until when
+
+A change is written only after it *claims* the item: nothing newer claimed or applied, and no live
+lease of another change. The lease makes writers of one context take turns, so an older write can
+never land after a newer one; it runs until the claimer's invocation deadline plus a margin, so a
+crashed invocation blocks the context only briefly. After the write the change is *confirmed*
+(applied, lease dropped); after a failed write the lease is *released* so the retry need not wait.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 # Longer than anything can wait upstream (Segment retries 4 h, the DLQ keeps 14 days) before being
 # redriven, so an old change can never find its key forgotten and overwrite a newer state.
 RETENTION_SECONDS = 30 * 24 * 3600
+# A lease outlives its holder's deadline by this much: clocks of Lambda instances differ a little,
+# and a request started just before the deadline may still be answered just after it.
+LEASE_MARGIN_SECONDS = 5.0
 PARALLEL_CALLS = 16
 
 T = TypeVar("T")
@@ -37,8 +43,9 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class ClaimResult:
     claimed: list[MembershipChange] = field(default_factory=list)
-    stale: list[MembershipChange] = field(default_factory=list)  # something newer exists
-    duplicate: list[MembershipChange] = field(default_factory=list)  # already applied
+    stale: list[MembershipChange] = field(default_factory=list)  # something newer was claimed or applied
+    duplicate: list[MembershipChange] = field(default_factory=list)  # this very change is applied
+    busy: list[MembershipChange] = field(default_factory=list)  # an older change is being written now
 
 
 class StateStore:
@@ -52,74 +59,79 @@ class StateStore:
         # JSON keeps the three parts unambiguous whatever characters a context key holds.
         return {"pk": {"S": json.dumps([change.audience_id, change.context_kind, change.context_key])}}
 
-    def claim(self, changes: Sequence[MembershipChange]) -> ClaimResult:
+    def claim(self, changes: Sequence[MembershipChange], deadline: float) -> ClaimResult:
+        """Take the lease of each change's context until `deadline` (plus a margin)."""
         result = ClaimResult()
-        for change, outcome in zip(changes, self._map(self._claim_one, changes), strict=True):
+        lease_until = deadline + LEASE_MARGIN_SECONDS
+        outcomes = self._map(lambda change: self._claim_one(change, lease_until), changes)
+        for change, outcome in zip(changes, outcomes, strict=True):
             getattr(result, outcome).append(change)
         return result
 
-    def confirm(self, changes: Sequence[MembershipChange]) -> list[MembershipChange]:
-        """Mark written changes applied; return, for keys claimed by a newer change meanwhile, that
-        newer change, whose value must be written again."""
-        return [newer for newer in self._map(self._confirm_one, changes) if newer is not None]
+    def confirm(self, changes: Sequence[MembershipChange]) -> None:
+        """The changes are in LaunchDarkly: record them as applied and drop their leases."""
+        self._map(
+            lambda change: self._end_lease(change, "SET applied_order = :o REMOVE lease_owner, lease_until"), changes
+        )
 
-    def _map(self, fn: Callable[[MembershipChange], T], changes: Sequence[MembershipChange]) -> Iterable[T]:
+    def release(self, changes: Sequence[MembershipChange]) -> None:
+        """The write failed: drop the leases so the retry (or a newer change) need not wait."""
+        self._map(lambda change: self._end_lease(change, "REMOVE lease_owner, lease_until"), changes)
+
+    def _map(self, fn: Callable[[MembershipChange], T], changes: Sequence[MembershipChange]) -> list[T]:
         if len(changes) <= 1:
             return [fn(c) for c in changes]
         with ThreadPoolExecutor(max_workers=min(PARALLEL_CALLS, len(changes))) as pool:
             return list(pool.map(fn, changes))
 
-    def _claim_one(self, change: MembershipChange) -> str:
+    def _claim_one(self, change: MembershipChange, lease_until: float) -> str:
+        now = self._clock()
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=self.key(change),
-                UpdateExpression="SET desired_order = :o, desired_included = :i, expires_at = :t",
+                UpdateExpression=(
+                    "SET desired_order = :o, desired_included = :i, lease_owner = :o, lease_until = :until,"
+                    " expires_at = :expires"
+                ),
+                # A redelivery of the lease holder's own change may take the lease again (same value).
                 ConditionExpression=(
                     "(attribute_not_exists(desired_order) OR desired_order <= :o)"
                     " AND (attribute_not_exists(applied_order) OR applied_order < :o)"
+                    " AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o)"
                 ),
                 ExpressionAttributeValues={
                     ":o": {"S": change.order},
                     ":i": {"BOOL": change.included},
-                    ":t": {"N": str(int(self._clock()) + RETENTION_SECONDS)},
+                    ":now": {"N": f"{now:.3f}"},
+                    ":until": {"N": f"{lease_until:.3f}"},
+                    ":expires": {"N": str(int(now) + RETENTION_SECONDS)},
                 },
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            item = self._get(change)
-            return "duplicate" if item.get("applied_order", {}).get("S") == change.order else "stale"
+            item = self._client.get_item(TableName=self._table, Key=self.key(change), ConsistentRead=True).get(
+                "Item", {}
+            )
+            applied = item.get("applied_order", {}).get("S", "")
+            if applied == change.order:
+                return "duplicate"
+            if applied > change.order or item.get("desired_order", {}).get("S", "") > change.order:
+                return "stale"
+            return "busy"
         return "claimed"
 
-    def _confirm_one(self, change: MembershipChange) -> MembershipChange | None:
+    def _end_lease(self, change: MembershipChange, update: str) -> None:
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=self.key(change),
-                UpdateExpression="SET applied_order = :o",
-                ConditionExpression=(
-                    "desired_order = :o AND (attribute_not_exists(applied_order) OR applied_order < :o)"
-                ),
+                UpdateExpression=update,
+                ConditionExpression="lease_owner = :o",
                 ExpressionAttributeValues={":o": {"S": change.order}},
             )
         except ClientError as exc:
+            # Our lease expired and a newer change took it: its write comes after ours, nothing to do.
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            item = self._get(change)
-            desired = item.get("desired_order", {}).get("S", "")
-            # Even when the newer change is already applied, our write may have landed after its write.
-            if desired > change.order:
-                event_time, _, message_id = desired.partition("|")
-                return change.model_copy(
-                    update={
-                        "included": item["desired_included"]["BOOL"],
-                        "event_time": event_time,
-                        "message_id": message_id,
-                    }
-                )
-        return None
-
-    def _get(self, change: MembershipChange) -> dict[str, Any]:
-        response = self._client.get_item(TableName=self._table, Key=self.key(change), ConsistentRead=True)
-        return response.get("Item", {})

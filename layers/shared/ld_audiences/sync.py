@@ -2,13 +2,15 @@
 exact records to retry back.
 
 Per batch: keep each context's newest change (older ones in the batch are superseded), group by
-segment, claim in the state store (drops stale changes and duplicates), write in chunks, confirm.
+segment, claim each context in the state store (drops stale changes and duplicates, takes turns with
+concurrent invocations), write in chunks, confirm.
 A segment's failure never fails another's; a chunk's failure fails only its records.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +20,13 @@ from pydantic import ValidationError
 
 from ld_audiences.change import MembershipChange
 from ld_audiences.launchdarkly import WriteError
-from ld_audiences.state import StateStore
+from ld_audiences.state import ClaimResult, StateStore
 from ld_audiences.writers import SegmentWriter, Target
 
 logger = logging.getLogger(__name__)
 
-# A key whose state keeps moving under us is left for SQS to retry rather than chased forever.
-MAX_WRITE_ROUNDS = 3
+# How long a batch waits for contexts that another invocation is writing before leaving them to SQS.
+BUSY_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class SyncReport:
     superseded: int = 0  # a newer change to the same context was in the same batch
     stale: int = 0  # a newer change was already claimed or applied
     duplicates: int = 0  # this very change was already applied
-    rewrites: int = 0  # desired state re-written after a concurrent newer claim
+    busy: int = 0  # another invocation was writing the same context; left for SQS to retry
 
 
 @dataclass(slots=True)
@@ -57,11 +59,20 @@ class _Pending:
 
 
 class Synchronizer:
-    def __init__(self, *, writer: SegmentWriter, store: StateStore, dead_letters: DeadLetters, chunk_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        writer: SegmentWriter,
+        store: StateStore,
+        dead_letters: DeadLetters,
+        chunk_size: int,
+        busy_wait: float = BUSY_WAIT_SECONDS,
+    ) -> None:
         self._writer = writer
         self._store = store
         self._dead_letters = dead_letters
         self._chunk_size = chunk_size
+        self._busy_wait = busy_wait
 
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
         report = SyncReport()
@@ -94,42 +105,61 @@ class Synchronizer:
         return groups
 
     def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float, report: SyncReport) -> None:
-        claim = self._store.claim([p.change for p in pending.values()])
+        claim = self._claim([p.change for p in pending.values()], deadline)
         report.stale += len(claim.stale)
         report.duplicates += len(claim.duplicate)
+        report.busy += len(claim.busy)
+        report.failed.extend(pending[c.context_key].record.record_id for c in claim.busy)
         for chunk in _chunks(claim.claimed, self._chunk_size):
-            records = [pending[c.context_key].record for c in chunk]
+            add = [c.context_key for c in chunk if c.included]
+            remove = [c.context_key for c in chunk if not c.included]
             try:
-                self._write(target, chunk, deadline, report)
+                self._writer.write(target, add, remove, deadline)
             except WriteError as exc:
-                extra = {
-                    "audience_id": target.audience_id,
-                    "status": exc.status,
-                    "ld_code": exc.code,
-                    "message_ids": [c.message_id for c in chunk][:20],
-                    "records": len(chunk),
-                }
-                if exc.permanent:
-                    logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
-                    self._dead_letter(records, f"launchdarkly_{exc.status}_{exc.code}", exc.message, report)
-                else:
-                    logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
-                    report.failed.extend(r.record_id for r in records)
-
-    def _write(self, target: Target, chunk: list[MembershipChange], deadline: float, report: SyncReport) -> None:
-        todo = chunk
-        for round_ in range(MAX_WRITE_ROUNDS):
-            add = [c.context_key for c in todo if c.included]
-            remove = [c.context_key for c in todo if not c.included]
-            self._writer.write(target, add, remove, deadline)
-            if round_ == 0:
+                self._store.release(chunk)
+                self._write_failed(target, chunk, [pending[c.context_key].record for c in chunk], exc, report)
+            else:
+                self._store.confirm(chunk)
                 report.added += len(add)
                 report.removed += len(remove)
-            todo = self._store.confirm(todo)
-            if not todo:
-                return
-            report.rewrites += len(todo)
-        raise WriteError(False, None, "contended", "state kept changing during the write")
+
+    def _claim(self, changes: list[MembershipChange], deadline: float) -> ClaimResult:
+        """Claim, waiting a little for contexts another invocation is writing right now: that takes
+        well under a second, while failing the record would cost a whole visibility timeout."""
+        result = self._store.claim(changes, deadline)
+        give_up = min(deadline, time.time() + self._busy_wait)
+        pause = 0.05
+        while result.busy and time.time() + pause < give_up:
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            retry = self._store.claim(result.busy, deadline)
+            result.claimed += retry.claimed
+            result.stale += retry.stale
+            result.duplicate += retry.duplicate
+            result.busy = retry.busy
+        return result
+
+    def _write_failed(
+        self,
+        target: Target,
+        chunk: list[MembershipChange],
+        records: list[QueuedRecord],
+        exc: WriteError,
+        report: SyncReport,
+    ) -> None:
+        extra = {
+            "audience_id": target.audience_id,
+            "status": exc.status,
+            "ld_code": exc.code,
+            "message_ids": [c.message_id for c in chunk][:20],
+            "records": len(chunk),
+        }
+        if exc.permanent:
+            logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
+            self._dead_letter(records, f"launchdarkly_{exc.status}_{exc.code}", exc.message, report)
+        else:
+            logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
+            report.failed.extend(r.record_id for r in records)
 
     def _dead_letter(self, records: list[QueuedRecord], reason: str, detail: str, report: SyncReport) -> None:
         for record in records:
