@@ -147,9 +147,7 @@ class _Route:
     auth: str = "none"  # "none" | "rest" | "segment-audiences"
 
 
-def _route(
-    template: str, methods: tuple[str, ...], handler: str, write: bool = False, auth: str = "none"
-) -> _Route:
+def _route(template: str, methods: tuple[str, ...], handler: str, write: bool = False, auth: str = "none") -> _Route:
     return _Route(template, tuple(template.strip("/").split("/")), methods, handler, write, auth)
 
 
@@ -169,9 +167,7 @@ _ROUTES: tuple[_Route, ...] = (
         write=True,
         auth="rest",
     ),
-    _route(
-        "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}", ("GET",), "_get_segment", auth="rest"
-    ),
+    _route("/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}", ("GET",), "_get_segment", auth="rest"),
     _route(
         "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}/contexts",
         ("POST",),
@@ -650,9 +646,7 @@ class Emulator:
                 seg = _SyncedSegment(env_id, first_cohort, first_name, kind, set())
                 self._synced[seg_id] = seg
             elif seg.context_kind != kind:
-                raise _bad(
-                    f"contextKind {kind!r} does not match the segment's context kind {seg.context_kind!r}"
-                )
+                raise _bad(f"contextKind {kind!r} does not match the segment's context kind {seg.context_kind!r}")
             seg.name = first_name
             # Faithful to the real service: every item lands in the FIRST item's segment, whatever
             # its own cohortId. Mixing audiences in one request is the client's bug to avoid.

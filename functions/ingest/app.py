@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ld_audiences.auth import WebhookCredentials
 from ld_audiences.config import IngestSettings
 from ld_audiences.ingest import IngestReport, RequestError, handle

@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ld_audiences.config import TOKEN_PLACEHOLDER, ConfigError, SyncSettings
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
@@ -80,6 +81,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         superseded=report.superseded,
         stale=report.stale,
         duplicates=report.duplicates,
+        busy=report.busy,
         launchdarkly_responses=dict(client.responses),
         retries=client.retries,
     )
@@ -93,6 +95,7 @@ def record_metrics(report: SyncReport, client: LaunchDarklyClient) -> None:
         ("ChangesSuperseded", report.superseded),
         ("StaleChangesSkipped", report.stale),
         ("DuplicateChangesSkipped", report.duplicates),
+        ("ChangesBusy", report.busy),
         ("RecordsFailed", len(report.failed)),
         ("RecordsDeadLettered", report.dead_lettered),
         ("LaunchDarklyRetries", client.retries),

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from ld_audiences_local.cli import main as cli_main
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.redrive import NO_REASON, list_dead_letters

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import requests
-from ld_audiences_local.emulator import Emulator
 
+from ld_audiences_local.emulator import Emulator
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, free_port
 
 CLI = Path(sys.executable).with_name("ld-audiences")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from ld_audiences_local.emulator import Emulator, Faults
 
 TOKEN = "api-local-token"
@@ -137,9 +138,7 @@ def test_segment_audiences_auth_and_version(emu: Emulator, http: requests.Sessio
         (sa_body({k: v for k, v in item("u1").items() if k != "value"}), "batch[0].value"),
     ],
 )
-def test_segment_audiences_rejects_invalid_bodies(
-    emu: Emulator, http: requests.Session, body: Any, field: str
-) -> None:
+def test_segment_audiences_rejects_invalid_bodies(emu: Emulator, http: requests.Session, body: Any, field: str) -> None:
     assert_error(post_sa(http, emu, body), 400, "invalid_request", field)
     assert emu.segments() == []
 
@@ -151,9 +150,7 @@ def test_segment_audiences_invalid_json_and_non_object(emu: Emulator, http: requ
     assert_error(post_sa(http, emu, [item("u1")]), 400, "invalid_request", "object")
 
 
-def test_segment_audiences_unknown_environment_and_rejected_cohort(
-    emu: Emulator, http: requests.Session
-) -> None:
+def test_segment_audiences_unknown_environment_and_rejected_cohort(emu: Emulator, http: requests.Session) -> None:
     resp = post_sa(http, emu, sa_body(item("u1"), env="someone-else"))
     assert_error(resp, 400, "invalid_request")
     assert resp.json()["message"] == "unknown environmentId"
@@ -211,9 +208,7 @@ def test_rest_create_get_and_conflict(emu: Emulator, http: requests.Session) -> 
         ({"description": 5}, "description"),
     ],
 )
-def test_rest_create_validation(
-    emu: Emulator, http: requests.Session, overrides: dict[str, Any], field: str
-) -> None:
+def test_rest_create_validation(emu: Emulator, http: requests.Session, overrides: dict[str, Any], field: str) -> None:
     assert_error(create_segment(http, emu, **overrides), 400, "invalid_request", field)
     assert emu.segments() == []
 
@@ -237,9 +232,7 @@ def test_rest_contexts_membership(emu: Emulator, http: requests.Session) -> None
     resp = http.post(base, json={"included": {"add": ["a", "b", "c@x.io"]}}, headers=REST)
     assert resp.status_code == 204
     assert resp.content == b""
-    resp = http.post(
-        base, json={"included": {"add": ["d"], "remove": ["b"]}, "excluded": {"add": ["z"]}}, headers=REST
-    )
+    resp = http.post(base, json={"included": {"add": ["d"], "remove": ["b"]}, "excluded": {"add": ["z"]}}, headers=REST)
     assert resp.status_code == 204
     assert emu.included("proj/prod/vip") == {"a", "c@x.io", "d"}
     [seg] = emu.segments()
@@ -282,9 +275,7 @@ def test_rest_contexts_errors(emu: Emulator, http: requests.Session) -> None:
 
     rule_based = {"key": "rules", "name": "Rules"}
     assert http.post(base, json=rule_based, headers=REST).status_code == 201
-    assert_error(
-        http.post(f"{base}/rules/contexts", json=add, headers=REST), 400, "invalid_request", "unbounded"
-    )
+    assert_error(http.post(f"{base}/rules/contexts", json=add, headers=REST), 400, "invalid_request", "unbounded")
     assert create_segment(http, emu, key="rejected-seg").status_code == 201
     resp = http.post(f"{base}/rejected-seg/contexts", json=add, headers=REST)
     assert_error(resp, 400, "invalid_request", "cohort rejected")
@@ -526,10 +517,7 @@ def test_serve_prints_url_and_stops_on_ctrl_c() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     devtools = str(Path(__file__).resolve().parents[2] / "devtools")
-    code = (
-        f"import sys; sys.path.insert(0, {devtools!r}); "
-        f"from ld_audiences_local.emulator import serve; serve({port})"
-    )
+    code = f"import sys; sys.path.insert(0, {devtools!r}); from ld_audiences_local.emulator import serve; serve({port})"
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and code
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
