@@ -4,19 +4,27 @@ concurrent invocations.
 Each (audience, context kind, context key) has one item:
   desired_order / desired_included   the newest change claimed so far (`MembershipChange.order`)
   applied_order                      the newest change known to be in LaunchDarkly
-  lease_owner / lease_until          who may write this context to LaunchDarkly right now, and until when
+  lease_owner / lease_until          who may write this context to LaunchDarkly right now, and until when:
+                                     one change (its order) in one execution environment (this store)
 
 A change is written only after it *claims* the item: nothing newer claimed or applied, and no live
 lease of another change. The lease makes writers of one context take turns, so an older write can
 never land after a newer one; it runs until the claimer's invocation deadline plus a margin, so a
 crashed invocation blocks the context only briefly. After the write the change is *confirmed*
 (applied, lease dropped); after a failed write the lease is *released* so the retry need not wait.
+
+The lease names the execution environment as well as the change: SQS and Segment deliver the same
+change twice, and a second copy in another invocation must wait like any other writer. Were the
+change alone the owner, the copy would share the lease, and once the first copy confirmed (dropping
+the lease) a newer change could claim and write while the copy's write was still on its way, then
+land under it: a stale member.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +61,11 @@ class StateStore:
         self._client = client
         self._table = table
         self._clock = clock
+        # One store per execution environment (functions/sync/app.py), which runs one batch at a time.
+        self._environment = uuid.uuid4().hex
+
+    def _owner(self, change: MembershipChange) -> str:
+        return f"{change.order}@{self._environment}"
 
     @staticmethod
     def key(change: MembershipChange) -> dict[str, Any]:
@@ -71,7 +84,10 @@ class StateStore:
     def confirm(self, changes: Sequence[MembershipChange]) -> None:
         """The changes are in LaunchDarkly: record them as applied and drop their leases."""
         self._map(
-            lambda change: self._end_lease(change, "SET applied_order = :o REMOVE lease_owner, lease_until"), changes
+            lambda change: self._end_lease(
+                change, "SET applied_order = :o REMOVE lease_owner, lease_until", {":o": {"S": change.order}}
+            ),
+            changes,
         )
 
     def release(self, changes: Sequence[MembershipChange]) -> None:
@@ -91,17 +107,19 @@ class StateStore:
                 TableName=self._table,
                 Key=self.key(change),
                 UpdateExpression=(
-                    "SET desired_order = :o, desired_included = :i, lease_owner = :o, lease_until = :until,"
+                    "SET desired_order = :o, desired_included = :i, lease_owner = :owner, lease_until = :until,"
                     " expires_at = :expires"
                 ),
-                # A redelivery of the lease holder's own change may take the lease again (same value).
+                # The holder may take its own lease again (the busy retry of this invocation); a copy of
+                # the same change in another invocation may not.
                 ConditionExpression=(
                     "(attribute_not_exists(desired_order) OR desired_order <= :o)"
                     " AND (attribute_not_exists(applied_order) OR applied_order < :o)"
-                    " AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o)"
+                    " AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner)"
                 ),
                 ExpressionAttributeValues={
                     ":o": {"S": change.order},
+                    ":owner": {"S": self._owner(change)},
                     ":i": {"BOOL": change.included},
                     ":now": {"N": f"{now:.3f}"},
                     ":until": {"N": f"{lease_until:.3f}"},
@@ -122,14 +140,14 @@ class StateStore:
             return "busy"
         return "claimed"
 
-    def _end_lease(self, change: MembershipChange, update: str) -> None:
+    def _end_lease(self, change: MembershipChange, update: str, values: dict[str, Any] | None = None) -> None:
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=self.key(change),
                 UpdateExpression=update,
-                ConditionExpression="lease_owner = :o",
-                ExpressionAttributeValues={":o": {"S": change.order}},
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues={":owner": {"S": self._owner(change)}, **(values or {})},
             )
         except ClientError as exc:
             # Our lease expired and a newer change took it: its write comes after ours, nothing to do.

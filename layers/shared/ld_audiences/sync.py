@@ -77,6 +77,11 @@ class Synchronizer:
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
         report = SyncReport()
         for target, pending in self._newest_by_target(records, report).items():
+            if time.time() >= deadline:
+                # No time left to write: claiming would only take leases and spend the safety margin
+                # (past the timeout Lambda drops the whole response and every record comes back).
+                report.failed.extend(p.record.record_id for p in pending.values())
+                continue
             try:
                 self._sync_target(target, pending, deadline, report)
             except Exception:

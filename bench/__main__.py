@@ -1,0 +1,102 @@
+"""`python -m bench`: run every benchmark and rewrite BENCHMARKS.md.
+
+.venv/bin/python -m bench                  # everything (make bench)
+.venv/bin/python -m bench --only sync      # one or more sections: cold, ingest, sync, e2e
+.venv/bin/python -m bench --quick          # smoke run on tiny sizes; prints, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import REPO_ROOT, Section, Settings, machine
+from bench.report import render
+
+SECTIONS: dict[str, tuple[str, str]] = {
+    # key: (module, title)
+    "cold": ("bench.cold_start", "Cold init"),
+    "ingest": ("bench.ingest", "Ingest throughput"),
+    "sync": ("bench.sync", "Sync efficiency"),
+    "e2e": ("bench.e2e", "End to end on the local stack"),
+}
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return ""
+
+
+def run_sections(keys: Sequence[str], settings: Settings, log: Callable[[str], None] = lambda _: None) -> list[Section]:
+    import importlib
+
+    sections = []
+    for key in keys:
+        module_name, title = SECTIONS[key]
+        log(f"bench: {title} …")
+        before, started = _load(), time.perf_counter()
+        try:
+            module = importlib.import_module(module_name)
+            section: Section = module.run(settings)
+        except Exception as exc:
+            if settings.quick:
+                raise
+            traceback.print_exc()
+            section = Section(key, title, f".venv/bin/python -m bench --only {key}")
+            section.skipped = f"failed: {type(exc).__name__}: {exc}"
+        section.seconds = time.perf_counter() - started
+        section.load = f"{before} → {_load()}" if before else ""
+        log(f"bench: {title} done in {section.seconds:.0f} s")
+        sections.append(section)
+    return sections
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: checks the code works")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument("--runs", type=int, default=7, help="runs per figure (at least 5; default 7)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the report (default: BENCHMARKS.md for a full run; --quick and --only print it)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 5 and not args.quick:
+        parser.error("--runs must be at least 5 (medians of at least 5 runs)")
+    settings = Settings(quick=args.quick, runs=2 if args.quick else args.runs)
+    keys = args.only or list(SECTIONS)
+
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    sections = run_sections(keys, settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = "make bench" if not given else ".venv/bin/python -m bench " + " ".join(given)
+    report = render(sections, machine(), settings, started_at, time.perf_counter() - started, command.strip())
+
+    output = args.output
+    if output is None and not args.quick and not args.only:
+        output = REPO_ROOT / "BENCHMARKS.md"
+    if output is None:
+        print(report)
+    else:
+        output.write_text(report, encoding="utf-8")
+        print(f"bench: wrote {output}", file=sys.stderr)
+    failed = [f"{s.title}: {f.name.strip()}" for s in sections for f in s.figures if f.passed is False]
+    broken = [s.title for s in sections if s.skipped and s.skipped.startswith("failed")]
+    for line in failed:
+        print(f"bench: FAIL {line}", file=sys.stderr)
+    for title in broken:
+        print(f"bench: {title} did not complete", file=sys.stderr)
+    return 1 if failed or broken else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The benchmark code (bench/) works: quick in-process runs on tiny sizes, the request-count optimum on a
+small workload, and the in-memory state store against the real one. No timing is asserted here: figures
+are `make bench`'s business."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from bench.__main__ import run_sections
+from bench.cold_start import parse_importtime
+from bench.common import Settings, machine
+from bench.fakes import InMemoryStateStore, RecordingSession
+from bench.report import render
+from bench.sync import naive, run_sync
+from bench.workload import engage_events, sync_batch
+from ld_audiences.change import MembershipChange
+from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
+from ld_audiences.normalize import normalize
+from ld_audiences.state import StateStore
+
+QUICK = Settings(quick=True, runs=2)
+
+
+def test_quick_ingest_and_sync_sections_run_and_render() -> None:
+    sections = run_sections(["ingest", "sync"], QUICK)
+    assert [s.key for s in sections] == ["ingest", "sync"]
+    for section in sections:
+        assert section.skipped is None
+        assert section.figures and all(len(f.samples) >= 1 for f in section.figures)
+    optimum = next(f for f in sections[1].figures if f.name.startswith("LaunchDarkly requests"))
+    assert optimum.samples and all(sample == 0 for sample in optimum.samples)
+    report = render(sections, machine(), QUICK, datetime.now(UTC), 1.0, "python -m bench --quick")
+    assert report.startswith("# Benchmarks") and "## Sync efficiency" in report and "| PASS |" in report
+
+
+def test_generated_engage_events_are_valid_audience_events() -> None:
+    settings = NormalizeSettings(policy=ContextKeyPolicy.USER_ID_THEN_EMAIL)
+    outcomes = [normalize(event, settings) for event in engage_events(300)]
+    assert all(isinstance(o, MembershipChange) for o in outcomes)
+    assert any(o.context_key.endswith("@example-mail.com") for o in outcomes if isinstance(o, MembershipChange))
+
+
+def test_requests_equal_the_optimum_on_a_small_workload() -> None:
+    first = sync_batch(400, audience_count=3, contexts_per_audience=30)
+    second = sync_batch(
+        400, audience_count=3, contexts_per_audience=30, seed=9, start_ns=10**12, replay_of=first, replay_share=0.3
+    )
+    store, session = InMemoryStateStore(), RecordingSession()
+    one = run_sync(first, chunk_size=7, store=store, session=session)
+    two = run_sync(second, chunk_size=7, store=store, session=session, history=[first.changes])
+    for outcome in (one, two):
+        assert outcome.optimum > len(outcome.net_by_target)  # several chunks per segment
+        assert outcome.requests == outcome.optimum
+        assert outcome.correct
+    assert two.report.stale + two.report.duplicates > 0
+    baseline = naive(first)
+    assert baseline.requests == 3 and baseline.items == len(first.records)
+
+
+def test_importtime_parser_reads_the_handler_imports_only() -> None:
+    stderr = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       100 |        100 | site",
+            "#bench-import-start",
+            "import time:      2000 |       2000 |   botocore.compat",
+            "import time:      1000 |       3000 | boto3",
+            "import time:       500 |        500 | json",
+            "#bench-import-end",
+        ]
+    )
+    tree = parse_importtime(stderr, total_ms=10.0)
+    assert tree.direct == [("boto3", 3.0), ("json", 0.5)]
+    assert tree.by_package[0] == ("botocore", 2.0, 1)
+
+
+# ----------------------------------------------------------------------------------------- store conformance
+
+
+@pytest.fixture
+def dynamodb() -> Iterator[object]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="state",
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        )
+        yield client
+
+
+def _change(second: int, included: bool = True, key: str = "user-1") -> MembershipChange:
+    return MembershipChange(
+        audience_id="aud_1",
+        audience_key="beta",
+        context_kind="user",
+        context_key=key,
+        included=included,
+        event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
+        message_id=f"personas_{second}",
+    )
+
+
+def test_in_memory_store_answers_like_the_dynamodb_store(dynamodb: object) -> None:
+    now = [1_000_000.0]
+    real = StateStore(dynamodb, "state", clock=lambda: now[0])  # type: ignore[arg-type]
+    fake = InMemoryStateStore(clock=lambda: now[0])
+    deadline = now[0] + 30
+
+    def outcome(store: object, changes: list[MembershipChange]) -> dict[str, list[str]]:
+        result = store.claim(changes, deadline)  # type: ignore[attr-defined]
+        return {name: [c.order for c in getattr(result, name)] for name in ("claimed", "stale", "duplicate", "busy")}
+
+    steps: list[tuple[str, list[MembershipChange]]] = [
+        ("claim", [_change(10)]),
+        ("claim", [_change(12)]),  # busy: 10 holds the lease
+        ("confirm", [_change(10)]),
+        ("claim", [_change(10)]),  # duplicate
+        ("claim", [_change(5)]),  # stale
+        ("claim", [_change(12, False), _change(3, key="user-2")]),
+        ("claim", [_change(14)]),  # busy: 12 holds the lease
+        ("release", [_change(12, False)]),
+        ("claim", [_change(14), _change(3, key="user-2")]),  # 3 re-takes its own lease
+        ("claim", [_change(13)]),  # stale: 14 is desired
+        ("expire", []),
+        ("claim", [_change(15, key="user-2")]),  # the lease of 3 has run out
+        ("confirm", [_change(14), _change(15, key="user-2")]),
+        ("claim", [_change(15, key="user-2"), _change(14)]),
+    ]
+    for action, changes in steps:
+        if action == "claim":
+            assert outcome(fake, changes) == outcome(real, changes), changes
+        elif action == "expire":
+            now[0] = deadline + 3600
+            deadline = now[0] + 30
+        else:
+            getattr(fake, action)(changes)
+            getattr(real, action)(changes)
