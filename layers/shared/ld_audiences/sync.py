@@ -121,7 +121,10 @@ class Synchronizer:
             try:
                 self._writer.write(target, add, remove, deadline)
             except WriteError as exc:
-                self._store.release(chunk)
+                if exc.status is not None:
+                    self._store.release(chunk)
+                # else: a timeout or dropped connection; LaunchDarkly may still apply that write, so the
+                # lease runs out (at our deadline) rather than letting a newer write go first now.
                 self._write_failed(target, chunk, [pending[c.context_key].record for c in chunk], exc, report)
             else:
                 self._store.confirm(chunk)
