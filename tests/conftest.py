@@ -69,6 +69,23 @@ class Aws:
                 return messages
             messages.extend(batch)
 
+    def sqs_event(self) -> dict[str, Any]:
+        """The main queue's messages as the Lambda SQS event source delivers them to sync."""
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "awsRegion": REGION,
+                }
+                for m in self.queue_messages(self.queue_url)
+            ]
+        }
+
 
 @pytest.fixture
 def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:

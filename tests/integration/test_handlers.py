@@ -82,21 +82,7 @@ def ingest(aws: Aws, handler: Handler, body: Any, **kwargs: Any) -> tuple[int, d
 
 
 def sqs_event(aws: Aws) -> dict[str, Any]:
-    messages = aws.queue_messages(aws.queue_url)
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
+    return aws.sqs_event()
 
 
 def run_pipeline(aws: Aws, configure: Callable[[str], None], url: str, events: Any) -> dict[str, Any]:

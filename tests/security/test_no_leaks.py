@@ -191,21 +191,7 @@ class Flow:
 
     def sync(self, launchdarkly_url: str, timeout: float = 30.0) -> dict[str, Any]:
         self.configure(LD_BASE_URL=launchdarkly_url)
-        messages = self.aws.queue_messages(self.aws.queue_url)
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {},
-                    "eventSource": "aws:sqs",
-                    "awsRegion": "us-east-1",
-                }
-                for m in messages
-            ]
-        }
+        event = self.aws.sqs_event()
         assert event["Records"], "nothing was queued"
         handler = load_handler("sync")
         return self.capture.response(handler(event, FakeLambdaContext("sync", timeout_seconds=timeout)))
