@@ -14,10 +14,16 @@ import requests
 from ld_audiences.retry import RetryPolicy, is_transient
 
 API_VERSION = "20240415"
+DEADLINE = "deadline"  # WriteError code of a request never sent: no time left
 
 
 class WriteError(Exception):
     """A LaunchDarkly call that did not succeed. `permanent` ones must not be retried."""
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """The request may have reached LaunchDarkly (timeout, dropped connection) and may still apply."""
+        return self.status is None and self.code != DEADLINE
 
     def __init__(self, permanent: bool, status: int | None, code: str, message: str) -> None:
         super().__init__(f"{status or 'no response'} {code}: {message}")
@@ -71,8 +77,8 @@ class LaunchDarklyClient:
         attempt = 0
         while True:
             remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise WriteError(False, None, "deadline", "no time left in this invocation")
+            if remaining < self.policy.min_request_seconds:
+                raise WriteError(False, None, DEADLINE, "no time left in this invocation")
             timeout = (min(self.policy.connect_timeout, remaining), min(self.policy.read_timeout, remaining))
             try:
                 response = self._session.request(

@@ -28,6 +28,9 @@ class RetryPolicy:
     max_rate_limit_wait: float = 11.0
     connect_timeout: float = 3.05
     read_timeout: float = 10.0
+    # A request started this close to the deadline would get a read timeout too short to see its
+    # answer, leaving a write whose outcome is unknown: do not start it.
+    min_request_seconds: float = 1.0
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: spreads retries of concurrent invocations instead of synchronising them."""

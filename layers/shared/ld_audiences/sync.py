@@ -121,10 +121,10 @@ class Synchronizer:
             try:
                 self._writer.write(target, add, remove, deadline)
             except WriteError as exc:
-                if exc.status is not None:
+                # A write that may still land keeps its leases until they run out (our deadline + margin),
+                # so no newer write of these contexts can go first and be overwritten by it.
+                if not exc.outcome_unknown:
                     self._store.release(chunk)
-                # else: a timeout or dropped connection; LaunchDarkly may still apply that write, so the
-                # lease runs out (at our deadline) rather than letting a newer write go first now.
                 self._write_failed(target, chunk, [pending[c.context_key].record for c in chunk], exc, report)
             else:
                 self._store.confirm(chunk)
