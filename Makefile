@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test unit lint typecheck bench clean
+.PHONY: install demo test unit chaos lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install lint typecheck validate checkov  ## the whole suite, as CI runs it
 
 unit: install  ## the fast tests only
 	$(BIN)/python -m pytest tests/unit
+
+chaos: install  ## 5,000+ events through the local stack under injected LaunchDarkly faults (~2 min)
+	$(BIN)/python -m pytest -m chaos -s tests/e2e/test_chaos.py
 
 lint: install
 	$(BIN)/ruff check .
