@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from ld_audiences_local.http_routing import AllMethodsHandler
 
 API_VERSION = "20240415"
 VALID_VERSIONS = (20191212, 20220603, 20240415)
@@ -273,7 +275,7 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(AllMethodsHandler):
     # Keep-alive like the real API, so client connection pools and dropped-connection faults behave
     # as they do in production.
     protocol_version = "HTTP/1.1"
@@ -288,27 +290,6 @@ class _Handler(BaseHTTPRequestHandler):
         # The request line only; headers (Authorization) are never logged.
         if self.server.emulator.access_log:
             sys.stderr.write(f"emulator: {self.address_string()} {format % args}\n")
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_OPTIONS(self) -> None:
-        self._serve()
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -43,6 +43,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ld_audiences_local.handlers import FakeLambdaContext, Handler, load_handler
+from ld_audiences_local.http_routing import AllMethodsHandler
 
 if TYPE_CHECKING:
     from moto.server import ThreadedMotoServer
@@ -335,7 +336,7 @@ class _IngestServer(ThreadingHTTPServer):
     stack: LocalStack
 
 
-class _IngestHandler(BaseHTTPRequestHandler):
+class _IngestHandler(AllMethodsHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: avoid the delayed-ACK stall
     server_version = "ld-audiences-local"
@@ -346,27 +347,6 @@ class _IngestHandler(BaseHTTPRequestHandler):
         # Request lines only; never headers (they carry the secret).
         if self.server.stack.access_log:
             super().log_message(format, *args)
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_OPTIONS(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         stack = self.server.stack
