@@ -55,6 +55,7 @@ def receive() -> Response[str]:
     )
     if report is not None:
         record(report)
+        log_events(report, api_request_id=event.request_context.request_id)
     logger.info(
         "request answered",
         status=response.status,
@@ -72,6 +73,23 @@ def record(report: IngestReport) -> None:
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=report.accepted)
     metrics.add_metric(name="EventsSkipped", unit=MetricUnit.Count, value=sum(report.skipped.values()))
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(report.errors))
+
+
+def log_events(report: IngestReport, api_request_id: str) -> None:
+    """One line per event with its Segment messageId as correlation id, so one event can be followed
+    through both functions: a WARNING per rejected event, DEBUG per queued one (POWERTOOLS_LOGGER_SAMPLE_RATE
+    turns DEBUG on for a share of invocations)."""
+    for error in report.errors:
+        logger.warning(
+            "event rejected",
+            correlation_id=error["messageId"],
+            api_request_id=api_request_id,
+            index=error["index"],
+            reason=error["reason"],
+            field=error["field"],
+        )
+    for message_id in report.queued:
+        logger.debug("event queued", correlation_id=message_id, api_request_id=api_request_id)
 
 
 # log_event=False, not left to POWERTOOLS_LOGGER_LOG_EVENT: the event holds the Authorization header (the

@@ -21,7 +21,7 @@ from ld_audiences.config import TOKEN_PLACEHOLDER, ConfigError, SyncSettings
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.state import StateStore
-from ld_audiences.sync import QueuedRecord, Synchronizer, SyncReport
+from ld_audiences.sync import DEAD_LETTERED, QueuedRecord, Synchronizer, SyncReport
 from ld_audiences.writers import make_writer
 
 settings = SyncSettings.from_env()
@@ -71,6 +71,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
     report = sync.sync(records, deadline)
     record_metrics(report, client)
+    log_changes(report)
     logger.info(
         "batch synced",
         records=len(records),
@@ -86,6 +87,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         retries=client.retries,
     )
     return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in report.failed]}
+
+
+def log_changes(report: SyncReport) -> None:
+    """One line per change with its Segment messageId as correlation id: ERROR for a dead-lettered one,
+    DEBUG for the rest (POWERTOOLS_LOGGER_SAMPLE_RATE turns DEBUG on for a share of invocations)."""
+    for outcome in report.outcomes:
+        log = logger.error if outcome.result == DEAD_LETTERED else logger.debug
+        log(
+            f"change {outcome.result}",
+            correlation_id=outcome.message_id,
+            sqs_message_id=outcome.record_id,
+            audience_id=outcome.audience_id,
+            detail=outcome.detail or None,
+        )
 
 
 def record_metrics(report: SyncReport, client: LaunchDarklyClient) -> None:

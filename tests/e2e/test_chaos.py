@@ -34,7 +34,7 @@ from ld_audiences.state import StateStore
 from ld_audiences.sync import QueuedRecord, Synchronizer
 from ld_audiences.writers import SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
-from ld_audiences_local.stack import LocalStack
+from ld_audiences_local.stack import SYNC_FUNCTION, LocalStack
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
 from tests.e2e.chaos_corpus import AUDIENCES, Corpus, Request, build_corpus
 
@@ -106,7 +106,7 @@ class BatchLog(logging.Handler):
 def batch_log() -> Iterator[BatchLog]:
     """Collect the sync function's log lines. Attached once the functions are loaded: Powertools takes
     the first handler of its logger for its own; its level is fixed by the process's first Logger."""
-    logger = logging.getLogger("ld-audiences")
+    logger = logging.getLogger(SYNC_FUNCTION)
     handler, level = BatchLog(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

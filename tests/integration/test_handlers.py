@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -249,3 +250,32 @@ def test_ingest_answers_503_when_the_secret_is_malformed(aws: Aws, environment: 
     aws.secrets.put_secret_value(SecretId=aws.webhook_secret, SecretString='{"current": "abc", ')
     status, body = ingest(aws, load_handler("ingest"), engage_event())
     assert (status, body["code"]) == (503, "secret_unavailable")
+
+
+def test_log_lines_follow_each_event_by_its_segment_message_id(
+    aws: Aws,
+    environment: Callable[[str], None],
+    launchdarkly: RecordingServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Search the logs for one Segment messageId and find what became of it in both functions."""
+    environment(launchdarkly.url)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", f"ld-audiences-correlation-{uuid.uuid4().hex}")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    ingest_handler, sync_handler = load_handler("ingest"), load_handler("sync")
+    rejected = engage_event(message_id="personas_rejected", value="maybe")
+
+    def lines_about(message_id: str) -> list[tuple[str, str]]:
+        docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        return [(d["level"], d["message"]) for d in docs if d.get("correlation_id") == message_id]
+
+    ingest(aws, ingest_handler, [engage_event(user_id="a", message_id="personas_added"), rejected])
+    assert lines_about("personas_rejected") == [("WARNING", "event rejected")]
+    sync_handler(sqs_event(aws), FakeLambdaContext("sync"))
+    assert lines_about("personas_added") == [("DEBUG", "change added")]
+
+    launchdarkly.default = Scripted(400, body={"code": "invalid_request", "message": "bad cohort"})
+    ingest(aws, ingest_handler, [engage_event(user_id="b", message_id="personas_refused")])
+    sync_handler(sqs_event(aws), FakeLambdaContext("sync"))
+    assert lines_about("personas_refused") == [("DEBUG", "event queued"), ("ERROR", "change dead_lettered")]

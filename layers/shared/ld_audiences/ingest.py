@@ -41,9 +41,13 @@ class Response:
 class IngestReport:
     """What happened to each event of one request; the response body and the metrics come from it."""
 
-    accepted: int = 0
+    queued: list[str] = field(default_factory=list)  # Segment messageIds of the accepted events
     skipped: Counter[str] = field(default_factory=Counter)
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.queued)
 
     def as_body(self) -> dict[str, Any]:
         return {
@@ -189,7 +193,7 @@ def normalize_all(events: Sequence[Any], settings: IngestSettings) -> tuple[list
             )
         else:
             changes.append(outcome)
-    report.accepted = len(changes)
+            report.queued.append(outcome.message_id)
     return changes, report
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,16 +40,68 @@ class DeadLetters(Protocol):
         """Move a record that can never succeed to the dead-letter queue; False if that failed."""
 
 
+# What can become of a queued change. The record of a retried one goes back to SQS.
+ADDED, REMOVED = "added", "removed"
+SUPERSEDED = "superseded"  # a newer change to the same context was in the same batch
+STALE = "stale"  # a newer change was already claimed or applied
+DUPLICATE = "duplicate"  # this very change was already applied
+BUSY = "busy"  # another invocation was writing the same context
+RETRY = "retry"  # the write failed or there was no time left
+DEAD_LETTERED = "dead_lettered"  # can never succeed: moved to the dead-letter queue
+RETRIED = frozenset({BUSY, RETRY})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOutcome:
+    record_id: str  # the SQS messageId, what batchItemFailures names
+    message_id: str | None  # Segment's messageId (None when the body is unreadable): the correlation id
+    audience_id: str | None
+    result: str
+    detail: str = ""
+
+
 @dataclass(slots=True)
 class SyncReport:
-    failed: list[str] = field(default_factory=list)  # record ids for batchItemFailures
-    dead_lettered: int = 0
-    added: int = 0
-    removed: int = 0
-    superseded: int = 0  # a newer change to the same context was in the same batch
-    stale: int = 0  # a newer change was already claimed or applied
-    duplicates: int = 0  # this very change was already applied
-    busy: int = 0  # another invocation was writing the same context; left for SQS to retry
+    outcomes: list[ChangeOutcome] = field(default_factory=list)  # one per record, in no particular order
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def note(self, record: QueuedRecord, change: MembershipChange | None, result: str, detail: str = "") -> None:
+        message_id, audience_id = (change.message_id, change.audience_id) if change else (None, None)
+        self.outcomes.append(ChangeOutcome(record.record_id, message_id, audience_id, result, detail))
+        self.counts[result] += 1
+
+    @property
+    def failed(self) -> list[str]:
+        """The record ids for batchItemFailures."""
+        return [o.record_id for o in self.outcomes if o.result in RETRIED]
+
+    @property
+    def added(self) -> int:
+        return self.counts[ADDED]
+
+    @property
+    def removed(self) -> int:
+        return self.counts[REMOVED]
+
+    @property
+    def superseded(self) -> int:
+        return self.counts[SUPERSEDED]
+
+    @property
+    def stale(self) -> int:
+        return self.counts[STALE]
+
+    @property
+    def duplicates(self) -> int:
+        return self.counts[DUPLICATE]
+
+    @property
+    def busy(self) -> int:
+        return self.counts[BUSY]
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.counts[DEAD_LETTERED]
 
 
 @dataclass(slots=True)
@@ -80,14 +132,15 @@ class Synchronizer:
             if time.time() >= deadline:
                 # No time left to write: claiming would only take leases and spend the safety margin
                 # (past the timeout Lambda drops the whole response and every record comes back).
-                report.failed.extend(p.record.record_id for p in pending.values())
+                self._note_all(pending.values(), RETRY, "deadline", report)
                 continue
             try:
                 self._sync_target(target, pending, deadline, report)
             except Exception:
                 # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only.
                 logger.exception("segment sync failed", extra={"audience_id": target.audience_id})
-                report.failed.extend(p.record.record_id for p in pending.values())
+                noted = {o.record_id for o in report.outcomes}
+                self._note_all((p for p in pending.values() if p.record.record_id not in noted), RETRY, "error", report)
         return report
 
     def _newest_by_target(
@@ -99,25 +152,26 @@ class Synchronizer:
                 change = MembershipChange.from_message(record.body)
             except ValidationError as exc:
                 detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-                self._dead_letter([record], "invalid_message", detail, report)
+                self._dead_letter([(record, None)], "invalid_message", detail, report)
                 continue
             group = groups[Target(*change.target)]
             current = group.get(change.context_key)
             if current is None or change.order > current.change.order:
                 group[change.context_key] = _Pending(change, record)
-            if current is not None:
-                report.superseded += 1
+                if current is not None:
+                    report.note(current.record, current.change, SUPERSEDED)
+            else:
+                report.note(record, change, SUPERSEDED)
         return groups
 
     def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float, report: SyncReport) -> None:
         claim = self._claim([p.change for p in pending.values()], deadline)
-        report.stale += len(claim.stale)
-        report.duplicates += len(claim.duplicate)
-        report.busy += len(claim.busy)
-        report.failed.extend(pending[c.context_key].record.record_id for c in claim.busy)
+        for changes, result in ((claim.stale, STALE), (claim.duplicate, DUPLICATE), (claim.busy, BUSY)):
+            self._note_all((pending[c.context_key] for c in changes), result, "", report)
         for chunk in _chunks(claim.claimed, self._chunk_size):
             add = [c.context_key for c in chunk if c.included]
             remove = [c.context_key for c in chunk if not c.included]
+            chunk_pending = [pending[c.context_key] for c in chunk]
             try:
                 self._writer.write(target, add, remove, deadline)
             except WriteError as exc:
@@ -125,11 +179,11 @@ class Synchronizer:
                 # so no newer write of these contexts can go first and be overwritten by it.
                 if not exc.outcome_unknown:
                     self._store.release(chunk)
-                self._write_failed(target, chunk, [pending[c.context_key].record for c in chunk], exc, report)
+                self._write_failed(target, chunk_pending, exc, report)
             else:
                 self._store.confirm(chunk)
-                report.added += len(add)
-                report.removed += len(remove)
+                for p in chunk_pending:
+                    report.note(p.record, p.change, ADDED if p.change.included else REMOVED)
 
     def _claim(self, changes: list[MembershipChange], deadline: float) -> ClaimResult:
         """Claim, waiting a little for contexts another invocation is writing right now: that takes
@@ -147,35 +201,40 @@ class Synchronizer:
             result.busy = retry.busy
         return result
 
-    def _write_failed(
-        self,
-        target: Target,
-        chunk: list[MembershipChange],
-        records: list[QueuedRecord],
-        exc: WriteError,
-        report: SyncReport,
-    ) -> None:
+    def _write_failed(self, target: Target, chunk: list[_Pending], exc: WriteError, report: SyncReport) -> None:
         extra = {
             "audience_id": target.audience_id,
             "status": exc.status,
             "ld_code": exc.code,
-            "message_ids": [c.message_id for c in chunk][:20],
+            "message_ids": [p.change.message_id for p in chunk][:20],
             "records": len(chunk),
         }
         if exc.permanent:
             logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
-            self._dead_letter(records, f"launchdarkly_{exc.status}_{exc.code}", exc.message, report)
+            reason = f"launchdarkly_{exc.status}_{exc.code}"
+            self._dead_letter([(p.record, p.change) for p in chunk], reason, exc.message, report)
         else:
             logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
-            report.failed.extend(r.record_id for r in records)
+            self._note_all(chunk, RETRY, exc.code, report)
 
-    def _dead_letter(self, records: list[QueuedRecord], reason: str, detail: str, report: SyncReport) -> None:
-        for record in records:
+    def _dead_letter(
+        self,
+        items: list[tuple[QueuedRecord, MembershipChange | None]],
+        reason: str,
+        detail: str,
+        report: SyncReport,
+    ) -> None:
+        for record, change in items:
             if self._dead_letters.send(record, reason, detail):
-                report.dead_lettered += 1
+                report.note(record, change, DEAD_LETTERED, reason)
             else:
                 # The redrive policy still moves it to the DLQ after maxReceiveCount receives.
-                report.failed.append(record.record_id)
+                report.note(record, change, RETRY, f"dead_letter_failed: {reason}")
+
+    @staticmethod
+    def _note_all(pending: Iterable[_Pending], result: str, detail: str, report: SyncReport) -> None:
+        for p in pending:
+            report.note(p.record, p.change, result, detail)
 
 
 def _chunks(items: list[MembershipChange], size: int) -> Iterator[list[MembershipChange]]:
