@@ -48,7 +48,12 @@ def local_stack(sync_timeout: float = 30.0) -> Iterator[Any]:
         # Metrics are off in the stack; Powertools still warns, from the handler threads, that none were published.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         stack = LocalStack(
-            port=0, batch_size=BATCH_SIZE, batching_window=BATCHING_WINDOW, log_level="ERROR", sync_timeout=sync_timeout
+            port=0,
+            batch_size=BATCH_SIZE,
+            batching_window=BATCHING_WINDOW,
+            log_level="ERROR",
+            sync_timeout=sync_timeout,
+            visibility_timeout=int(6 * sync_timeout),
         )
         stack.start()
         try:

@@ -68,15 +68,17 @@ DEFAULT_CLIENT_SIDE_ID = "local-client-side-id"
 DEFAULT_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 (local-only dummy value)
 DEFAULT_PORT = 3000
 MAX_RECEIVE_COUNT = 5
-DEFAULT_VISIBILITY_TIMEOUT = 5
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_BATCHING_WINDOW = 1.0
-DEFAULT_SYNC_TIMEOUT = 30.0
+DEFAULT_SYNC_TIMEOUT = 10.0
+# Six times the function timeout, as template.yaml sets it: a batch still being handled is never handed to a
+# second poller, and a record failed back to SQS returns a minute later.
+DEFAULT_VISIBILITY_TIMEOUT = 60
 INGEST_TIMEOUT = 29.0  # API Gateway REST's integration timeout
 STAGE = "local"
 ROUTES = ("/events", "/v1/batch")
-SERVICE_NAME = "ld-audiences"
 METRICS_NAMESPACE = "LdAudiences"
+# Also their Powertools service names, as in template.yaml: each function logs through its own logger.
 INGEST_FUNCTION = "ld-audiences-ingest"
 SYNC_FUNCTION = "ld-audiences-sync"
 
@@ -468,6 +470,9 @@ class LocalStack:
             raise ValueError("the rest writer needs project_key and environment_key")
         if not 0 <= visibility_timeout <= 43200:
             raise ValueError("visibility_timeout must be between 0 and 43200 seconds")
+        if visibility_timeout < sync_timeout:
+            # Lambda refuses such an event source mapping: records would be redelivered mid-batch.
+            raise ValueError("visibility_timeout must be at least sync_timeout")
         if not 1 <= sync_concurrency <= 64:
             raise ValueError("sync_concurrency must be between 1 and 64")
         if not 1 <= max_receive_count <= 1000:
@@ -711,7 +716,6 @@ class LocalStack:
             "LD_CHUNK_SIZE": str(self.chunk_size),
             "STATE_TABLE_NAME": TABLE_NAME,
             "DLQ_URL": self.dlq_url,
-            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": self.log_level.upper(),
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -740,7 +744,9 @@ class LocalStack:
         # Powertools keeps one Secrets Manager provider (and its cache) per process: a previous
         # stack's would point at a stopped moto.
         _clear_parameter_caches()
+        self._set_environment({"POWERTOOLS_SERVICE_NAME": INGEST_FUNCTION})
         self._ingest = load_handler("ingest")
+        self._set_environment({"POWERTOOLS_SERVICE_NAME": SYNC_FUNCTION})
         # One module per concurrent sync "instance": each has its own globals, as separate Lambda
         # execution environments do; they share the queue, the state table and LaunchDarkly.
         for instance in range(self.sync_concurrency):
