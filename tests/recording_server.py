@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,7 +17,8 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]
-    body: Any
+    body: Any  # the parsed JSON; None when the body is empty or not JSON (gzip, say)
+    raw: bytes
 
 
 @dataclass
@@ -23,12 +26,28 @@ class Scripted:
     status: int = 204
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    delay: float = 0.0  # seconds between taking the request and answering it
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 class RecordingServer:
-    def __init__(self, script: list[Scripted] | None = None, default: Scripted | None = None) -> None:
+    """Answers with the next `script` entry, else `respond(request)` when given, else `default`."""
+
+    def __init__(
+        self,
+        script: list[Scripted] | None = None,
+        default: Scripted | None = None,
+        respond: Callable[[Recorded], Scripted] | None = None,
+    ) -> None:
         self.script = list(script or [])
         self.default = default or Scripted()
+        self.respond = respond
         self.requests: list[Recorded] = []
         owner = self
 
@@ -39,17 +58,23 @@ class RecordingServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
-                owner.requests.append(
-                    Recorded(self.command, self.path, dict(self.headers.items()), json.loads(raw) if raw else None)
-                )
-                answer = owner.script.pop(0) if owner.script else owner.default
+                request = Recorded(self.command, self.path, dict(self.headers.items()), _json_or_none(raw), raw)
+                owner.requests.append(request)
+                if owner.script:
+                    answer = owner.script.pop(0)
+                else:
+                    answer = owner.respond(request) if owner.respond else owner.default
+                time.sleep(answer.delay)
                 payload = json.dumps(answer.body).encode() if answer.body is not None else b""
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except ConnectionError:  # the client gave up waiting (a delayed answer): expected here
+                    self.close_connection = True
 
             do_GET = do_POST
 

@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from ld_audiences_local import stack as stack_module
 
@@ -34,51 +34,31 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     from the environment: a token in LD_API_TOKEN must not show up in --help."""
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("a rate is a probability between 0 and 1")
-    return value
+N = TypeVar("N", int, float)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _bounded(kind: Callable[[str], N], low: N, high: N | None = None) -> Callable[[str], N]:
+    """An argparse type: a number of `kind` from `low` to `high` (inclusive)."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"must be from {low} to {high}" if high is not None else f"must be at least {low}"
+            )
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError("a port is at most 65535")
-    return value
+_rate = _bounded(float, 0.0, 1.0)  # a probability
+_positive_int = _bounded(int, 1)
+_non_negative_int = _bounded(int, 0)
+_seconds = _bounded(float, 0.0)
+_port = _bounded(int, 0, 65535)
 
 
 def _print(*lines: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import os
 import queue
 import signal
@@ -13,16 +12,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from ld_audiences_local.emulator import Emulator
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, free_port
+from tests.recording_server import Recorded, RecordingServer, Scripted
 
 CLI = Path(sys.executable).with_name("ld-audiences")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -175,61 +173,23 @@ def test_check_without_a_token_is_a_usage_error() -> None:
 # ----------------------------------------------------------------------------------------- replay
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class FakeIngest:
-    """Answers like the ingest endpoint: 200 with counts for the right secret, 401 otherwise."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                owner.received.append(Received(self.path, dict(self.headers.items()), body))
-                authorization = self.headers.get("Authorization", "")
-                if authorization not in (
-                    f"Bearer {SECRET}",
-                    "Basic " + base64.b64encode(f"{SECRET}:".encode()).decode(),
-                ):
-                    status, answer = 401, {"code": "unauthorized", "message": "missing or invalid credentials"}
-                else:
-                    status = 200
-                    answer = {
-                        "accepted": 1,
-                        "skipped": 0,
-                        "rejected": 1,
-                        "skipped_reasons": {},
-                        "errors": [{"index": 1, "messageId": "personas_x", "reason": "missing_membership"}],
-                    }
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def answer_like_ingest(request: Recorded) -> Scripted:
+    """200 with counts for the right secret, 401 otherwise, as the ingest endpoint answers."""
+    json_type = {"Content-Type": "application/json"}
+    if request.headers.get("Authorization") not in (
+        f"Bearer {SECRET}",
+        "Basic " + base64.b64encode(f"{SECRET}:".encode()).decode(),
+    ):
+        return Scripted(401, json_type, {"code": "unauthorized", "message": "missing or invalid credentials"})
+    errors = [{"index": 1, "messageId": "personas_x", "reason": "missing_membership"}]
+    return Scripted(
+        200, json_type, {"accepted": 1, "skipped": 0, "rejected": 1, "skipped_reasons": {}, "errors": errors}
+    )
 
 
 @pytest.fixture
-def ingest() -> Iterator[FakeIngest]:
-    server = FakeIngest()
+def ingest() -> Iterator[RecordingServer]:
+    server = RecordingServer(respond=answer_like_ingest)
     yield server
     server.close()
 
@@ -250,13 +210,13 @@ def fixtures(tmp_path: Path) -> dict[str, bytes]:
 
 
 def test_replay_posts_every_fixture_to_the_route_for_its_shape(
-    ingest: FakeIngest, fixtures: dict[str, bytes], tmp_path: Path
+    ingest: RecordingServer, fixtures: dict[str, bytes], tmp_path: Path
 ) -> None:
     result = run("replay", str(tmp_path), "--endpoint", ingest.url, "--secret", SECRET)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [r.path for r in ingest.received] == ["/events", "/events", "/v1/batch", "/events"]
-    assert [r.body for r in ingest.received] == list(fixtures.values())  # byte for byte, in name order
-    assert {r.headers["Authorization"] for r in ingest.received} == {f"Bearer {SECRET}"}
+    assert [r.path for r in ingest.requests] == ["/events", "/events", "/v1/batch", "/events"]
+    assert [r.raw for r in ingest.requests] == list(fixtures.values())  # byte for byte, in name order
+    assert {r.headers["Authorization"] for r in ingest.requests} == {f"Bearer {SECRET}"}
     lines = result.stdout.splitlines()
     assert len(lines) == 5
     assert "a_single.json  200  accepted=1 skipped=0 rejected=1" in lines[0]
@@ -265,7 +225,7 @@ def test_replay_posts_every_fixture_to_the_route_for_its_shape(
 
 
 def test_replay_to_a_full_endpoint_with_basic_auth_and_gzip(
-    ingest: FakeIngest, fixtures: dict[str, bytes], tmp_path: Path
+    ingest: RecordingServer, fixtures: dict[str, bytes], tmp_path: Path
 ) -> None:
     result = run(
         "replay",
@@ -278,16 +238,16 @@ def test_replay_to_a_full_endpoint_with_basic_auth_and_gzip(
         env=clean_env(LD_AUDIENCES_WEBHOOK_SECRET=SECRET),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [r.path for r in ingest.received] == ["/v1/batch", "/v1/batch"]
-    for received, name in zip(ingest.received, ("a_single.json", "c_batch.json"), strict=True):
+    assert [r.path for r in ingest.requests] == ["/v1/batch", "/v1/batch"]
+    for received, name in zip(ingest.requests, ("a_single.json", "c_batch.json"), strict=True):
         assert received.headers["Content-Encoding"] == "gzip"
-        assert gzip.decompress(received.body) == fixtures[name]
+        assert gzip.decompress(received.raw) == fixtures[name]
         assert base64.b64decode(received.headers["Authorization"].removeprefix("Basic ")) == f"{SECRET}:".encode()
     assert SECRET not in result.stdout + result.stderr
 
 
 def test_replay_exits_1_when_a_file_is_not_accepted(
-    ingest: FakeIngest, fixtures: dict[str, bytes], tmp_path: Path
+    ingest: RecordingServer, fixtures: dict[str, bytes], tmp_path: Path
 ) -> None:
     wrong = "wrong-secret-9d2e"
     result = run("replay", str(tmp_path), "--endpoint", ingest.url, "--secret", wrong)

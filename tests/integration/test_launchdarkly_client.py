@@ -117,6 +117,26 @@ def test_connection_refused_is_transient() -> None:
     assert caught.value.permanent is False and caught.value.code == "ConnectionError"
 
 
+def test_an_unanswered_attempt_leaves_the_outcome_unknown_whatever_the_retry_answers(server: RecordingServer) -> None:
+    """The first attempt reached LaunchDarkly but its answer came after the read timeout: it may have been
+    applied, so the caller must treat the write as possibly landed even though the retry was refused."""
+    server.script = [
+        Scripted(delay=POLICY.read_timeout + 0.3),
+        Scripted(400, body={"code": "invalid_request", "message": "bad"}),
+    ]
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
+    assert (caught.value.status, caught.value.permanent, caught.value.outcome_unknown) == (400, True, True)
+    assert len(server.requests) == 2
+
+
+def test_a_refusal_without_earlier_silence_is_a_known_outcome(server: RecordingServer) -> None:
+    server.script = [Scripted(503), Scripted(400, body={"code": "invalid_request", "message": "bad"})]
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
+    assert (caught.value.status, caught.value.outcome_unknown) == (400, False)
+
+
 def test_the_token_never_appears_in_errors_or_repr(server: RecordingServer) -> None:
     server.default = Scripted(500, body={"code": "internal", "message": "oops"})
     client = client_for(server.url)

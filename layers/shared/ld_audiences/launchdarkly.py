@@ -18,16 +18,18 @@ DEADLINE = "deadline"  # WriteError code of a request never sent: no time left
 
 
 class WriteError(Exception):
-    """A LaunchDarkly call that did not succeed. `permanent` ones must not be retried."""
+    """A LaunchDarkly call that did not succeed. `permanent` ones must not be retried.
 
-    @property
-    def outcome_unknown(self) -> bool:
-        """The request may have reached LaunchDarkly (timeout, dropped connection) and may still apply."""
-        return self.status is None and self.code != DEADLINE
+    `outcome_unknown`: some attempt got no answer (timeout, dropped connection), so LaunchDarkly may have
+    applied it, or may still apply it, whatever the later attempts answered.
+    """
 
-    def __init__(self, permanent: bool, status: int | None, code: str, message: str) -> None:
+    def __init__(
+        self, permanent: bool, status: int | None, code: str, message: str, *, outcome_unknown: bool = False
+    ) -> None:
         super().__init__(f"{status or 'no response'} {code}: {message}")
         self.permanent, self.status, self.code, self.message = permanent, status, code, message
+        self.outcome_unknown = outcome_unknown
 
 
 class LaunchDarklyClient:
@@ -75,10 +77,11 @@ class LaunchDarklyClient:
             "User-Agent": "ld-audiences/1",
         }
         attempt = 0
+        unanswered = False  # an attempt went out and got no answer
         while True:
             remaining = deadline - self._clock()
             if remaining < self.policy.min_request_seconds:
-                raise WriteError(False, None, DEADLINE, "no time left in this invocation")
+                raise WriteError(False, None, DEADLINE, "no time left in this invocation", outcome_unknown=unanswered)
             timeout = (min(self.policy.connect_timeout, remaining), min(self.policy.read_timeout, remaining))
             try:
                 response = self._session.request(
@@ -86,7 +89,10 @@ class LaunchDarklyClient:
                 )
             except requests.RequestException as exc:
                 self.responses["error"] += 1
-                failure = WriteError(False, None, type(exc).__name__, "connection failed or timed out")
+                unanswered = True
+                failure = WriteError(
+                    False, None, type(exc).__name__, "connection failed or timed out", outcome_unknown=True
+                )
                 wait = self.policy.backoff(attempt, self._rng)
             else:
                 self.responses[str(response.status_code)] += 1
@@ -95,7 +101,7 @@ class LaunchDarklyClient:
                     return response
                 code, message = error_details(response)
                 transient = is_transient(status) and (status != 409 or conflict_is_transient)
-                failure = WriteError(not transient, status, code, message)
+                failure = WriteError(not transient, status, code, message, outcome_unknown=unanswered)
                 if not transient:
                     raise failure
                 if status == 429:
