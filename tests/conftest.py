@@ -15,6 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from ld_audiences_local.emulator import Emulator
+from ld_audiences_local.stack import prepare_moto
 
 LD_TOKEN = "api-test-token-0123456789"
 CLIENT_SIDE_ID = "test-client-id"
@@ -39,6 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
+    prepare_moto()  # the same moto as the local stack's
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
