@@ -125,13 +125,14 @@ class StateStore:
                     ":until": {"N": f"{lease_until:.3f}"},
                     ":expires": {"N": str(int(now) + RETENTION_SECONDS)},
                 },
+                # On failure, the item exactly as the condition saw it: one call, and no later write can
+                # blur why the claim failed.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            item = self._client.get_item(TableName=self._table, Key=self.key(change), ConsistentRead=True).get(
-                "Item", {}
-            )
+            item: dict[str, Any] = exc.response.get("Item", {})  # type: ignore[assignment]
             applied = item.get("applied_order", {}).get("S", "")
             if applied == change.order:
                 return "duplicate"
