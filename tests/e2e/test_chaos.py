@@ -219,8 +219,6 @@ def figures(
 
 @pytest.mark.e2e
 @pytest.mark.slow
-# Not in `make test` yet: about one run in three ends with one stale member (see issue 3's note); a
-# failing CI run would block every other change. `make chaos` runs it.
 @pytest.mark.chaos
 def test_segments_end_exactly_at_the_latest_state_under_faults(capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()

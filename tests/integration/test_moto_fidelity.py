@@ -1,5 +1,5 @@
-"""The moto every local run uses (the local stack's and the tests') keeps a guarantee AWS gives under
-concurrent callers that moto alone does not: `stack.prepare_moto` patches it, and this fails without it."""
+"""The moto every local run uses (the local stack's and the tests') keeps the guarantees SQS gives
+concurrent callers that moto alone does not: `stack.prepare_moto` patches them, and these fail without it."""
 
 from __future__ import annotations
 
