@@ -239,3 +239,39 @@ def test_rest_writer_creates_the_big_segment_then_updates_it(
         "Beta testers",
     )
     assert segment["contextKind"] == "user" and segment["included"] == ["u2"]
+
+
+class RefusesKeys:
+    """LaunchDarkly as it treats an invalid item: the whole request refused with 400, nothing applied."""
+
+    def __init__(self, real: SegmentWriter, bad: set[str]) -> None:
+        self.real, self.bad, self.requests = real, bad, 0
+
+    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
+        self.requests += 1
+        if self.bad & {*add, *remove}:
+            raise WriteError(True, 400, "invalid_request", "batch contains an invalid userId")
+        self.real.write(target, add, remove, deadline)
+
+
+def test_one_refused_key_is_isolated_and_the_rest_of_its_chunk_lands(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    writer = RefusesKeys(SegmentAudiencesWriter(client, CLIENT_SIDE_ID), {"u05"})
+    batch = records(*(change(f"u{i:02d}", True, 1) for i in range(16)))
+    report = make_sync(aws, writer, chunk_size=16).sync(batch, deadline())
+    assert (report.added, report.dead_lettered, report.failed) == (15, 1, [])
+    assert members(emulator) == {f"u{i:02d}" for i in range(16)} - {"u05"}
+    [letter] = aws.queue_messages(aws.dlq_url)
+    assert MembershipChange.from_message(letter["Body"]).context_key == "u05"
+    assert writer.requests == 1 + 2 * 4  # the chunk, then two halves per level down to one key
+
+
+def test_a_refusal_that_is_not_one_key_costs_three_requests(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    writer = RefusesKeys(SegmentAudiencesWriter(client, CLIENT_SIDE_ID), {"u00", "u15"})
+    report = make_sync(aws, writer, chunk_size=16).sync(
+        records(*(change(f"u{i:02d}", True, 1) for i in range(16))), deadline()
+    )
+    assert (report.added, report.dead_lettered, writer.requests) == (0, 16, 3)

@@ -4,7 +4,8 @@ exact records to retry back.
 Per batch: keep each context's newest change (older ones in the batch are superseded), group by
 segment, claim each context in the state store (drops stale changes and duplicates, takes turns with
 concurrent invocations), write in chunks, confirm.
-A segment's failure never fails another's; a chunk's failure fails only its records.
+A segment's failure never fails another's; a chunk's failure fails only its records, and a chunk refused
+for one invalid key is halved until that key stands alone.
 """
 
 from __future__ import annotations
@@ -169,21 +170,45 @@ class Synchronizer:
         for changes, result in ((claim.stale, STALE), (claim.duplicate, DUPLICATE), (claim.busy, BUSY)):
             self._note_all((pending[c.context_key] for c in changes), result, "", report)
         for chunk in _chunks(claim.claimed, self._chunk_size):
-            add = [c.context_key for c in chunk if c.included]
-            remove = [c.context_key for c in chunk if not c.included]
             chunk_pending = [pending[c.context_key] for c in chunk]
-            try:
-                self._writer.write(target, add, remove, deadline)
-            except WriteError as exc:
-                # A write that may still land keeps its leases until they run out (our deadline + margin),
-                # so no newer write of these contexts can go first and be overwritten by it.
-                if not exc.outcome_unknown:
-                    self._store.release(chunk)
-                self._write_failed(target, chunk_pending, exc, report)
+            failure = self._write(target, chunk_pending, deadline, report)
+            if failure is not None:
+                self._isolate(target, chunk_pending, failure, deadline, report)
+
+    def _write(self, target: Target, chunk: list[_Pending], deadline: float, report: SyncReport) -> WriteError | None:
+        """Write a chunk of claimed changes; on success record them as applied."""
+        add = [p.change.context_key for p in chunk if p.change.included]
+        remove = [p.change.context_key for p in chunk if not p.change.included]
+        try:
+            self._writer.write(target, add, remove, deadline)
+        except WriteError as exc:
+            return exc
+        self._store.confirm([p.change for p in chunk])
+        for p in chunk:
+            report.note(p.record, p.change, ADDED if p.change.included else REMOVED)
+        return None
+
+    def _isolate(
+        self, target: Target, chunk: list[_Pending], failure: WriteError, deadline: float, report: SyncReport
+    ) -> None:
+        """`chunk` failed with `failure`. LaunchDarkly refuses a whole request for one invalid item (400), so
+        halve the chunk and write the halves: one bad context key must not hold back a thousand good ones. A
+        half refused while the other went through holds the bad key: halve it again (two requests a level).
+        Both halves refused means the cause is not one key: both fail without more requests."""
+        if failure.status != 400 or len(chunk) == 1:
+            self._write_failed(target, chunk, failure, report)
+            return
+        middle = len(chunk) // 2
+        halves = (chunk[:middle], chunk[middle:])
+        failures = [self._write(target, half, deadline, report) for half in halves]
+        both_refused = all(f is not None and f.status == 400 for f in failures)
+        for half, half_failure in zip(halves, failures, strict=True):
+            if half_failure is None:
+                continue
+            if both_refused:
+                self._write_failed(target, half, half_failure, report)
             else:
-                self._store.confirm(chunk)
-                for p in chunk_pending:
-                    report.note(p.record, p.change, ADDED if p.change.included else REMOVED)
+                self._isolate(target, half, half_failure, deadline, report)
 
     def _claim(self, changes: list[MembershipChange], deadline: float) -> ClaimResult:
         """Claim, waiting a little for contexts another invocation is writing right now: that takes
@@ -202,11 +227,16 @@ class Synchronizer:
         return result
 
     def _write_failed(self, target: Target, chunk: list[_Pending], exc: WriteError, report: SyncReport) -> None:
+        changes = [p.change for p in chunk]
+        # A write that may still land keeps its leases until they run out (our deadline + margin), so no
+        # newer write of these contexts can go first and be overwritten by it.
+        if not exc.outcome_unknown:
+            self._store.release(changes)
         extra = {
             "audience_id": target.audience_id,
             "status": exc.status,
             "ld_code": exc.code,
-            "message_ids": [p.change.message_id for p in chunk][:20],
+            "message_ids": [c.message_id for c in changes][:20],
             "records": len(chunk),
         }
         if exc.permanent:
