@@ -362,8 +362,8 @@ def run(settings: Settings) -> Section:
             rows,
         )
         + "\n\nState writes are the DynamoDB conditional writes the real store would make: one claim per context in "
-        "the batch (for its newest change; a refused claim adds one consistent read) and one confirm per context "
-        "written. Superseded records cost nothing: LaunchDarkly requests are at the optimum, and DynamoDB pays "
+        "the batch (for its newest change; a refused claim returns the item, no extra read) and one confirm per "
+        "context written. Superseded records cost nothing: LaunchDarkly requests are at the optimum, and DynamoDB pays "
         "per context, not per record."
     )
     section.details.append(

@@ -5,6 +5,7 @@ Only wiring lives here; every decision is in `ld_audiences.sync`.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -92,8 +93,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 def log_changes(report: SyncReport) -> None:
     """One line per change with its Segment messageId as correlation id: ERROR for a dead-lettered one,
     DEBUG for the rest (POWERTOOLS_LOGGER_SAMPLE_RATE turns DEBUG on for a share of invocations)."""
+    debug = logger.log_level <= logging.DEBUG  # checked once: a disabled call still costs ~2 µs a record
     for outcome in report.outcomes:
-        log = logger.error if outcome.result == DEAD_LETTERED else logger.debug
+        if outcome.result == DEAD_LETTERED:
+            log = logger.error
+        elif debug:
+            log = logger.debug
+        else:
+            continue
         log(
             f"change {outcome.result}",
             correlation_id=outcome.message_id,

@@ -252,17 +252,21 @@ def test_ingest_answers_503_when_the_secret_is_malformed(aws: Aws, environment: 
     assert (status, body["code"]) == (503, "secret_unavailable")
 
 
+@pytest.mark.parametrize(("level", "sample_rate"), [("DEBUG", "0"), ("INFO", "1")])  # LogLevel, LogSampleRate
 def test_log_lines_follow_each_event_by_its_segment_message_id(
     aws: Aws,
     environment: Callable[[str], None],
     launchdarkly: RecordingServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    level: str,
+    sample_rate: str,
 ) -> None:
     """Search the logs for one Segment messageId and find what became of it in both functions."""
     environment(launchdarkly.url)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", f"ld-audiences-correlation-{uuid.uuid4().hex}")
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", level)
+    monkeypatch.setenv("POWERTOOLS_LOGGER_SAMPLE_RATE", sample_rate)
     ingest_handler, sync_handler = load_handler("ingest"), load_handler("sync")
     rejected = engage_event(message_id="personas_rejected", value="maybe")
 
