@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pydantic import ValidationError
 
@@ -52,8 +52,7 @@ DEAD_LETTERED = "dead_lettered"  # can never succeed: moved to the dead-letter q
 RETRIED = frozenset({BUSY, RETRY})
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeOutcome:
+class ChangeOutcome(NamedTuple):
     record_id: str  # the SQS messageId, what batchItemFailures names
     message_id: str | None  # Segment's messageId (None when the body is unreadable): the correlation id
     audience_id: str | None
