@@ -60,6 +60,16 @@ class ChangeOutcome(NamedTuple):
     detail: str = ""
 
 
+class _Count:
+    """A read-only SyncReport attribute: how many records ended with one result."""
+
+    def __init__(self, result: str) -> None:
+        self.result = result
+
+    def __get__(self, report: SyncReport, owner: type | None = None) -> int:
+        return report.counts[self.result]
+
+
 @dataclass(slots=True)
 class SyncReport:
     outcomes: list[ChangeOutcome] = field(default_factory=list)  # one per record, in no particular order
@@ -75,33 +85,13 @@ class SyncReport:
         """The record ids for batchItemFailures."""
         return [o.record_id for o in self.outcomes if o.result in RETRIED]
 
-    @property
-    def added(self) -> int:
-        return self.counts[ADDED]
-
-    @property
-    def removed(self) -> int:
-        return self.counts[REMOVED]
-
-    @property
-    def superseded(self) -> int:
-        return self.counts[SUPERSEDED]
-
-    @property
-    def stale(self) -> int:
-        return self.counts[STALE]
-
-    @property
-    def duplicates(self) -> int:
-        return self.counts[DUPLICATE]
-
-    @property
-    def busy(self) -> int:
-        return self.counts[BUSY]
-
-    @property
-    def dead_lettered(self) -> int:
-        return self.counts[DEAD_LETTERED]
+    added = _Count(ADDED)
+    removed = _Count(REMOVED)
+    superseded = _Count(SUPERSEDED)
+    stale = _Count(STALE)
+    duplicates = _Count(DUPLICATE)
+    busy = _Count(BUSY)
+    dead_lettered = _Count(DEAD_LETTERED)
 
 
 @dataclass(slots=True)
