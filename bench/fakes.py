@@ -161,6 +161,21 @@ class NullDeadLetters:
         return True
 
 
+def send_batch_success(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """SQS's SendMessageBatch answer when every entry was accepted."""
+    return {
+        "Successful": [
+            {
+                "Id": e["Id"],
+                "MessageId": str(uuid.uuid4()),
+                "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode(), usedforsecurity=False).hexdigest(),
+            }
+            for e in entries
+        ],
+        "Failed": [],
+    }
+
+
 class FakeSqsClient:
     """Accepts SendMessageBatch like SQS does (every entry successful), thread-safe, no network."""
 
@@ -176,17 +191,7 @@ class FakeSqsClient:
             self.calls += 1
             self.messages += len(Entries)
             self.bytes += size
-        return {
-            "Successful": [
-                {
-                    "Id": e["Id"],
-                    "MessageId": str(uuid.uuid4()),
-                    "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode(), usedforsecurity=False).hexdigest(),
-                }
-                for e in Entries
-            ],
-            "Failed": [],
-        }
+        return send_batch_success(Entries)
 
 
 class FakeSecretsClient:

@@ -8,7 +8,6 @@ these run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -19,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from bench.common import Discard, Figure, Section, Settings, fmt
-from bench.fakes import FakeSecretsClient, FakeSqsClient
+from bench.fakes import FakeSecretsClient, FakeSqsClient, send_batch_success
 from bench.workload import engage_events
 from ld_audiences.change import MembershipChange
 from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
@@ -173,19 +172,7 @@ def botocore_sqs_client() -> Any:
     )
 
     def answer(request: Any, **_: Any) -> AWSResponse:
-        entries = json.loads(request.body)["Entries"]
-        body = {
-            "Successful": [
-                {
-                    "Id": e["Id"],
-                    "MessageId": str(uuid.uuid4()),
-                    "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode(), usedforsecurity=False).hexdigest(),
-                }
-                for e in entries
-            ],
-            "Failed": [],
-        }
-        raw = json.dumps(body).encode()
+        raw = json.dumps(send_batch_success(json.loads(request.body)["Entries"])).encode()
         return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(raw))
 
     client.meta.events.register("before-send.sqs.SendMessageBatch", answer)
