@@ -14,6 +14,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from ld_audiences.state_table import table_definition
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.stack import prepare_moto
 
@@ -106,12 +107,7 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
         Attributes={"RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"3"}}'},
     )["QueueUrl"]
     table = f"state-{suffix}"
-    dynamodb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-    )
+    dynamodb.create_table(**table_definition(table))
     token_secret = secrets.create_secret(Name=f"ld-token-{suffix}", SecretString=LD_TOKEN)["ARN"]
     webhook_secret = secrets.create_secret(Name=f"webhook-{suffix}", SecretString="webhook-secret-value")["ARN"]
     return Aws(moto_endpoint, sqs, dynamodb, secrets, queue_url, dlq_url, table, token_secret, webhook_secret)

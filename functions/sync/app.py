@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -18,9 +19,13 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ld_audiences.config import TOKEN_PLACEHOLDER, ConfigError, SyncSettings
+from ld_audiences.aws_clients import client_config
+from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, TOKEN_PLACEHOLDER, ConfigError, SyncSettings
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.rate_limit import SharedRateLimit
+from ld_audiences.requeue import Settlement, settle
+from ld_audiences.sqs_queue import SqsChangeQueue
 from ld_audiences.state import StateStore
 from ld_audiences.sync import DEAD_LETTERED, QueuedRecord, Synchronizer, SyncReport
 from ld_audiences.writers import make_writer
@@ -30,9 +35,17 @@ logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"ld_audiences"})
 metrics = Metrics()
 tracer = Tracer()
-sqs = boto3.client("sqs")
-store = StateStore(boto3.client("dynamodb"), settings.state_table)
+# Two pools, made once per execution environment: segments are written at once, and each segment's
+# state calls run at once; one pool for both could deadlock (segment tasks waiting for state tasks).
+segment_pool = ThreadPoolExecutor(max_workers=SEGMENTS_AT_ONCE, thread_name_prefix="segment")
+state_pool = ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="state")
+dynamodb = boto3.client("dynamodb", config=client_config(threads=SEGMENTS_AT_ONCE + STATE_THREADS))
+sqs = boto3.client("sqs", config=client_config(threads=STATE_THREADS))
+secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager", config=client_config(threads=1)))
+store = StateStore(dynamodb, settings.state_table, executor=state_pool)
+rate_limit = SharedRateLimit(dynamodb, settings.state_table)
 dead_letters = SqsDeadLetters(sqs, settings.dlq_url)
+queue = SqsChangeQueue(sqs, settings.queue_url, executor=state_pool)
 session = requests.Session()  # keeps connections to LaunchDarkly warm across invocations
 
 # Stop starting LaunchDarkly calls this long before the Lambda timeout, so the batch response
@@ -46,15 +59,19 @@ def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
     """Reuse the client and writer while the token is unchanged; a rotated token takes effect
     once the Parameters cache expires."""
     global _current
-    token = str(parameters.get_secret(settings.token_secret_id, max_age=settings.secrets_max_age)).strip()
+    token = str(secrets.get(settings.token_secret_id, max_age=settings.secrets_max_age)).strip()
     if token in ("", TOKEN_PLACEHOLDER):
         # Fail the whole batch loudly (Errors alarm); the changes wait in SQS, then the DLQ, for redrive.
         raise ConfigError("the LaunchDarkly token secret is not set: put the token with put-secret-value")
     if _current is None or _current[0] != token:
-        client = LaunchDarklyClient(settings.launchdarkly.base_url, token, session=session)
+        client = LaunchDarklyClient(settings.launchdarkly.base_url, token, session=session, rate_limit=rate_limit)
         writer = make_writer(settings.launchdarkly, client)
         sync = Synchronizer(
-            writer=writer, store=store, dead_letters=dead_letters, chunk_size=settings.launchdarkly.chunk_size
+            writer=writer,
+            store=store,
+            dead_letters=dead_letters,
+            chunk_size=settings.launchdarkly.chunk_size,
+            executor=segment_pool,
         )
         _current = (token, client, sync)
     return _current[1], _current[2]
@@ -65,18 +82,22 @@ def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    records = [QueuedRecord(r["messageId"], r["body"]) for r in event.get("Records", [])]
+    records = [QueuedRecord(r["messageId"], r["body"], r.get("receiptHandle", "")) for r in event.get("Records", [])]
     client, sync = synchronizer()
-    client.responses.clear()
-    client.retries = 0
+    client.reset_stats()
+    calls_before = store.calls + rate_limit.calls
     deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
     report = sync.sync(records, deadline)
-    record_metrics(report, client)
+    settlement = settle(report, records, queue)
+    state_calls = store.calls + rate_limit.calls - calls_before
+    record_metrics(report, settlement, client, state_calls)
     log_changes(report)
     logger.info(
         "batch synced",
         records=len(records),
-        failed=len(report.failed),
+        failed=len(settlement.failures),
+        deferred=settlement.requeued,
+        reasserts=settlement.reasserts,
         dead_lettered=report.dead_lettered,
         added=report.added,
         removed=report.removed,
@@ -86,8 +107,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         busy=report.busy,
         launchdarkly_responses=dict(client.responses),
         retries=client.retries,
+        rate_limit_waits=client.rate_limit_waits,
+        state_calls=state_calls,
     )
-    return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in report.failed]}
+    return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in settlement.failures]}
 
 
 def log_changes(report: SyncReport) -> None:
@@ -110,7 +133,7 @@ def log_changes(report: SyncReport) -> None:
         )
 
 
-def record_metrics(report: SyncReport, client: LaunchDarklyClient) -> None:
+def record_metrics(report: SyncReport, settlement: Settlement, client: LaunchDarklyClient, state_calls: int) -> None:
     for name, value in (
         ("ContextsAdded", report.added),
         ("ContextsRemoved", report.removed),
@@ -118,9 +141,13 @@ def record_metrics(report: SyncReport, client: LaunchDarklyClient) -> None:
         ("StaleChangesSkipped", report.stale),
         ("DuplicateChangesSkipped", report.duplicates),
         ("ChangesBusy", report.busy),
-        ("RecordsFailed", len(report.failed)),
+        ("RecordsFailed", len(settlement.failures)),
+        ("RecordsDeferred", settlement.requeued),
         ("RecordsDeadLettered", report.dead_lettered),
+        ("ReassertsQueued", settlement.reasserts),
         ("LaunchDarklyRetries", client.retries),
+        ("LaunchDarklyRateLimitWaits", client.rate_limit_waits),
+        ("StateTableCalls", state_calls),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     if is_metrics_disabled():  # single_metric ignores POWERTOOLS_METRICS_DISABLED by itself

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from ld_audiences.launchdarkly import API_VERSION, LaunchDarklyClient, WriteError
+from ld_audiences.rate_limit import LocalRateLimit
 from ld_audiences.retry import RetryPolicy
 from tests.recording_server import RecordingServer, Scripted
 
@@ -25,15 +26,21 @@ def server() -> Iterator[RecordingServer]:
 
 
 class SleepLog:
+    """Records waits instead of waiting; `time()` is the wall clock moved on by every wait."""
+
     def __init__(self) -> None:
         self.waits: list[float] = []
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
 
+    def time(self) -> float:
+        return time.time() + sum(self.waits)
+
 
 def client_for(url: str, sleep: SleepLog | None = None) -> LaunchDarklyClient:
-    return LaunchDarklyClient(url, TOKEN, policy=POLICY, sleep=sleep or SleepLog(), rng=random.Random(1))
+    sleep = sleep or SleepLog()
+    return LaunchDarklyClient(url, TOKEN, policy=POLICY, sleep=sleep, clock=sleep.time, rng=random.Random(1))
 
 
 def test_sends_the_bare_token_and_api_version(server: RecordingServer) -> None:
@@ -60,7 +67,7 @@ def test_a_reset_in_the_past_is_clamped_to_no_wait(server: RecordingServer) -> N
     server.script = [Scripted(429, {"X-Ratelimit-Reset": str(int((time.time() - 60) * 1000))})]
     sleep = SleepLog()
     client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 10)
-    assert 0 <= sleep.waits[0] <= 0.25
+    assert len(server.requests) == 2 and all(0 <= wait <= 0.25 for wait in sleep.waits)
 
 
 def test_retry_after_seconds_is_used_without_a_reset_header(server: RecordingServer) -> None:
@@ -76,6 +83,34 @@ def test_a_rate_limit_past_the_deadline_fails_transiently_without_waiting(server
     with pytest.raises(WriteError) as caught:
         client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 2)
     assert (caught.value.permanent, caught.value.status, sleep.waits) == (False, 429, [])
+    assert caught.value.retry_after is not None and 4.5 <= caught.value.retry_after <= 5.5  # deferred, not failed
+
+
+def test_an_exhausted_window_holds_the_next_request_without_a_429(server: RecordingServer) -> None:
+    reset_ms = int((time.time() + 1.0) * 1000)
+    server.default = Scripted(204, {"X-Ratelimit-Route-Remaining": "0", "X-Ratelimit-Reset": str(reset_ms)})
+    sleep = SleepLog()
+    client = client_for(server.url, sleep)
+    client.request("POST", "/x", {}, deadline=time.time() + 10)
+    client.request("POST", "/x", {}, deadline=time.time() + 10)
+    assert len(server.requests) == 2 and client.responses == {"204": 2}
+    assert len(sleep.waits) == 1 and 0.8 <= sleep.waits[0] <= 1.3  # paced by the headers, not by a 429
+
+
+def test_clients_sharing_a_window_all_wait_after_one_429(server: RecordingServer) -> None:
+    reset_ms = int((time.time() + 1.0) * 1000)
+    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(reset_ms)})]
+    window = LocalRateLimit()
+    first_sleep, second_sleep = SleepLog(), SleepLog()
+    first = LaunchDarklyClient(server.url, TOKEN, policy=POLICY, sleep=first_sleep, rate_limit=window)
+    second = LaunchDarklyClient(
+        server.url, TOKEN, policy=POLICY, sleep=second_sleep, clock=second_sleep.time, rate_limit=window
+    )
+    with pytest.raises(WriteError):  # one attempt only: the 429 is all it sees
+        first.request("POST", "/x", {}, deadline=time.time() + 1.2)
+    second.request("POST", "/x", {}, deadline=time.time() + 10)
+    assert len(server.requests) == 2  # the second client never sent into the spent window
+    assert 0.6 <= second_sleep.waits[0] <= 1.3
 
 
 def test_5xx_is_retried_with_bounded_backoff(server: RecordingServer) -> None:

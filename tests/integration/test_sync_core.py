@@ -3,6 +3,7 @@ moto's server mode. Ordering, coalescing, chunking, isolation, permanent and tra
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
 from ld_audiences.retry import RetryPolicy
 from ld_audiences.state import LEASE_MARGIN_SECONDS, StateStore
-from ld_audiences.sync import QueuedRecord, Synchronizer
+from ld_audiences.sync import ISOLATED_KEYS_BUDGET, QueuedRecord, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
@@ -267,11 +268,29 @@ def test_one_refused_key_is_isolated_and_the_rest_of_its_chunk_lands(
     assert writer.requests == 1 + 2 * 4  # the chunk, then two halves per level down to one key
 
 
-def test_a_refusal_that_is_not_one_key_costs_three_requests(
+@pytest.mark.parametrize("bad_count", [2, 3, 10])
+def test_only_refused_keys_are_dead_lettered_however_many_share_a_chunk(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator, bad_count: int
+) -> None:
+    keys = [f"u{i:04d}" for i in range(1000)]
+    bad = set(keys[7 :: 1000 // bad_count][:bad_count])  # spread over both halves, and deeper
+    writer = RefusesKeys(SegmentAudiencesWriter(client, CLIENT_SIDE_ID), bad)
+    report = make_sync(aws, writer).sync(records(*(change(k, True, 1) for k in keys)), deadline(60))
+    assert (report.added, report.dead_lettered, report.failed) == (1000 - bad_count, bad_count, [])
+    assert members(emulator) == set(keys) - bad
+    letters = aws.queue_messages(aws.dlq_url)
+    assert {MembershipChange.from_message(m["Body"]).context_key for m in letters} == bad
+    assert {m["MessageAttributes"]["failure_reason"]["StringValue"] for m in letters} == {
+        "launchdarkly_400_invalid_request"
+    }
+    assert writer.requests <= 1 + 2 * bad_count * math.ceil(math.log2(1000))  # the budget the README states
+
+
+def test_a_refusal_of_every_key_stops_at_the_isolation_budget(
     aws: Aws, client: LaunchDarklyClient, emulator: Emulator
 ) -> None:
-    writer = RefusesKeys(SegmentAudiencesWriter(client, CLIENT_SIDE_ID), {"u00", "u15"})
-    report = make_sync(aws, writer, chunk_size=16).sync(
-        records(*(change(f"u{i:02d}", True, 1) for i in range(16))), deadline()
-    )
-    assert (report.added, report.dead_lettered, writer.requests) == (0, 16, 3)
+    keys = [f"u{i:04d}" for i in range(1000)]
+    writer = RefusesKeys(SegmentAudiencesWriter(client, CLIENT_SIDE_ID), set(keys))
+    report = make_sync(aws, writer).sync(records(*(change(k, True, 1) for k in keys)), deadline(60))
+    assert (report.added, report.dead_lettered, report.failed) == (0, 1000, [])
+    assert writer.requests <= 1 + 2 * ISOLATED_KEYS_BUDGET * math.ceil(math.log2(1000))

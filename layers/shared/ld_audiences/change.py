@@ -25,11 +25,21 @@ class MembershipChange(BaseModel):
     # RFC 3339 UTC with nine fractional digits: fixed width, so string order is time order.
     event_time: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
     message_id: str = Field(min_length=1, max_length=limits.MAX_MESSAGE_ID)
+    # Write this context's newest desired state again, whatever it is by then (resync, audit --repair, a
+    # write whose outcome stayed unknown). Optional and left out when false, so v1 readers and writers
+    # on either side of an upgrade understand each other.
+    reassert: bool = False
 
     @property
     def target(self) -> tuple[str, str, str]:
         """The LaunchDarkly segment a change lands in: (audience id, audience key, context kind)."""
         return (self.audience_id, self.audience_key, self.context_kind)
+
+    @property
+    def precedence(self) -> tuple[str, bool]:
+        """Which of two queued changes to one context a batch keeps: the newer one, and of equal ones the
+        reassert (it writes even what is already applied)."""
+        return (self.order, self.reassert)
 
     @property
     def order(self) -> str:
@@ -40,7 +50,7 @@ class MembershipChange(BaseModel):
     def to_message(self) -> str:
         # ASCII only: SQS refuses (or rewrites to U+FFFD) characters such as U+FFFE/U+FFFF that JSON
         # carries unescaped, and a context key must reach LaunchDarkly exactly as it was sent.
-        return self.model_dump_json(ensure_ascii=True)
+        return self.model_dump_json(ensure_ascii=True, exclude=None if self.reassert else {"reassert"})
 
     @classmethod
     def from_message(cls, body: str) -> MembershipChange:

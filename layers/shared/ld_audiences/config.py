@@ -13,6 +13,10 @@ from typing import TypeVar
 DEFAULT_LD_BASE_URL = "https://app.launchdarkly.com"
 # No per-request limit is documented; peers send at most 1,000 identifiers per request.
 DEFAULT_CHUNK_SIZE = 1000
+# Segments of one batch written at once by a sync invocation (each request still waits for the shared
+# rate-limit window), and the threads that run one segment's state-table calls at once.
+SEGMENTS_AT_ONCE = 4
+STATE_THREADS = 16
 # What template.yaml deploys in the token secret until the operator puts the real token there.
 TOKEN_PLACEHOLDER = "REPLACE_ME"  # noqa: S105 - a placeholder, not a credential
 
@@ -136,6 +140,7 @@ class SyncSettings:
     token_secret_id: str
     launchdarkly: LaunchDarklySettings
     state_table: str
+    queue_url: str  # deferred records and reasserts are queued here again
     dlq_url: str
     secrets_max_age: int = 300
 
@@ -145,6 +150,7 @@ class SyncSettings:
             token_secret_id=_env("LD_TOKEN_SECRET_ARN"),
             launchdarkly=LaunchDarklySettings.from_env(),
             state_table=_env("STATE_TABLE_NAME"),
+            queue_url=_env("QUEUE_URL"),
             dlq_url=_env("DLQ_URL"),
             secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
         )

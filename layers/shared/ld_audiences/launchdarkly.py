@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -11,10 +12,12 @@ from typing import Any
 
 import requests
 
+from ld_audiences.rate_limit import LocalRateLimit, RateLimit, wait_for_window, window_from
 from ld_audiences.retry import RetryPolicy, is_transient
 
 API_VERSION = "20240415"
 DEADLINE = "deadline"  # WriteError code of a request never sent: no time left
+RATE_LIMITED = "rate_limited"  # WriteError code of a request never sent: the rate-limit window is spent
 
 
 class WriteError(Exception):
@@ -22,14 +25,24 @@ class WriteError(Exception):
 
     `outcome_unknown`: some attempt got no answer (timeout, dropped connection), so LaunchDarkly may have
     applied it, or may still apply it, whatever the later attempts answered.
+    `retry_after`: the call was not made (or gave up) only because of time — the rate-limit window or the
+    invocation's deadline — and can be tried again after that many seconds: no failure of its own.
     """
 
     def __init__(
-        self, permanent: bool, status: int | None, code: str, message: str, *, outcome_unknown: bool = False
+        self,
+        permanent: bool,
+        status: int | None,
+        code: str,
+        message: str,
+        *,
+        outcome_unknown: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{status or 'no response'} {code}: {message}")
         self.permanent, self.status, self.code, self.message = permanent, status, code, message
         self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after
 
 
 class LaunchDarklyClient:
@@ -40,6 +53,7 @@ class LaunchDarklyClient:
         *,
         policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
+        rate_limit: RateLimit | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -48,13 +62,28 @@ class LaunchDarklyClient:
         self.policy = policy or RetryPolicy()
         self._session = session or requests.Session()
         self._token = token
+        self._rate_limit = rate_limit or LocalRateLimit()
         self._clock, self._sleep = clock, sleep
         self._rng = rng or random.Random()
+        self._stats_lock = threading.Lock()  # several audiences are written at once
         self.responses: Counter[str] = Counter()  # "204", "429", "error", … for metrics
         self.retries = 0
+        self.rate_limit_waits = 0
 
     def __repr__(self) -> str:  # the token must never show up in a log line or traceback
         return f"LaunchDarklyClient({self.base_url!r})"
+
+    def reset_stats(self) -> None:
+        with self._stats_lock:
+            self.responses.clear()
+            self.retries = self.rate_limit_waits = 0
+
+    def _count(self, response: str | None = None, *, retry: bool = False, waited: bool = False) -> None:
+        with self._stats_lock:
+            if response is not None:
+                self.responses[response] += 1
+            self.retries += retry
+            self.rate_limit_waits += waited
 
     def request(
         self,
@@ -66,7 +95,8 @@ class LaunchDarklyClient:
         expected: Collection[int] = (),
         conflict_is_transient: bool = True,
     ) -> requests.Response:
-        """Send one request, retrying transient failures while `deadline` (epoch seconds) allows.
+        """Send one request, retrying transient failures while `deadline` (epoch seconds) allows, and
+        never faster than the shared rate-limit window lets it.
 
         Returns a 2xx response or one whose status is in `expected`; raises WriteError otherwise.
         """
@@ -78,41 +108,67 @@ class LaunchDarklyClient:
         }
         attempt = 0
         unanswered = False  # an attempt went out and got no answer
+        failure: WriteError | None = None
         while True:
+            # A request started this close to the deadline could not see its answer: do not start it.
+            latest_start = deadline - self.policy.min_request_seconds
+            wait = wait_for_window(
+                self._rate_limit,
+                clock=self._clock,
+                sleep=self._sleep,
+                jitter=lambda: self._rng.uniform(0, 0.25),
+                latest_start=latest_start,
+                max_wait=self.policy.max_rate_limit_wait,
+            )
+            if wait is not None:
+                self._count(waited=True)
+                raise WriteError(
+                    False, 429, RATE_LIMITED, "rate-limit window", outcome_unknown=unanswered, retry_after=wait
+                )
             remaining = deadline - self._clock()
             if remaining < self.policy.min_request_seconds:
-                raise WriteError(False, None, DEADLINE, "no time left in this invocation", outcome_unknown=unanswered)
+                raise failure or WriteError(
+                    False, None, DEADLINE, "no time left in this invocation", outcome_unknown=unanswered, retry_after=0
+                )
             timeout = (min(self.policy.connect_timeout, remaining), min(self.policy.read_timeout, remaining))
             try:
                 response = self._session.request(
                     method, self.base_url + path, json=body, headers=headers, timeout=timeout
                 )
             except requests.RequestException as exc:
-                self.responses["error"] += 1
+                self._count("error")
                 unanswered = True
                 failure = WriteError(
                     False, None, type(exc).__name__, "connection failed or timed out", outcome_unknown=True
                 )
                 wait = self.policy.backoff(attempt, self._rng)
             else:
-                self.responses[str(response.status_code)] += 1
                 status = response.status_code
+                self._count(str(status))
+                window = window_from(status, response.headers, self._clock())
+                if window is not None:
+                    self._rate_limit.learn(window)
                 if 200 <= status < 300 or status in expected:
                     return response
                 code, message = error_details(response)
                 transient = is_transient(status) and (status != 409 or conflict_is_transient)
-                failure = WriteError(not transient, status, code, message, outcome_unknown=unanswered)
-                if not transient:
-                    raise failure
-                if status == 429:
-                    wait = self.policy.rate_limit_wait(response.headers, self._clock(), self._rng)
+                if status == 429 and window is not None:
+                    # The next attempt waits for the window (with every other invocation); giving up
+                    # before it resets is a matter of time, not a failure.
+                    retry_after = max(window.reset_at - self._clock(), 0.0)
+                    failure = WriteError(False, 429, code, message, outcome_unknown=unanswered, retry_after=retry_after)
+                    wait = 0.0
                 else:
+                    failure = WriteError(not transient, status, code, message, outcome_unknown=unanswered)
+                    if not transient:
+                        raise failure
                     wait = self.policy.backoff(attempt, self._rng)
             attempt += 1
-            if attempt >= self.policy.max_attempts or self._clock() + wait >= deadline:
+            if attempt >= self.policy.max_attempts or self._clock() + wait >= latest_start:
                 raise failure
-            self.retries += 1
-            self._sleep(wait)
+            self._count(retry=True)
+            if wait > 0:
+                self._sleep(wait)
 
 
 def error_details(response: requests.Response) -> tuple[str, str]:

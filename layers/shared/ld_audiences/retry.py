@@ -1,13 +1,13 @@
 """The retry rule for LaunchDarkly calls, in one place: what is transient, and how long to wait.
 
 urllib3's Retry knows `Retry-After` but not LaunchDarkly's `X-Ratelimit-Reset` (epoch milliseconds),
-and it cannot stop at the Lambda invocation's deadline, so the rule is written out here.
+cannot stop at the Lambda invocation's deadline, and cannot share a rate-limit window between
+invocations (`rate_limit.py`), so the rule is written out here.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 # 4xx other than these are permanent for that request (DESIGN.md). 409 is a write conflict on the
@@ -24,7 +24,8 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay: float = 0.2
     max_delay: float = 5.0
-    # Route and token limits reset every ten seconds; never wait longer than one window plus jitter.
+    # Route and token limits reset every ten seconds: wait for one window within an invocation; a longer
+    # wait is left to SQS (the records come back when the window has reset) rather than paid for idle.
     max_rate_limit_wait: float = 11.0
     connect_timeout: float = 3.05
     read_timeout: float = 10.0
@@ -35,20 +36,3 @@ class RetryPolicy:
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: spreads retries of concurrent invocations instead of synchronising them."""
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
-
-    def rate_limit_wait(self, headers: Mapping[str, str], now: float, rng: random.Random) -> float:
-        """Seconds until the limit resets, from `X-Ratelimit-Reset` (epoch ms) or `Retry-After` (s)."""
-        wait: float | None = None
-        reset = headers.get("X-Ratelimit-Reset")
-        if reset:
-            try:
-                wait = int(reset) / 1000.0 - now
-            except ValueError:
-                wait = None
-        if wait is None:
-            try:
-                wait = float(headers.get("Retry-After", ""))
-            except ValueError:
-                wait = self.base_delay
-        # Reset times can already be in the past: clamp, then add jitter so waiters do not stampede.
-        return min(max(wait, 0.0), self.max_rate_limit_wait) + rng.uniform(0, 0.25)

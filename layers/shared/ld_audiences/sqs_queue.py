@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -13,41 +14,81 @@ from ld_audiences.ingest import QueueUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 SQS_BATCH_LIMIT = 10  # entries per SendMessageBatch call (AWS limit)
+SQS_MAX_DELAY_SECONDS = 900
 ATTEMPTS = 3  # per entry, for entries SQS reports as failed on its side
-# A 4,000-event Webhooks batch is 400 calls: sent one by one they would exceed Segment's 10 s timeout.
-PARALLEL_CALLS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    body: str
+    delay_seconds: int = 0  # SQS keeps the message invisible this long (0-900)
 
 
 class SqsChangeQueue:
-    def __init__(self, client: SQSClient, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str, executor: Executor | None = None) -> None:
         self._client = client
         self._queue_url = queue_url
+        # A 4,000-event Webhooks batch is 400 calls: sent one by one they would exceed Segment's 10 s timeout.
+        self._executor = executor
 
     def send(self, changes: Sequence[MembershipChange]) -> None:
-        batches = [changes[i : i + SQS_BATCH_LIMIT] for i in range(0, len(changes), SQS_BATCH_LIMIT)]
-        if len(batches) <= 1:
-            for batch in batches:
-                self._send_batch(batch)
-            return
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_CALLS, len(batches))) as pool:
-            # list() re-raises the first QueueUnavailable from any worker.
-            list(pool.map(self._send_batch, batches))
+        """Queue every change, or raise QueueUnavailable (the sender retries the whole request)."""
+        unsent = self.send_messages([Message(change.to_message()) for change in changes])
+        if unsent:
+            raise QueueUnavailable(f"SQS did not accept {len(unsent)} of {len(changes)} messages")
 
-    def _send_batch(self, batch: Sequence[MembershipChange]) -> None:
-        pending = {str(i): change for i, change in enumerate(batch)}
-        for _attempt in range(ATTEMPTS):
-            entries = [{"Id": entry_id, "MessageBody": change.to_message()} for entry_id, change in pending.items()]
+    def send_messages(self, messages: Sequence[Message]) -> list[int]:
+        """Queue what SQS accepts; returns the indexes of the messages it did not."""
+        starts = range(0, len(messages), SQS_BATCH_LIMIT)
+        batches = [list(enumerate(messages[i : i + SQS_BATCH_LIMIT], start=i)) for i in starts]
+        if self._executor is None or len(batches) <= 1:
+            results = [self._send_batch(batch) for batch in batches]
+        else:
+            results = list(self._executor.map(self._send_batch, batches))
+        return [index for unsent in results for index in unsent]
+
+    def delay_return(self, receipts: Sequence[tuple[str, int]]) -> None:
+        """Make received messages (receipt handle, seconds) visible again after that delay instead of the
+        queue's visibility timeout, best effort: a message this misses comes back at the usual time."""
+        for start in range(0, len(receipts), SQS_BATCH_LIMIT):
+            entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": _seconds(delay, 43200)}
+                for i, (handle, delay) in enumerate(receipts[start : start + SQS_BATCH_LIMIT])
+            ]
             try:
-                response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
-            except (ClientError, BotoCoreError) as exc:
-                raise QueueUnavailable(type(exc).__name__) from exc
+                self._client.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                return
+
+    def _send_batch(self, batch: list[tuple[int, Message]]) -> list[int]:
+        pending = {str(index): message for index, message in batch}
+        for _attempt in range(ATTEMPTS):
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {
+                    "Id": entry_id,
+                    "MessageBody": m.body,
+                    "DelaySeconds": min(max(m.delay_seconds, 0), SQS_MAX_DELAY_SECONDS),
+                }
+                for entry_id, m in pending.items()
+            ]
+            try:
+                response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                break
             failed = response.get("Failed", [])
             if any(f.get("SenderFault") for f in failed):
-                # A sender fault will fail the same way again: the queue refuses what we send.
-                raise QueueUnavailable("SQS rejected a message as malformed")
+                break  # a sender fault fails the same way again: the queue refuses what we send
             pending = {f["Id"]: pending[f["Id"]] for f in failed}
             if not pending:
-                return
-        raise QueueUnavailable(f"SQS did not accept {len(pending)} messages after {ATTEMPTS} attempts")
+                return []
+        return [int(entry_id) for entry_id in pending]
+
+
+def _seconds(value: int, maximum: int) -> int:
+    return min(max(value, 0), maximum)

@@ -1,19 +1,26 @@
-"""The sync decision, free of Lambda: a batch of queued changes in, LaunchDarkly writes out, and the
-exact records to retry back.
+"""The sync decision, free of Lambda: a batch of queued changes in, LaunchDarkly writes out, and what
+becomes of each record.
 
 Per batch: keep each context's newest change (older ones in the batch are superseded), group by
-segment, claim each context in the state store (drops stale changes and duplicates, takes turns with
-concurrent invocations), write in chunks, confirm.
-A segment's failure never fails another's; a chunk's failure fails only its records, and a chunk refused
-for one invalid key is halved until that key stands alone.
+segment, and write the segments at once (a bounded pool; every request still waits for the shared
+rate-limit window). Per segment: claim each context in the state store (drops stale changes and
+duplicates, takes turns with concurrent invocations), write in chunks, confirm.
+
+A segment's failure never fails another's; a chunk's failure fails only its records; a chunk refused
+for invalid keys is halved until each refused key stands alone, so only those are dead-lettered.
+Time is not a failure: what the batch could not reach before its deadline, or what waits for the
+rate-limit window or for another invocation, is *deferred* — the handler queues it again without
+spending its receive count.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -21,19 +28,29 @@ from pydantic import ValidationError
 
 from ld_audiences.change import MembershipChange
 from ld_audiences.launchdarkly import WriteError
-from ld_audiences.state import ClaimResult, StateStore
+from ld_audiences.state import LEASE_MARGIN_SECONDS, ClaimResult, StateStore
 from ld_audiences.writers import SegmentWriter, Target
 
 logger = logging.getLogger(__name__)
 
-# How long a batch waits for contexts that another invocation is writing before leaving them to SQS.
+# How long a batch waits for contexts that another invocation is writing before deferring them.
 BUSY_WAIT_SECONDS = 5.0
+# When deferred busy contexts come back: the other writer's lease ends within its invocation.
+BUSY_DELAY_SECONDS = 5.0
+# After a write whose outcome stayed unknown, LaunchDarkly may still apply it after our leases have run
+# out, over a newer write. The contexts' newest desired state is written again this long after the leases
+# end, and once more at SQS's longest delay: a late apply within that bound cannot leave a stale member.
+LATE_APPLY_RECHECKS = (30.0, 900.0)
+# Refusal isolation stops after 2 x this x log2(chunk) requests (then what is still refused goes to the
+# dead-letter queue as it is): enough to single out this many bad keys in any chunk.
+ISOLATED_KEYS_BUDGET = 16
 
 
 @dataclass(frozen=True, slots=True)
 class QueuedRecord:
     record_id: str  # the SQS messageId, what batchItemFailures names
     body: str
+    receipt_handle: str = ""
 
 
 class DeadLetters(Protocol):
@@ -41,15 +58,17 @@ class DeadLetters(Protocol):
         """Move a record that can never succeed to the dead-letter queue; False if that failed."""
 
 
-# What can become of a queued change. The record of a retried one goes back to SQS.
+# What can become of a queued change.
 ADDED, REMOVED = "added", "removed"
 SUPERSEDED = "superseded"  # a newer change to the same context was in the same batch
 STALE = "stale"  # a newer change was already claimed or applied
 DUPLICATE = "duplicate"  # this very change was already applied
-BUSY = "busy"  # another invocation was writing the same context
-RETRY = "retry"  # the write failed or there was no time left
+BUSY = "busy"  # another invocation was writing the same context: deferred
+DEFERRED = "deferred"  # no time left, or the rate-limit window is spent: deferred
+RETRY = "retry"  # the write failed: back to SQS, which counts it toward the dead-letter queue
 DEAD_LETTERED = "dead_lettered"  # can never succeed: moved to the dead-letter queue
-RETRIED = frozenset({BUSY, RETRY})
+RETRIED = frozenset({BUSY, DEFERRED, RETRY})  # not done in this invocation
+DEFERRABLE = frozenset({BUSY, DEFERRED})  # not done for lack of time: queued again, no receive spent
 
 
 class ChangeOutcome(NamedTuple):
@@ -58,6 +77,7 @@ class ChangeOutcome(NamedTuple):
     audience_id: str | None
     result: str
     detail: str = ""
+    delay: float = 0.0  # for deferred records: when to try again, in seconds
 
 
 class _Count:
@@ -74,15 +94,29 @@ class _Count:
 class SyncReport:
     outcomes: list[ChangeOutcome] = field(default_factory=list)  # one per record, in no particular order
     counts: Counter[str] = field(default_factory=Counter)
+    # Contexts whose newest desired state must be written again after a delay (seconds).
+    reasserts: list[tuple[MembershipChange, float]] = field(default_factory=list)
 
-    def note(self, record: QueuedRecord, change: MembershipChange | None, result: str, detail: str = "") -> None:
+    def note(
+        self,
+        record: QueuedRecord,
+        change: MembershipChange | None,
+        result: str,
+        detail: str = "",
+        delay: float = 0.0,
+    ) -> None:
         message_id, audience_id = (change.message_id, change.audience_id) if change else (None, None)
-        self.outcomes.append(ChangeOutcome(record.record_id, message_id, audience_id, result, detail))
+        self.outcomes.append(ChangeOutcome(record.record_id, message_id, audience_id, result, detail, delay))
         self.counts[result] += 1
+
+    def merge(self, other: SyncReport) -> None:
+        self.outcomes += other.outcomes
+        self.counts.update(other.counts)
+        self.reasserts += other.reasserts
 
     @property
     def failed(self) -> list[str]:
-        """The record ids for batchItemFailures."""
+        """The record ids not done in this invocation (deferred or failed)."""
         return [o.record_id for o in self.outcomes if o.result in RETRIED]
 
     added = _Count(ADDED)
@@ -91,6 +125,7 @@ class SyncReport:
     stale = _Count(STALE)
     duplicates = _Count(DUPLICATE)
     busy = _Count(BUSY)
+    deferred = _Count(DEFERRED)
     dead_lettered = _Count(DEAD_LETTERED)
 
 
@@ -108,29 +143,33 @@ class Synchronizer:
         store: StateStore,
         dead_letters: DeadLetters,
         chunk_size: int,
+        executor: Executor | None = None,
         busy_wait: float = BUSY_WAIT_SECONDS,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._writer = writer
         self._store = store
         self._dead_letters = dead_letters
         self._chunk_size = chunk_size
+        self._executor = executor  # writes segments at once; None writes them one after another
         self._busy_wait = busy_wait
+        self._clock, self._sleep = clock, sleep
 
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
         report = SyncReport()
-        for target, pending in self._newest_by_target(records, report).items():
-            if time.time() >= deadline:
-                # No time left to write: claiming would only take leases and spend the safety margin
-                # (past the timeout Lambda drops the whole response and every record comes back).
-                self._note_all(pending.values(), RETRY, "deadline", report)
-                continue
-            try:
-                self._sync_target(target, pending, deadline, report)
-            except Exception:
-                # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only.
-                logger.exception("segment sync failed", extra={"audience_id": target.audience_id})
-                noted = {o.record_id for o in report.outcomes}
-                self._note_all((p for p in pending.values() if p.record.record_id not in noted), RETRY, "error", report)
+        groups = list(self._newest_by_target(records, report).items())
+
+        def sync_one(group: tuple[Target, dict[str, _Pending]]) -> SyncReport:
+            return self._sync_target(*group, deadline)
+
+        parts = (
+            self._executor.map(sync_one, groups)
+            if self._executor is not None and len(groups) > 1
+            else map(sync_one, groups)
+        )
+        for part in parts:
+            report.merge(part)
         return report
 
     def _newest_by_target(
@@ -146,7 +185,7 @@ class Synchronizer:
                 continue
             group = groups[Target(*change.target)]
             current = group.get(change.context_key)
-            if current is None or change.order > current.change.order:
+            if current is None or change.precedence > current.change.precedence:
                 group[change.context_key] = _Pending(change, record)
                 if current is not None:
                     report.note(current.record, current.change, SUPERSEDED)
@@ -154,87 +193,163 @@ class Synchronizer:
                 report.note(record, change, SUPERSEDED)
         return groups
 
-    def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float, report: SyncReport) -> None:
-        claim = self._claim([p.change for p in pending.values()], deadline)
-        for changes, result in ((claim.stale, STALE), (claim.duplicate, DUPLICATE), (claim.busy, BUSY)):
-            self._note_all((pending[c.context_key] for c in changes), result, "", report)
-        for chunk in _chunks(claim.claimed, self._chunk_size):
-            chunk_pending = [pending[c.context_key] for c in chunk]
-            failure = self._write(target, chunk_pending, deadline, report)
-            if failure is not None:
-                self._isolate(target, chunk_pending, failure, deadline, report)
+    def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float) -> SyncReport:
+        report = SyncReport()
+        if self._clock() >= deadline:
+            # No time left to write: claiming would only take leases and spend the safety margin
+            # (past the timeout Lambda drops the whole response and every record comes back).
+            _note_all(pending.values(), DEFERRED, "deadline", report)
+            return report
+        leased: dict[str, MembershipChange] = {}  # claimed and not yet confirmed or released
+        try:
+            claim = self._claim([p.change for p in pending.values()], deadline)
+            for changes, result in ((claim.stale, STALE), (claim.duplicate, DUPLICATE)):
+                _note_all((pending[c.context_key] for c in changes), result, "", report)
+            _note_all((pending[c.context_key] for c in claim.busy), BUSY, "", report, delay=BUSY_DELAY_SECONDS)
+            self._state_refused(target, claim.failed, pending, report)
+            leased.update((c.context_key, c) for c in claim.claimed)
+            for chunk in _chunks(claim.claimed, self._chunk_size):
+                failure = self._write(target, chunk, pending, deadline, report, leased)
+                if failure is not None:
+                    budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
+                    self._isolate(target, chunk, failure, pending, deadline, report, leased, budget)
+        except Exception:
+            # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only, and no
+            # lease it took outlives the batch.
+            logger.exception("segment sync failed", extra={"audience_id": target.audience_id})
+            noted = {o.record_id for o in report.outcomes}
+            _note_all((p for p in pending.values() if p.record.record_id not in noted), RETRY, "error", report)
+            if leased:
+                try:
+                    self._store.release(list(leased.values()))
+                except Exception:
+                    logger.exception("could not release the leases of a failed segment: they run out by themselves")
+        return report
 
-    def _write(self, target: Target, chunk: list[_Pending], deadline: float, report: SyncReport) -> WriteError | None:
+    def _write(
+        self,
+        target: Target,
+        chunk: list[MembershipChange],
+        pending: dict[str, _Pending],
+        deadline: float,
+        report: SyncReport,
+        leased: dict[str, MembershipChange],
+    ) -> WriteError | None:
         """Write a chunk of claimed changes; on success record them as applied."""
-        add = [p.change.context_key for p in chunk if p.change.included]
-        remove = [p.change.context_key for p in chunk if not p.change.included]
+        add = [c.context_key for c in chunk if c.included]
+        remove = [c.context_key for c in chunk if not c.included]
         try:
             self._writer.write(target, add, remove, deadline)
         except WriteError as exc:
             return exc
-        self._store.confirm([p.change for p in chunk])
-        for p in chunk:
-            report.note(p.record, p.change, ADDED if p.change.included else REMOVED)
+        self._store.confirm(chunk)
+        for change in chunk:
+            leased.pop(change.context_key, None)
+            p = pending[change.context_key]
+            report.note(p.record, p.change, ADDED if change.included else REMOVED)
+        try:
+            self._store.record_write(target.audience_id, target.audience_key, target.context_kind, chunk)
+        except Exception:  # the summary is for `status`; the write itself is done and recorded
+            logger.warning("could not update the audience summary", exc_info=True)
         return None
 
     def _isolate(
-        self, target: Target, chunk: list[_Pending], failure: WriteError, deadline: float, report: SyncReport
+        self,
+        target: Target,
+        chunk: list[MembershipChange],
+        failure: WriteError,
+        pending: dict[str, _Pending],
+        deadline: float,
+        report: SyncReport,
+        leased: dict[str, MembershipChange],
+        budget: list[int],
     ) -> None:
-        """`chunk` failed with `failure`. LaunchDarkly refuses a whole request for one invalid item (400), so
-        halve the chunk and write the halves: one bad context key must not hold back a thousand good ones. A
-        half refused while the other went through holds the bad key: halve it again (two requests a level).
-        Both halves refused means the cause is not one key: both fail without more requests."""
-        if failure.status != 400 or len(chunk) == 1:
-            self._write_failed(target, chunk, failure, report)
+        """`chunk` failed with `failure`. LaunchDarkly refuses a whole request for one invalid key (400),
+        and several bad keys in one chunk are normal: halve the chunk and write each half, and halve again
+        every half that is refused, until each refused key stands alone. Good keys land; only refused
+        ones are dead-lettered. At most 2 requests a level per bad key, within `budget` requests."""
+        if failure.status != 400 or len(chunk) == 1 or budget[0] < 2:
+            self._write_failed(target, chunk, failure, pending, deadline, report, leased)
             return
+        budget[0] -= 2
         middle = len(chunk) // 2
-        halves = (chunk[:middle], chunk[middle:])
-        failures = [self._write(target, half, deadline, report) for half in halves]
-        both_refused = all(f is not None and f.status == 400 for f in failures)
-        for half, half_failure in zip(halves, failures, strict=True):
-            if half_failure is None:
-                continue
-            if both_refused:
-                self._write_failed(target, half, half_failure, report)
-            else:
-                self._isolate(target, half, half_failure, deadline, report)
+        for half in (chunk[:middle], chunk[middle:]):
+            half_failure = self._write(target, half, pending, deadline, report, leased)
+            if half_failure is not None:
+                self._isolate(target, half, half_failure, pending, deadline, report, leased, budget)
 
     def _claim(self, changes: list[MembershipChange], deadline: float) -> ClaimResult:
         """Claim, waiting a little for contexts another invocation is writing right now: that takes
-        well under a second, while failing the record would cost a whole visibility timeout."""
+        well under a second, while deferring the record costs a round trip through SQS."""
         result = self._store.claim(changes, deadline)
-        give_up = min(deadline, time.time() + self._busy_wait)
+        give_up = min(deadline, self._clock() + self._busy_wait)
         pause = 0.05
-        while result.busy and time.time() + pause < give_up:
-            time.sleep(pause)
+        while result.busy and self._clock() + pause < give_up:
+            self._sleep(pause)
             pause = min(pause * 2, 1.0)
-            retry = self._store.claim(result.busy, deadline)
-            result.claimed += retry.claimed
-            result.stale += retry.stale
-            result.duplicate += retry.duplicate
-            result.busy = retry.busy
+            busy, result.busy = result.busy, []
+            result.extend(self._store.claim(busy, deadline))
         return result
 
-    def _write_failed(self, target: Target, chunk: list[_Pending], exc: WriteError, report: SyncReport) -> None:
-        changes = [p.change for p in chunk]
-        # A write that may still land keeps its leases until they run out (our deadline + margin), so no
-        # newer write of these contexts can go first and be overwritten by it.
-        if not exc.outcome_unknown:
-            self._store.release(changes)
+    def _state_refused(
+        self,
+        target: Target,
+        failed: list[tuple[MembershipChange, str]],
+        pending: dict[str, _Pending],
+        report: SyncReport,
+    ) -> None:
+        """Contexts whose state DynamoDB would not update: each fails alone, never its neighbours."""
+        for change, code in failed:
+            p = pending[change.context_key]
+            if code.startswith("Validation"):
+                logger.error(
+                    "DynamoDB refused a context's state", extra={"audience_id": target.audience_id, "code": code}
+                )
+                self._dead_letter([(p.record, p.change)], "state_refused", code, report)
+            else:
+                report.note(p.record, p.change, RETRY, code)
+
+    def _write_failed(
+        self,
+        target: Target,
+        chunk: list[MembershipChange],
+        exc: WriteError,
+        pending: dict[str, _Pending],
+        deadline: float,
+        report: SyncReport,
+        leased: dict[str, MembershipChange],
+    ) -> None:
+        for change in chunk:
+            leased.pop(change.context_key, None)
+        if exc.outcome_unknown:
+            # The write may still land, even after our leases end: keep them until then (no newer write
+            # of these contexts can go first), and look again afterwards.
+            lease_left = max(deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
+            for delay in LATE_APPLY_RECHECKS:
+                report.reasserts += [
+                    (c.model_copy(update={"reassert": True}), min(lease_left + delay, LATE_APPLY_RECHECKS[-1]))
+                    for c in chunk
+                ]
+        else:
+            self._store.release(chunk)
+        records = [pending[c.context_key] for c in chunk]
         extra = {
             "audience_id": target.audience_id,
             "status": exc.status,
             "ld_code": exc.code,
-            "message_ids": [c.message_id for c in changes][:20],
+            "message_ids": [c.message_id for c in chunk][:20],
             "records": len(chunk),
         }
         if exc.permanent:
             logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
             reason = f"launchdarkly_{exc.status}_{exc.code}"
-            self._dead_letter([(p.record, p.change) for p in chunk], reason, exc.message, report)
+            self._dead_letter([(p.record, p.change) for p in records], reason, exc.message, report)
+        elif exc.retry_after is not None:
+            logger.info("LaunchDarkly write deferred: %s", exc.code, extra=extra)
+            _note_all(records, DEFERRED, exc.code, report, delay=exc.retry_after)
         else:
             logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
-            self._note_all(chunk, RETRY, exc.code, report)
+            _note_all(records, RETRY, exc.code, report)
 
     def _dead_letter(
         self,
@@ -250,10 +365,10 @@ class Synchronizer:
                 # The redrive policy still moves it to the DLQ after maxReceiveCount receives.
                 report.note(record, change, RETRY, f"dead_letter_failed: {reason}")
 
-    @staticmethod
-    def _note_all(pending: Iterable[_Pending], result: str, detail: str, report: SyncReport) -> None:
-        for p in pending:
-            report.note(p.record, p.change, result, detail)
+
+def _note_all(pending: Iterable[_Pending], result: str, detail: str, report: SyncReport, delay: float = 0.0) -> None:
+    for p in pending:
+        report.note(p.record, p.change, result, detail, delay)
 
 
 def _chunks(items: list[MembershipChange], size: int) -> Iterator[list[MembershipChange]]:
