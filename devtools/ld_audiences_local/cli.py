@@ -14,9 +14,12 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ld_audiences_local import stack as stack_module
+from ld_audiences_local import defaults
+
+if TYPE_CHECKING:
+    from ld_audiences_local.stack import LocalStack
 
 EMULATOR_PORT = 8765
 EPILOG_ENV = "Options on the command line are visible to other users in `ps`: prefer the environment for secrets."
@@ -106,8 +109,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         serve(
             args.port,
             host=args.host,
-            tokens=args.token or [stack_module.DEFAULT_LD_TOKEN],
-            client_side_ids=args.client_side_id or [stack_module.DEFAULT_CLIENT_SIDE_ID],
+            tokens=args.token or [defaults.DEFAULT_LD_TOKEN],
+            client_side_ids=args.client_side_id or [defaults.DEFAULT_CLIENT_SIDE_ID],
             faults=faults,
             reject_cohorts=args.reject_cohort,
             access_log=args.access_log,
@@ -121,19 +124,17 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- local
 
 
-def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> stack_module.LocalStack:
+def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> LocalStack:
+    from ld_audiences_local.stack import LocalStack
+
     options: dict[str, Any] = {
         "port": args.port,
         "launchdarkly_url": args.launchdarkly_url,
-        "launchdarkly_token": args.launchdarkly_token
-        or os.environ.get("LD_API_TOKEN")
-        or stack_module.DEFAULT_LD_TOKEN,
-        "client_side_id": args.client_side_id
-        or os.environ.get("LD_CLIENT_SIDE_ID")
-        or stack_module.DEFAULT_CLIENT_SIDE_ID,
+        "launchdarkly_token": args.launchdarkly_token or os.environ.get("LD_API_TOKEN") or defaults.DEFAULT_LD_TOKEN,
+        "client_side_id": args.client_side_id or os.environ.get("LD_CLIENT_SIDE_ID") or defaults.DEFAULT_CLIENT_SIDE_ID,
         "webhook_secret": args.webhook_secret
         or os.environ.get("LD_AUDIENCES_WEBHOOK_SECRET")
-        or stack_module.DEFAULT_WEBHOOK_SECRET,
+        or defaults.DEFAULT_WEBHOOK_SECRET,
         "writer": args.writer,
         "project_key": args.project_key,
         "environment_key": args.environment_key,
@@ -149,7 +150,7 @@ def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> stack_module
         "access_log": args.access_log,
     }
     options.update(overrides)
-    return stack_module.LocalStack(**options)
+    return LocalStack(**options)
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -230,14 +231,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _error(f"no *.json fixture under {events}")
         return 2
 
-    local = stack_module.LocalStack(port=args.port)
+    from ld_audiences_local.stack import LocalStack
+
+    local = LocalStack(port=args.port)
     try:
         local.start()
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         _print(f"port {args.port} is taken: using a free port")
-        local = stack_module.LocalStack(port=0)
+        local = LocalStack(port=0)
         local.start()
     with local:
         _print("local stack:", *(f"  {line}" for line in local.describe()), "")
@@ -310,7 +313,7 @@ def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) ->
         kwargs["endpoint_url"] = endpoint_url
         if not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_PROFILE"):
             # A local endpoint (moto) accepts any credentials.
-            kwargs.update(aws_access_key_id=stack_module.ACCESS_KEY, aws_secret_access_key=stack_module.SECRET_KEY)
+            kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
     return boto3.client("sqs", **kwargs)
 
 
@@ -349,7 +352,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
 
 def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = True) -> None:
-    s = stack_module
+    s = defaults
     if with_port:
         parser.add_argument(
             "--port",
@@ -489,13 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         action="append",
         metavar="T",
-        help=f"an accepted API access token (repeatable; default {stack_module.DEFAULT_LD_TOKEN})",
+        help=f"an accepted API access token (repeatable; default {defaults.DEFAULT_LD_TOKEN})",
     )
     p.add_argument(
         "--client-side-id",
         action="append",
         metavar="ID",
-        help=f"a known client-side ID (repeatable; default {stack_module.DEFAULT_CLIENT_SIDE_ID})",
+        help=f"a known client-side ID (repeatable; default {defaults.DEFAULT_CLIENT_SIDE_ID})",
     )
     p.add_argument("--rate-429", type=_rate, default=0.0, metavar="R", help="share of writes answered 429 (default 0)")
     p.add_argument(
@@ -593,8 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=_port,
         metavar="P",
-        default=stack_module.DEFAULT_PORT,
-        help=f"preferred ingest port (default {stack_module.DEFAULT_PORT})",
+        default=defaults.DEFAULT_PORT,
+        help=f"preferred ingest port (default {defaults.DEFAULT_PORT})",
     )
     p.add_argument(
         "--timeout",

@@ -22,9 +22,10 @@ import requests
 
 from ld_audiences_local.cli import main as cli_main
 from ld_audiences_local.emulator import Emulator
+from ld_audiences_local.event_source import SqsEventSource
 from ld_audiences_local.redrive import NO_REASON, list_dead_letters
 from ld_audiences_local.replay import replay
-from ld_audiences_local.stack import LocalStack, SqsEventSource
+from ld_audiences_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
