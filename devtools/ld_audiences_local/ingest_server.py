@@ -11,7 +11,14 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ld_audiences_local.api_gateway import API_GATEWAY_MAX_BODY, Answer, ApiGateway, json_answer
+from ld_audiences_local.api_gateway import (
+    API_GATEWAY_MAX_BODY,
+    Answer,
+    ApiGateway,
+    Request,
+    body_too_large,
+    json_answer,
+)
 from ld_audiences_local.http_routing import AllMethodsHandler
 
 
@@ -45,20 +52,14 @@ class _IngestHandler(AllMethodsHandler):
             return
         if body is None:
             self.close_connection = True
-            self._send(json_answer(413, {"code": "body_too_large", "message": "API Gateway accepts at most 10 MB"}))
+            self._send(body_too_large())
             return
         gateway = self.server.gateway
         assert gateway is not None, "the ingest server serves once the function is loaded"
         split = urlsplit(self.path)
+        headers = list(self.headers.items())
         self._send(
-            gateway.handle(
-                method=self.command,
-                path=split.path,
-                query=split.query,
-                headers=list(self.headers.items()),
-                body=body,
-                source_ip=self.client_address[0],
-            )
+            gateway.handle(Request(self.command, split.path, split.query, headers, body, self.client_address[0]))
         )
 
     def _read_body(self) -> bytes | None:
