@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from ld_audiences_local import defaults
 
@@ -62,6 +64,14 @@ _positive_int = _bounded(int, 1)
 _non_negative_int = _bounded(int, 0)
 _seconds = _bounded(float, 0.0)
 _port = _bounded(int, 0, 65535)
+# The bounds Lambda, SQS and the functions' configuration put on the `local` options.
+_batch_size = _bounded(int, 1, 10000)
+_batching_window = _bounded(float, 0.0, 300.0)
+_chunk_size = _bounded(int, 1, 10000)
+_function_timeout = _bounded(float, 1.0, 900.0)
+_visibility_timeout = _bounded(int, 0, 43200)
+_max_receive_count = _bounded(int, 1, 1000)
+_sync_concurrency = _bounded(int, 1, 64)
 
 
 def _print(*lines: str) -> None:
@@ -144,6 +154,8 @@ def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> LocalStack:
         "context_kind": args.context_kind,
         "chunk_size": args.chunk_size,
         "visibility_timeout": args.visibility_timeout,
+        "sync_timeout": args.sync_timeout,
+        "max_receive_count": args.max_receive_count,
         "sync_concurrency": args.sync_concurrency,
         "log_level": args.log_level,
         "metrics": args.metrics,
@@ -166,7 +178,10 @@ def cmd_local(args: argparse.Namespace) -> int:
         _error(f"cannot start the local stack on port {args.port}: {exc.strerror or exc}")
         return 1
     try:
-        _print(*local.describe())
+        _print(
+            *local.describe(),
+            *_ready_to_paste(local, default_secret=local.webhook_secret == defaults.DEFAULT_WEBHOOK_SECRET),
+        )
         _print(f"listening on {local.url}")
         while not stop.wait(0.5):
             pass
@@ -174,6 +189,18 @@ def cmd_local(args: argparse.Namespace) -> int:
     finally:
         local.stop()
     return 0
+
+
+def _ready_to_paste(local: LocalStack, *, default_secret: bool) -> list[str]:
+    """The webhook secret when it is the local default (no real secret), and commands to paste."""
+    secret = local.bearer_secret if default_secret else "<your webhook secret>"
+    return [
+        f"status page:  {local.url}/",
+        f"webhook secret: {secret}" + (" (the local default)" if default_secret else " (given; not shown)"),
+        "try:",
+        f"  ld-audiences replay {_default_events_dir()} --endpoint {local.url} --secret {secret}",
+        f"  ld-audiences redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
+    ]
 
 
 # ----------------------------------------------------------------------------------------- replay
@@ -303,18 +330,33 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) -> Any:
     import boto3
 
+    local = _local_endpoint(queue_url)
     if region is None:
         host = queue_url.split("//", 1)[-1].split("/", 1)[0]
         parts = host.split(".")
         if len(parts) >= 4 and parts[0] == "sqs":
             region = parts[1]
-    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-        if not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_PROFILE"):
-            # A local endpoint (moto) accepts any credentials.
-            kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
+    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or defaults.REGION}
+    if endpoint_url or local:
+        kwargs["endpoint_url"] = endpoint_url or local
+    if _local_endpoint(kwargs.get("endpoint_url", "")):
+        # moto accepts any credentials; real ones have no business going there.
+        kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
     return boto3.client("sqs", **kwargs)
+
+
+def _local_endpoint(url: str) -> str | None:
+    """The endpoint of a loopback URL (`scheme://host:port`), None for any other.
+
+    moto builds a queue URL from the address it was reached at, so the local stack's queue URLs name moto's
+    endpoint themselves: no state file to go stale, no flag to copy."""
+    split = urlsplit(url)
+    host = split.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return f"{split.scheme}://{split.netloc}" if loopback and split.scheme in ("http", "https") else None
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -365,12 +407,14 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     ld.add_argument(
         "--launchdarkly-url",
         metavar="URL",
-        help="LaunchDarkly base URL the sync function writes to; without it an emulator is started in process",
+        help="LaunchDarkly base URL the sync function writes to; without it an emulator is started in process "
+        "that accepts --launchdarkly-token and --client-side-id",
     )
     ld.add_argument(
         "--launchdarkly-token",
         metavar="T",
-        help=f"API access token stored in the token secret (env LD_API_TOKEN; default {s.DEFAULT_LD_TOKEN})",
+        help="API access token stored in the token secret; with --launchdarkly-url, one that LaunchDarkly accepts "
+        f"(env LD_API_TOKEN; default {s.DEFAULT_LD_TOKEN})",
     )
     ld.add_argument(
         "--client-side-id",
@@ -382,23 +426,24 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
         "--writer",
         choices=("segment-audiences", "rest"),
         default="segment-audiences",
-        help="how segments are written (default segment-audiences)",
+        help="how segments are written (default segment-audiences); rest needs --project-key and --environment-key",
     )
-    ld.add_argument("--project-key", default="", metavar="KEY", help="project key (rest writer)")
-    ld.add_argument("--environment-key", default="", metavar="KEY", help="environment key (rest writer)")
+    ld.add_argument("--project-key", default="", metavar="KEY", help="project key (required by --writer rest)")
+    ld.add_argument("--environment-key", default="", metavar="KEY", help="environment key (required by --writer rest)")
     ld.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=_chunk_size,
         default=1000,
         metavar="N",
-        help="context keys per LaunchDarkly request (default 1000)",
+        help="context keys per LaunchDarkly request, 1 to 10000 (default 1000)",
     )
     ingest = parser.add_argument_group("ingest")
     ingest.add_argument(
         "--webhook-secret",
         metavar="S",
         help='shared secret callers present, plain or JSON {"current","previous","signing"} '
-        f"(env LD_AUDIENCES_WEBHOOK_SECRET; default {s.DEFAULT_WEBHOOK_SECRET})",
+        f"(env LD_AUDIENCES_WEBHOOK_SECRET; default {s.DEFAULT_WEBHOOK_SECRET}, printed at start; a secret given "
+        "here is never printed)",
     )
     ingest.add_argument(
         "--context-key-policy",
@@ -416,32 +461,48 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     sync = parser.add_argument_group("sync (SQS event source)")
     sync.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_batch_size,
         default=s.DEFAULT_BATCH_SIZE,
         metavar="N",
-        help=f"records per invocation (default {s.DEFAULT_BATCH_SIZE})",
+        help=f"records per invocation, 1 to 10000 (default {s.DEFAULT_BATCH_SIZE})",
     )
     sync.add_argument(
         "--batching-window",
-        type=_seconds,
+        type=_batching_window,
         metavar="S",
         default=s.DEFAULT_BATCHING_WINDOW,
-        help=f"seconds to gather a batch after its first record (default {s.DEFAULT_BATCHING_WINDOW:g})",
+        help="seconds to gather a batch after its first record, 0 to 300; Lambda needs at least 1 above 10 "
+        f"records, the local stack allows less to go faster (default {s.DEFAULT_BATCHING_WINDOW:g})",
+    )
+    sync.add_argument(
+        "--sync-timeout",
+        type=_function_timeout,
+        metavar="S",
+        default=s.DEFAULT_SYNC_TIMEOUT,
+        help="the sync function's timeout, 1 to 900 seconds: a batch that takes longer fails as a whole "
+        f"(default {s.DEFAULT_SYNC_TIMEOUT:g})",
     )
     sync.add_argument(
         "--visibility-timeout",
-        type=_non_negative_int,
+        type=_visibility_timeout,
         metavar="S",
-        default=s.DEFAULT_VISIBILITY_TIMEOUT,
-        help=f"seconds before a failed record is retried; dead-lettered after {s.MAX_RECEIVE_COUNT} receives "
-        f"(default {s.DEFAULT_VISIBILITY_TIMEOUT})",
+        help="seconds before a failed record is retried, at least --sync-timeout (Lambda refuses less) "
+        f"(default {s.VISIBILITY_TIMEOUT_FACTOR} x --sync-timeout, as template.yaml sets it: "
+        f"{s.DEFAULT_VISIBILITY_TIMEOUT})",
+    )
+    sync.add_argument(
+        "--max-receive-count",
+        type=_max_receive_count,
+        metavar="N",
+        default=s.MAX_RECEIVE_COUNT,
+        help=f"receives before a record is dead-lettered, 1 to 1000 (default {s.MAX_RECEIVE_COUNT})",
     )
     sync.add_argument(
         "--sync-concurrency",
-        type=_positive_int,
+        type=_sync_concurrency,
         metavar="N",
         default=1,
-        help="concurrent sync invocations, each its own copy of the function (default 1)",
+        help="concurrent sync invocations, each its own copy of the function, 1 to 64 (default 1)",
     )
     logs = parser.add_argument_group("output")
     logs.add_argument(
@@ -650,12 +711,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "example: ld-audiences redrive --queue-url $QUEUE_URL --dlq-url $DLQ_URL --dry-run\n"
-            "local:   add --endpoint-url with the moto URL printed by `ld-audiences local`"
+            "local:   the queue URLs `ld-audiences local` prints are loopback URLs naming its moto server, which\n"
+            "         is used (with moto's dummy credentials) without --endpoint-url"
         ),
     )
     p.add_argument("--queue-url", required=True, metavar="Q", help="main queue URL (stack output)")
     p.add_argument("--dlq-url", required=True, metavar="D", help="dead-letter queue URL (stack output)")
-    p.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (moto when local)")
+    p.add_argument(
+        "--endpoint-url", metavar="URL", help="SQS endpoint (default: the one a loopback --dlq-url names, else AWS's)"
+    )
     p.add_argument("--region", help="AWS region (default: from the queue URL, then AWS_DEFAULT_REGION)")
     p.add_argument("--dry-run", action="store_true", help="only list what would move")
     p.add_argument("--max", type=_non_negative_int, metavar="N", help="move at most N messages")
@@ -665,9 +729,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "writer", None) == "rest" and not (args.project_key and args.environment_key):
-        build_parser().error("--writer rest needs --project-key and --environment-key")
+        parser.error("--writer rest needs --project-key and --environment-key")
+    visibility, sync_timeout = getattr(args, "visibility_timeout", None), getattr(args, "sync_timeout", 0)
+    if visibility is not None and visibility < sync_timeout:
+        parser.error(f"--visibility-timeout must be at least --sync-timeout ({sync_timeout:g} s): Lambda refuses less")
     result: int = args.func(args)
     return result
 

@@ -18,9 +18,10 @@ MAX_RECEIVE_COUNT = 5
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_BATCHING_WINDOW = 1.0
 DEFAULT_SYNC_TIMEOUT = 10.0
-# Six times the function timeout, as template.yaml sets it: a batch still being handled is never handed to a
-# second poller, and a record failed back to SQS returns a minute later.
-DEFAULT_VISIBILITY_TIMEOUT = 60
+# The queue's visibility timeout is this many times the sync function's timeout, as template.yaml sets it: a
+# batch still being handled is never handed to a second poller, and a failed record returns a minute later.
+VISIBILITY_TIMEOUT_FACTOR = 6
+DEFAULT_VISIBILITY_TIMEOUT = VISIBILITY_TIMEOUT_FACTOR * int(DEFAULT_SYNC_TIMEOUT)
 METRICS_NAMESPACE = "LdAudiences"
 # Also their Powertools service names, as in template.yaml: each function logs through its own logger.
 INGEST_FUNCTION = "ld-audiences-ingest"

@@ -16,6 +16,7 @@ previous environment when it stops.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +32,6 @@ from ld_audiences_local.defaults import (
     DEFAULT_LD_TOKEN,
     DEFAULT_PORT,
     DEFAULT_SYNC_TIMEOUT,
-    DEFAULT_VISIBILITY_TIMEOUT,
     DEFAULT_WEBHOOK_SECRET,
     INGEST_FUNCTION,
     MAX_RECEIVE_COUNT,
@@ -39,6 +39,7 @@ from ld_audiences_local.defaults import (
     REGION,
     SYNC_FUNCTION,
     TABLE_NAME,
+    VISIBILITY_TIMEOUT_FACTOR,
 )
 from ld_audiences_local.environment import EnvironmentOverlay, aws_environment
 from ld_audiences_local.event_source import EventSourceStats, SqsEventSource
@@ -89,7 +90,7 @@ class LocalStack:
     context_key_policy: str = "user_id_only"
     context_kind: str = "user"
     chunk_size: int = 1000
-    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    visibility_timeout: int | None = None  # None: VISIBILITY_TIMEOUT_FACTOR times sync_timeout
     max_receive_count: int = MAX_RECEIVE_COUNT
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT
     sync_concurrency: int = 1
@@ -100,6 +101,8 @@ class LocalStack:
     def __post_init__(self) -> None:
         if self.writer == "rest" and not (self.project_key and self.environment_key):
             raise ValueError("the rest writer needs project_key and environment_key")
+        if self.visibility_timeout is None:
+            self.visibility_timeout = math.ceil(VISIBILITY_TIMEOUT_FACTOR * self.sync_timeout)
         if not 0 <= self.visibility_timeout <= 43200:
             raise ValueError("visibility_timeout must be between 0 and 43200 seconds")
         if self.visibility_timeout < self.sync_timeout:
