@@ -14,6 +14,7 @@ import base64
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,18 @@ SQS_MAX_RECEIVE = 10
 SQS_MAX_MESSAGE = 256 * 1024
 IDLE_WAIT_SECONDS = 1  # long poll while idle: moto answers as soon as a message is added
 WINDOW_POLL_SLEEP = 0.02  # between empty receives inside a batching window
+RECENT_BATCHES = 50  # kept for the status page
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One invocation of the function: when it ended, its records, how many went back to the queue."""
+
+    finished_at: float  # epoch seconds
+    records: int
+    failed: int
+    seconds: float
+    handler_error: bool  # raised, ran past its timeout or answered an invalid response: the whole batch failed
 
 
 @dataclass
@@ -91,6 +104,7 @@ class SqsEventSource:
         self._holding = False  # messages received and not yet handed back or deleted
         self._lock = threading.Lock()
         self._stats = EventSourceStats()
+        self._recent: deque[BatchOutcome] = deque(maxlen=RECENT_BATCHES)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -114,6 +128,11 @@ class SqsEventSource:
     def stats(self) -> EventSourceStats:
         with self._lock:
             return EventSourceStats(**asdict(self._stats))
+
+    def recent_batches(self) -> list[BatchOutcome]:
+        """The last RECENT_BATCHES invocations, oldest first."""
+        with self._lock:
+            return list(self._recent)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -202,9 +221,11 @@ class SqsEventSource:
                 failed, error = (set(ids), True) if reported is None else (reported, False)
                 if reported is None:
                     logger.error("invalid batchItemFailures in the sync response: the whole batch failed")
+        seconds = time.monotonic() - started
         done = [m for m in batch if m["MessageId"] not in failed]
         deleted = self._delete(done)
         with self._lock:
+            self._recent.append(BatchOutcome(time.time(), len(batch), len(failed), seconds, error))
             self._stats.batches += 1
             self._stats.records += len(batch)
             self._stats.failures += len(failed)

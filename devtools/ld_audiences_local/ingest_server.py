@@ -1,12 +1,13 @@
 """The local stack's HTTP endpoint: real HTTP on loopback in front of the API Gateway model.
 
 It reads each request (Content-Length or chunked, refusing bodies over API Gateway's limit without reading
-them) and hands it to `ApiGateway`, which is attached once the ingest function is loaded.
+them) and hands it to `ApiGateway`, which is attached once the ingest function is loaded; `GET /` and
+`GET /status.json` are the local stack's own status page (status_page.py), which the deployed API does not have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ class IngestServer(ThreadingHTTPServer):
         super().__init__(address, _IngestHandler)
         self.access_log = access_log
         self.gateway: ApiGateway | None = None
+        self.pages: Mapping[str, Callable[[], Answer]] = {}  # GET routes of the local stack's own (status page)
 
 
 class _IngestHandler(AllMethodsHandler):
@@ -54,9 +56,13 @@ class _IngestHandler(AllMethodsHandler):
             self.close_connection = True
             self._send(body_too_large())
             return
+        split = urlsplit(self.path)
+        page = self.server.pages.get(split.path) if self.command in ("GET", "HEAD") else None
+        if page is not None:
+            self._send(page())
+            return
         gateway = self.server.gateway
         assert gateway is not None, "the ingest server serves once the function is loaded"
-        split = urlsplit(self.path)
         headers = list(self.headers.items())
         self._send(
             gateway.handle(Request(self.command, split.path, split.query, headers, body, self.client_address[0]))

@@ -6,7 +6,8 @@
 * `IngestServer` + `ApiGateway`: the real ingest handler behind real HTTP, each request turned into
   the API Gateway REST (v1) proxy event the deployed function receives;
 * `SqsEventSource`: pollers feeding the real sync handler the way Lambda's SQS event source mapping does;
-* unless `launchdarkly_url` is given, the LaunchDarkly emulator (`emulator.py`) in process.
+* unless `launchdarkly_url` is given, the LaunchDarkly emulator (`emulator.py`) in process;
+* the status page at `GET {url}/` (`status_page.py`).
 
 moto's backends and Powertools' parameter caches are process-wide: one LocalStack per process at a
 time. The stack sets the environment variables of docs/CONTRACTS.md while it runs and restores the
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ld_audiences.auth import WebhookCredentials
+from ld_audiences_local import status_page
 from ld_audiences_local.api_gateway import ApiGateway
 from ld_audiences_local.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -42,7 +44,7 @@ from ld_audiences_local.defaults import (
     VISIBILITY_TIMEOUT_FACTOR,
 )
 from ld_audiences_local.environment import EnvironmentOverlay, aws_environment
-from ld_audiences_local.event_source import EventSourceStats, SqsEventSource
+from ld_audiences_local.event_source import BatchOutcome, EventSourceStats, SqsEventSource
 from ld_audiences_local.handlers import load_handler
 from ld_audiences_local.ingest_server import IngestServer
 from ld_audiences_local.local_aws import LocalAws
@@ -157,6 +159,7 @@ class LocalStack:
             self._environment.set(self._function_environment())
             self._load_functions()
             self._http.gateway = self._gateway
+            self._http.pages = status_page.routes(self)
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="ld-audiences-ingest", daemon=True
             )
@@ -332,6 +335,11 @@ class LocalStack:
             **asdict(source),
             "dead_lettered": self.dead_letter_count() if self.sqs else 0,
         }
+
+    def recent_batches(self, limit: int) -> list[BatchOutcome]:
+        """The last `limit` batches the sync pollers handled, oldest first."""
+        batches = sorted((b for source in self._sources for b in source.recent_batches()), key=lambda b: b.finished_at)
+        return batches[-limit:]
 
     def describe(self) -> Iterator[str]:
         """Human-readable lines about what runs where (no secrets)."""

@@ -296,6 +296,23 @@ def test_limits_are_answered_by_whoever_answers_them_on_aws(stack: LocalStack) -
     assert (answer["rejected"], len(answer["errors"]), answer["errors_omitted"]) == (len(rejected), 100, 3)
 
 
+def test_status_json_reads_an_external_launchdarkly_and_shows_no_secret(
+    stack: LocalStack, launchdarkly: Emulator
+) -> None:
+    response = post(f"{stack.url}/events", [engage_event("aud_e2e_status", f"s-{i}") for i in range(3)])
+    assert response.status_code == 200
+    stack.wait_until_drained(30)
+    page = requests.get(f"{stack.url}/status.json", timeout=10)
+    status = page.json()
+    assert status["launchdarkly"]["where"] == "external" and status["launchdarkly"]["problem"] is None
+    [segment] = [s for s in status["launchdarkly"]["segments"] if s["key"] == "aud_e2e_status"]
+    assert segment["members"] == len(launchdarkly.included(f"{CSID}/aud_e2e_status")) == 3
+    assert status["queue"]["visible"] == 0 and status["sync"]["recent"]
+    for secret in (SECRET, TOKEN):
+        assert secret not in page.text
+        assert secret not in requests.get(f"{stack.url}/", timeout=10).text
+
+
 def test_wrong_or_missing_credentials_get_401_and_queue_nothing(stack: LocalStack, launchdarkly: Emulator) -> None:
     audience = "aud_e2e_unauthorized"
     before = stack.stats()
