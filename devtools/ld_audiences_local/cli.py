@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from ld_audiences_local import defaults
+from ld_audiences_local.urls import loopback_origin
 
 if TYPE_CHECKING:
     from ld_audiences_local.stack import LocalStack
@@ -60,7 +60,6 @@ def _bounded(kind: Callable[[str], N], low: N, high: N | None = None) -> Callabl
 
 
 _rate = _bounded(float, 0.0, 1.0)  # a probability
-_positive_int = _bounded(int, 1)
 _non_negative_int = _bounded(int, 0)
 _seconds = _bounded(float, 0.0)
 _port = _bounded(int, 0, 65535)
@@ -178,10 +177,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         _error(f"cannot start the local stack on port {args.port}: {exc.strerror or exc}")
         return 1
     try:
-        _print(
-            *local.describe(),
-            *_ready_to_paste(local, default_secret=local.webhook_secret == defaults.DEFAULT_WEBHOOK_SECRET),
-        )
+        _print(*local.describe(), *_ready_to_paste(local))
         _print(f"listening on {local.url}")
         while not stop.wait(0.5):
             pass
@@ -191,14 +187,16 @@ def cmd_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ready_to_paste(local: LocalStack, *, default_secret: bool) -> list[str]:
+def _ready_to_paste(local: LocalStack) -> list[str]:
     """The webhook secret when it is the local default (no real secret), and commands to paste."""
-    secret = local.bearer_secret if default_secret else "<your webhook secret>"
+    default = local.webhook_secret == defaults.DEFAULT_WEBHOOK_SECRET
+    secret = shlex.quote(local.bearer_secret) if default else "'<your webhook secret>'"
+    events = shlex.quote(str(_default_events_dir()))
     return [
         f"status page:  {local.url}/",
-        f"webhook secret: {secret}" + (" (the local default)" if default_secret else " (given; not shown)"),
+        f"webhook secret: {local.bearer_secret} (the local default)" if default else "webhook secret: given, not shown",
         "try:",
-        f"  ld-audiences replay {_default_events_dir()} --endpoint {local.url} --secret {secret}",
+        f"  ld-audiences replay {events} --endpoint {local.url} --secret {secret}",
         f"  ld-audiences redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
     ]
 
@@ -330,33 +328,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) -> Any:
     import boto3
 
-    local = _local_endpoint(queue_url)
+    # moto builds a queue URL from the address it was reached at, so the local stack's loopback queue URLs
+    # name moto's endpoint themselves: no state file to go stale, no flag to copy.
+    endpoint_url = endpoint_url or loopback_origin(queue_url)
     if region is None:
         host = queue_url.split("//", 1)[-1].split("/", 1)[0]
         parts = host.split(".")
         if len(parts) >= 4 and parts[0] == "sqs":
             region = parts[1]
     kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or defaults.REGION}
-    if endpoint_url or local:
-        kwargs["endpoint_url"] = endpoint_url or local
-    if _local_endpoint(kwargs.get("endpoint_url", "")):
-        # moto accepts any credentials; real ones have no business going there.
-        kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+        if loopback_origin(endpoint_url):
+            # moto accepts any credentials; real ones have no business going there.
+            kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
     return boto3.client("sqs", **kwargs)
-
-
-def _local_endpoint(url: str) -> str | None:
-    """The endpoint of a loopback URL (`scheme://host:port`), None for any other.
-
-    moto builds a queue URL from the address it was reached at, so the local stack's queue URLs name moto's
-    endpoint themselves: no state file to go stale, no flag to copy."""
-    split = urlsplit(url)
-    host = split.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    return f"{split.scheme}://{split.netloc}" if loopback and split.scheme in ("http", "https") else None
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -603,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
             "the queue, DLQ, state table and secrets; the real ingest handler behind\n"
             "POST http://127.0.0.1:PORT/events and /v1/batch (as API Gateway proxy events); a poller\n"
             "feeding the real sync handler like Lambda's SQS event source; and, without\n"
-            "--launchdarkly-url, a LaunchDarkly emulator. Prints `listening on URL` once ready and runs\n"
+            "--launchdarkly-url, a LaunchDarkly emulator. A status page at http://127.0.0.1:PORT/ shows\n"
+            "segments, queue depths and the last batches. Prints `listening on URL` once ready and runs\n"
             "until Ctrl-C or SIGTERM."
         ),
         epilog=(

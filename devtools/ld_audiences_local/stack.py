@@ -66,7 +66,7 @@ def bearer_secret(webhook_secret: str) -> str:
     """The secret a sender presents: the secret itself, or `current` of the JSON form."""
     accepted = WebhookCredentials.from_secret(webhook_secret).accepted
     if not accepted:
-        raise ValueError('a JSON webhook secret needs a non-empty "current"')
+        raise ValueError('the webhook secret is empty (as JSON, it needs a non-empty "current")')
     return accepted[0]
 
 

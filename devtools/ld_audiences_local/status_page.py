@@ -12,11 +12,11 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from ld_audiences_local.api_gateway import Answer
+from ld_audiences_local.urls import loopback_origin, without_credentials
 
 if TYPE_CHECKING:
     from ld_audiences_local.stack import LocalStack
@@ -78,12 +78,15 @@ def snapshot(stack: LocalStack) -> dict[str, Any]:
 
 
 def segment_counts(stack: LocalStack) -> tuple[list[dict[str, Any]], str | None]:
-    """Segments and member counts, from the in-process emulator or the emulator API at LaunchDarkly's URL
-    (no credentials are sent; real LaunchDarkly lists no big-segment members, so it has none to show)."""
+    """Segments and member counts, from the in-process emulator or an emulator at `--launchdarkly-url` (its
+    `GET /emulator/segments`, asked without credentials). Real LaunchDarkly is not asked: it lists no
+    big-segment members, and polling it would spend the rate limit the sync function writes under."""
+    url = f"{stack.launchdarkly_url}/emulator/segments"
     if stack.emulator is not None:
         listed = stack.emulator.segments()
+    elif loopback_origin(url) is None:
+        return [], f"segments are listed only by an emulator on this machine, not {without_credentials(url)}"
     else:
-        url = f"{stack.launchdarkly_url}/emulator/segments"
         try:
             response = requests.get(url, timeout=SEGMENTS_TIMEOUT)
             response.raise_for_status()
@@ -100,14 +103,6 @@ def segment_counts(stack: LocalStack) -> tuple[list[dict[str, Any]], str | None]
         }
         for s in listed
     ], None
-
-
-def without_credentials(url: str) -> str:
-    split = urlsplit(url)
-    if split.username is None and split.password is None:
-        return url
-    host = split.hostname or ""
-    return urlunsplit(split._replace(netloc=f"{host}:{split.port}" if split.port else host))
 
 
 PAGE = """<!doctype html>
