@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ld_audiences.auth import WebhookCredentials, is_authorized, signature_valid
-from ld_audiences.limits import MAX_LISTED_ERRORS
 from ld_audiences.change import MembershipChange
 from ld_audiences.config import IngestSettings
+from ld_audiences.limits import MAX_LISTED_ERRORS
 from ld_audiences.normalize import Rejected, Skipped, normalize
 
 JSON_CONTENT_TYPES = ("application/json", "text/json")
