@@ -91,11 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: wrote {output}", file=sys.stderr)
     failed = [f"{s.title}: {f.name.strip()}" for s in sections for f in s.figures if f.passed is False]
     broken = [s.title for s in sections if s.skipped and s.skipped.startswith("failed")]
+    # A smoke run's tiny sizes make the figures mean nothing: it fails only when a section breaks.
     for line in failed:
-        print(f"bench: FAIL {line}", file=sys.stderr)
+        print(f"bench: {'missed (not judged in a smoke run)' if args.quick else 'FAIL'} {line}", file=sys.stderr)
     for title in broken:
         print(f"bench: {title} did not complete", file=sys.stderr)
-    return 1 if failed or broken else 0
+    return 1 if broken or (failed and not args.quick) else 0
 
 
 if __name__ == "__main__":

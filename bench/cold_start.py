@@ -40,7 +40,7 @@ FUNCTION_ENV = {
         "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ld-audiences/webhook-secret",
         "CONTEXT_KEY_POLICY": "user_id_only",
         "DEFAULT_CONTEXT_KIND": "user",
-        "MAX_BODY_BYTES": "8388608",
+        "MAX_BODY_BYTES": "5242880",
         "MAX_EVENTS_PER_REQUEST": "4000",
     },
     "sync": {

@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from ld_audiences.state_table import table_definition
 from ld_audiences_local.emulator import Emulator
-from ld_audiences_local.stack import prepare_moto
+from ld_audiences_local.moto_patches import prepare_moto
 
 LD_TOKEN = "api-test-token-0123456789"
 CLIENT_SIDE_ID = "test-client-id"

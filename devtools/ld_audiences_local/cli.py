@@ -8,15 +8,20 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ld_audiences_local import stack as stack_module
+from ld_audiences_local import defaults
+from ld_audiences_local.urls import loopback_origin
+
+if TYPE_CHECKING:
+    from ld_audiences_local.stack import LocalStack
 
 EMULATOR_PORT = 8765
 EPILOG_ENV = "Options on the command line are visible to other users in `ps`: prefer the environment for secrets."
@@ -55,10 +60,17 @@ def _bounded(kind: Callable[[str], N], low: N, high: N | None = None) -> Callabl
 
 
 _rate = _bounded(float, 0.0, 1.0)  # a probability
-_positive_int = _bounded(int, 1)
 _non_negative_int = _bounded(int, 0)
 _seconds = _bounded(float, 0.0)
 _port = _bounded(int, 0, 65535)
+# The bounds Lambda, SQS and the functions' configuration put on the `local` options.
+_batch_size = _bounded(int, 1, 10000)
+_batching_window = _bounded(float, 0.0, 300.0)
+_chunk_size = _bounded(int, 1, 10000)
+_function_timeout = _bounded(float, 1.0, 900.0)
+_visibility_timeout = _bounded(int, 0, 43200)
+_max_receive_count = _bounded(int, 1, 1000)
+_sync_concurrency = _bounded(int, 1, 64)
 
 
 def _print(*lines: str) -> None:
@@ -106,8 +118,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         serve(
             args.port,
             host=args.host,
-            tokens=args.token or [stack_module.DEFAULT_LD_TOKEN],
-            client_side_ids=args.client_side_id or [stack_module.DEFAULT_CLIENT_SIDE_ID],
+            tokens=args.token or [defaults.DEFAULT_LD_TOKEN],
+            client_side_ids=args.client_side_id or [defaults.DEFAULT_CLIENT_SIDE_ID],
             faults=faults,
             reject_cohorts=args.reject_cohort,
             access_log=args.access_log,
@@ -121,19 +133,17 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- local
 
 
-def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> stack_module.LocalStack:
+def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> LocalStack:
+    from ld_audiences_local.stack import LocalStack
+
     options: dict[str, Any] = {
         "port": args.port,
         "launchdarkly_url": args.launchdarkly_url,
-        "launchdarkly_token": args.launchdarkly_token
-        or os.environ.get("LD_API_TOKEN")
-        or stack_module.DEFAULT_LD_TOKEN,
-        "client_side_id": args.client_side_id
-        or os.environ.get("LD_CLIENT_SIDE_ID")
-        or stack_module.DEFAULT_CLIENT_SIDE_ID,
+        "launchdarkly_token": args.launchdarkly_token or os.environ.get("LD_API_TOKEN") or defaults.DEFAULT_LD_TOKEN,
+        "client_side_id": args.client_side_id or os.environ.get("LD_CLIENT_SIDE_ID") or defaults.DEFAULT_CLIENT_SIDE_ID,
         "webhook_secret": args.webhook_secret
         or os.environ.get("LD_AUDIENCES_WEBHOOK_SECRET")
-        or stack_module.DEFAULT_WEBHOOK_SECRET,
+        or defaults.DEFAULT_WEBHOOK_SECRET,
         "writer": args.writer,
         "project_key": args.project_key,
         "environment_key": args.environment_key,
@@ -143,13 +153,15 @@ def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> stack_module
         "context_kind": args.context_kind,
         "chunk_size": args.chunk_size,
         "visibility_timeout": args.visibility_timeout,
+        "sync_timeout": args.sync_timeout,
+        "max_receive_count": args.max_receive_count,
         "sync_concurrency": args.sync_concurrency,
         "log_level": args.log_level,
         "metrics": args.metrics,
         "access_log": args.access_log,
     }
     options.update(overrides)
-    return stack_module.LocalStack(**options)
+    return LocalStack(**options)
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -165,7 +177,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         _error(f"cannot start the local stack on port {args.port}: {exc.strerror or exc}")
         return 1
     try:
-        _print(*local.describe())
+        _print(*local.describe(), *_ready_to_paste(local))
         _print(f"listening on {local.url}")
         while not stop.wait(0.5):
             pass
@@ -173,6 +185,20 @@ def cmd_local(args: argparse.Namespace) -> int:
     finally:
         local.stop()
     return 0
+
+
+def _ready_to_paste(local: LocalStack) -> list[str]:
+    """The webhook secret when it is the local default (no real secret), and commands to paste."""
+    default = local.webhook_secret == defaults.DEFAULT_WEBHOOK_SECRET
+    secret = shlex.quote(local.bearer_secret) if default else "'<your webhook secret>'"
+    events = shlex.quote(str(_default_events_dir()))
+    return [
+        f"status page:  {local.url}/",
+        f"webhook secret: {local.bearer_secret} (the local default)" if default else "webhook secret: given, not shown",
+        "try:",
+        f"  ld-audiences replay {events} --endpoint {local.url} --secret {secret}",
+        f"  ld-audiences redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
+    ]
 
 
 # ----------------------------------------------------------------------------------------- replay
@@ -230,14 +256,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _error(f"no *.json fixture under {events}")
         return 2
 
-    local = stack_module.LocalStack(port=args.port)
+    from ld_audiences_local.stack import LocalStack
+
+    local = LocalStack(port=args.port)
     try:
         local.start()
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         _print(f"port {args.port} is taken: using a free port")
-        local = stack_module.LocalStack(port=0)
+        local = LocalStack(port=0)
         local.start()
     with local:
         _print("local stack:", *(f"  {line}" for line in local.describe()), "")
@@ -300,17 +328,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) -> Any:
     import boto3
 
+    # moto builds a queue URL from the address it was reached at, so the local stack's loopback queue URLs
+    # name moto's endpoint themselves: no state file to go stale, no flag to copy.
+    endpoint_url = endpoint_url or loopback_origin(queue_url)
     if region is None:
         host = queue_url.split("//", 1)[-1].split("/", 1)[0]
         parts = host.split(".")
         if len(parts) >= 4 and parts[0] == "sqs":
             region = parts[1]
-    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or defaults.REGION}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
-        if not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_PROFILE"):
-            # A local endpoint (moto) accepts any credentials.
-            kwargs.update(aws_access_key_id=stack_module.ACCESS_KEY, aws_secret_access_key=stack_module.SECRET_KEY)
+        if loopback_origin(endpoint_url):
+            # moto accepts any credentials; real ones have no business going there.
+            kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
     return boto3.client("sqs", **kwargs)
 
 
@@ -349,7 +380,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
 
 def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = True) -> None:
-    s = stack_module
+    s = defaults
     if with_port:
         parser.add_argument(
             "--port",
@@ -362,12 +393,14 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     ld.add_argument(
         "--launchdarkly-url",
         metavar="URL",
-        help="LaunchDarkly base URL the sync function writes to; without it an emulator is started in process",
+        help="LaunchDarkly base URL the sync function writes to; without it an emulator is started in process "
+        "that accepts --launchdarkly-token and --client-side-id",
     )
     ld.add_argument(
         "--launchdarkly-token",
         metavar="T",
-        help=f"API access token stored in the token secret (env LD_API_TOKEN; default {s.DEFAULT_LD_TOKEN})",
+        help="API access token stored in the token secret; with --launchdarkly-url, one that LaunchDarkly accepts "
+        f"(env LD_API_TOKEN; default {s.DEFAULT_LD_TOKEN})",
     )
     ld.add_argument(
         "--client-side-id",
@@ -379,23 +412,24 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
         "--writer",
         choices=("segment-audiences", "rest"),
         default="segment-audiences",
-        help="how segments are written (default segment-audiences)",
+        help="how segments are written (default segment-audiences); rest needs --project-key and --environment-key",
     )
-    ld.add_argument("--project-key", default="", metavar="KEY", help="project key (rest writer)")
-    ld.add_argument("--environment-key", default="", metavar="KEY", help="environment key (rest writer)")
+    ld.add_argument("--project-key", default="", metavar="KEY", help="project key (required by --writer rest)")
+    ld.add_argument("--environment-key", default="", metavar="KEY", help="environment key (required by --writer rest)")
     ld.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=_chunk_size,
         default=1000,
         metavar="N",
-        help="context keys per LaunchDarkly request (default 1000)",
+        help="context keys per LaunchDarkly request, 1 to 10000 (default 1000)",
     )
     ingest = parser.add_argument_group("ingest")
     ingest.add_argument(
         "--webhook-secret",
         metavar="S",
         help='shared secret callers present, plain or JSON {"current","previous","signing"} '
-        f"(env LD_AUDIENCES_WEBHOOK_SECRET; default {s.DEFAULT_WEBHOOK_SECRET})",
+        f"(env LD_AUDIENCES_WEBHOOK_SECRET; default {s.DEFAULT_WEBHOOK_SECRET}, printed at start; a secret given "
+        "here is never printed)",
     )
     ingest.add_argument(
         "--context-key-policy",
@@ -413,32 +447,48 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     sync = parser.add_argument_group("sync (SQS event source)")
     sync.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_batch_size,
         default=s.DEFAULT_BATCH_SIZE,
         metavar="N",
-        help=f"records per invocation (default {s.DEFAULT_BATCH_SIZE})",
+        help=f"records per invocation, 1 to 10000 (default {s.DEFAULT_BATCH_SIZE})",
     )
     sync.add_argument(
         "--batching-window",
-        type=_seconds,
+        type=_batching_window,
         metavar="S",
         default=s.DEFAULT_BATCHING_WINDOW,
-        help=f"seconds to gather a batch after its first record (default {s.DEFAULT_BATCHING_WINDOW:g})",
+        help="seconds to gather a batch after its first record, 0 to 300; Lambda needs at least 1 above 10 "
+        f"records, the local stack allows less to go faster (default {s.DEFAULT_BATCHING_WINDOW:g})",
+    )
+    sync.add_argument(
+        "--sync-timeout",
+        type=_function_timeout,
+        metavar="S",
+        default=s.DEFAULT_SYNC_TIMEOUT,
+        help="the sync function's timeout, 1 to 900 seconds: a batch that takes longer fails as a whole "
+        f"(default {s.DEFAULT_SYNC_TIMEOUT:g})",
     )
     sync.add_argument(
         "--visibility-timeout",
-        type=_non_negative_int,
+        type=_visibility_timeout,
         metavar="S",
-        default=s.DEFAULT_VISIBILITY_TIMEOUT,
-        help=f"seconds before a failed record is retried; dead-lettered after {s.MAX_RECEIVE_COUNT} receives "
-        f"(default {s.DEFAULT_VISIBILITY_TIMEOUT})",
+        help="seconds before a failed record is retried, at least --sync-timeout (Lambda refuses less) "
+        f"(default {s.VISIBILITY_TIMEOUT_FACTOR} x --sync-timeout, as template.yaml sets it: "
+        f"{s.DEFAULT_VISIBILITY_TIMEOUT})",
+    )
+    sync.add_argument(
+        "--max-receive-count",
+        type=_max_receive_count,
+        metavar="N",
+        default=s.MAX_RECEIVE_COUNT,
+        help=f"receives before a record is dead-lettered, 1 to 1000 (default {s.MAX_RECEIVE_COUNT})",
     )
     sync.add_argument(
         "--sync-concurrency",
-        type=_positive_int,
+        type=_sync_concurrency,
         metavar="N",
         default=1,
-        help="concurrent sync invocations, each its own copy of the function (default 1)",
+        help="concurrent sync invocations, each its own copy of the function, 1 to 64 (default 1)",
     )
     logs = parser.add_argument_group("output")
     logs.add_argument(
@@ -489,13 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         action="append",
         metavar="T",
-        help=f"an accepted API access token (repeatable; default {stack_module.DEFAULT_LD_TOKEN})",
+        help=f"an accepted API access token (repeatable; default {defaults.DEFAULT_LD_TOKEN})",
     )
     p.add_argument(
         "--client-side-id",
         action="append",
         metavar="ID",
-        help=f"a known client-side ID (repeatable; default {stack_module.DEFAULT_CLIENT_SIDE_ID})",
+        help=f"a known client-side ID (repeatable; default {defaults.DEFAULT_CLIENT_SIDE_ID})",
     )
     p.add_argument("--rate-429", type=_rate, default=0.0, metavar="R", help="share of writes answered 429 (default 0)")
     p.add_argument(
@@ -539,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
             "the queue, DLQ, state table and secrets; the real ingest handler behind\n"
             "POST http://127.0.0.1:PORT/events and /v1/batch (as API Gateway proxy events); a poller\n"
             "feeding the real sync handler like Lambda's SQS event source; and, without\n"
-            "--launchdarkly-url, a LaunchDarkly emulator. Prints `listening on URL` once ready and runs\n"
+            "--launchdarkly-url, a LaunchDarkly emulator. A status page at http://127.0.0.1:PORT/ shows\n"
+            "segments, queue depths and the last batches. Prints `listening on URL` once ready and runs\n"
             "until Ctrl-C or SIGTERM."
         ),
         epilog=(
@@ -593,8 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=_port,
         metavar="P",
-        default=stack_module.DEFAULT_PORT,
-        help=f"preferred ingest port (default {stack_module.DEFAULT_PORT})",
+        default=defaults.DEFAULT_PORT,
+        help=f"preferred ingest port (default {defaults.DEFAULT_PORT})",
     )
     p.add_argument(
         "--timeout",
@@ -647,12 +698,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "example: ld-audiences redrive --queue-url $QUEUE_URL --dlq-url $DLQ_URL --dry-run\n"
-            "local:   add --endpoint-url with the moto URL printed by `ld-audiences local`"
+            "local:   the queue URLs `ld-audiences local` prints are loopback URLs naming its moto server, which\n"
+            "         is used (with moto's dummy credentials) without --endpoint-url"
         ),
     )
     p.add_argument("--queue-url", required=True, metavar="Q", help="main queue URL (stack output)")
     p.add_argument("--dlq-url", required=True, metavar="D", help="dead-letter queue URL (stack output)")
-    p.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (moto when local)")
+    p.add_argument(
+        "--endpoint-url", metavar="URL", help="SQS endpoint (default: the one a loopback --dlq-url names, else AWS's)"
+    )
     p.add_argument("--region", help="AWS region (default: from the queue URL, then AWS_DEFAULT_REGION)")
     p.add_argument("--dry-run", action="store_true", help="only list what would move")
     p.add_argument("--max", type=_non_negative_int, metavar="N", help="move at most N messages")
@@ -662,9 +716,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "writer", None) == "rest" and not (args.project_key and args.environment_key):
-        build_parser().error("--writer rest needs --project-key and --environment-key")
+        parser.error("--writer rest needs --project-key and --environment-key")
+    visibility, sync_timeout = getattr(args, "visibility_timeout", None), getattr(args, "sync_timeout", 0)
+    if visibility is not None and visibility < sync_timeout:
+        parser.error(f"--visibility-timeout must be at least --sync-timeout ({sync_timeout:g} s): Lambda refuses less")
     result: int = args.func(args)
     return result
 

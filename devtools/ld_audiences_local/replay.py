@@ -22,6 +22,7 @@ import requests
 
 ENDPOINT_SUFFIXES = ("/events", "/v1/batch")
 TIMEOUT = (3.05, 30.0)  # API Gateway REST gives up after 29 s
+SHOWN_ERRORS = 10  # rejected events named per file
 
 
 def find_fixtures(paths: Iterable[str | Path]) -> list[Path]:
@@ -66,7 +67,8 @@ class FileResult:
     accepted: int | None = None
     skipped: int | None = None
     rejected: int | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the first ones, when many were rejected
     message: str = ""  # error code and message, or why there was no answer
 
     @property
@@ -79,15 +81,19 @@ class FileResult:
             parts.append(f"accepted={self.accepted} skipped={self.skipped} rejected={self.rejected}")
         if self.message:
             parts.append(self.message)
+        if self.skipped_reasons:
+            parts.append(
+                "skipped: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(self.skipped_reasons.items()))
+            )
         if self.errors:
             reasons = []
-            for error in self.errors[:10]:
+            for error in self.errors[:SHOWN_ERRORS]:
                 reason = f"#{error.get('index')} {error.get('reason')}"
                 if error.get("messageId"):
                     reason += f" ({error['messageId']})"
                 reasons.append(reason)
-            more = f" … and {len(self.errors) - 10} more" if len(self.errors) > 10 else ""
-            parts.append("rejected: " + ", ".join(reasons) + more)
+            hidden = (self.rejected or len(self.errors)) - len(reasons)
+            parts.append("rejected: " + ", ".join(reasons) + (f" … and {hidden} more" if hidden > 0 else ""))
         return "  ".join(parts)
 
 
@@ -144,8 +150,10 @@ def replay_file(
             setattr(result, name, value if isinstance(value, int) else None)
         if "code" in body or "message" in body:
             result.message = f"{body.get('code', '')}: {body.get('message', '')}".strip(": ")
-        errors = body.get("errors")
+        errors, reasons = body.get("errors"), body.get("skipped_reasons")
         result.errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+        if isinstance(reasons, dict):
+            result.skipped_reasons = {str(k): v for k, v in reasons.items() if isinstance(v, int)}
     elif response.text:
         result.message = response.text.strip().replace("\n", " ")[:200]
     if result.accepted is None:

@@ -20,11 +20,14 @@ from typing import Any
 import pytest
 import requests
 
+from ld_audiences.limits import MAX_BODY_BYTES, MAX_LISTED_ERRORS
+from ld_audiences_local.api_gateway import LAMBDA_MAX_REQUEST
 from ld_audiences_local.cli import main as cli_main
 from ld_audiences_local.emulator import Emulator
+from ld_audiences_local.event_source import SqsEventSource
 from ld_audiences_local.redrive import NO_REASON, list_dead_letters
 from ld_audiences_local.replay import replay
-from ld_audiences_local.stack import LocalStack, SqsEventSource
+from ld_audiences_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -271,6 +274,43 @@ def test_mixed_request_queues_the_valid_events_and_explains_the_rest(stack: Loca
 
     stack.wait_until_drained(30)
     assert launchdarkly.included(f"{CSID}/{audience}") == {"m-1"}
+
+
+def test_limits_are_answered_by_whoever_answers_them_on_aws(stack: LocalStack) -> None:
+    """Over MaxBodyBytes but within Lambda's 6 MiB event: the function says why (413 with code and message).
+    Over Lambda's limit: API Gateway's own 413, the function never runs. Many rejected events: the answer
+    lists the first ones and counts the rest."""
+    padding = "x" * (MAX_BODY_BYTES + 1024)
+    within_lambda = post(f"{stack.url}/events", [{**engage_event("aud_e2e_big", "b-1"), "padding": padding}])
+    assert within_lambda.status_code == 413
+    assert within_lambda.json()["code"] == "body_too_large"
+
+    requests_before = stack.stats()["ingest_requests"]
+    quotes = '"' * (LAMBDA_MAX_REQUEST // 2)  # every quote is escaped in the event: twice the size
+    over_lambda = post(f"{stack.url}/events", [{**engage_event("aud_e2e_big", "b-1"), "padding": quotes}])
+    assert (over_lambda.status_code, over_lambda.json()) == (413, {"message": "Request Too Long"})
+    assert stack.stats()["ingest_requests"] == requests_before
+
+    rejected = [engage_event("aud_e2e_many", f"r-{i}", "maybe") for i in range(MAX_LISTED_ERRORS + 3)]
+    answer = post(f"{stack.url}/events", rejected).json()
+    assert (answer["rejected"], len(answer["errors"]), answer["errors_omitted"]) == (len(rejected), 100, 3)
+
+
+def test_status_json_reads_an_external_launchdarkly_and_shows_no_secret(
+    stack: LocalStack, launchdarkly: Emulator
+) -> None:
+    response = post(f"{stack.url}/events", [engage_event("aud_e2e_status", f"s-{i}") for i in range(3)])
+    assert response.status_code == 200
+    stack.wait_until_drained(30)
+    page = requests.get(f"{stack.url}/status.json", timeout=10)
+    status = page.json()
+    assert status["launchdarkly"]["where"] == "external" and status["launchdarkly"]["problem"] is None
+    [segment] = [s for s in status["launchdarkly"]["segments"] if s["key"] == "aud_e2e_status"]
+    assert segment["members"] == len(launchdarkly.included(f"{CSID}/aud_e2e_status")) == 3
+    assert status["queue"]["visible"] == 0 and status["sync"]["recent"]
+    for secret in (SECRET, TOKEN):
+        assert secret not in page.text
+        assert secret not in requests.get(f"{stack.url}/", timeout=10).text
 
 
 def test_wrong_or_missing_credentials_get_401_and_queue_nothing(stack: LocalStack, launchdarkly: Emulator) -> None:

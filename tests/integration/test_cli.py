@@ -6,6 +6,7 @@ import base64
 import gzip
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -182,9 +183,9 @@ def answer_like_ingest(request: Recorded) -> Scripted:
     ):
         return Scripted(401, json_type, {"code": "unauthorized", "message": "missing or invalid credentials"})
     errors = [{"index": 1, "messageId": "personas_x", "reason": "missing_membership"}]
-    return Scripted(
-        200, json_type, {"accepted": 1, "skipped": 0, "rejected": 1, "skipped_reasons": {}, "errors": errors}
-    )
+    counts = {"accepted": 1, "skipped": 3, "rejected": 12, "errors_omitted": 11}
+    reasons = {"not_audience_event": 2, "computation_class_not_synced": 1}
+    return Scripted(200, json_type, {**counts, "skipped_reasons": reasons, "errors": errors})
 
 
 @pytest.fixture
@@ -219,8 +220,9 @@ def test_replay_posts_every_fixture_to_the_route_for_its_shape(
     assert {r.headers["Authorization"] for r in ingest.requests} == {f"Bearer {SECRET}"}
     lines = result.stdout.splitlines()
     assert len(lines) == 5
-    assert "a_single.json  200  accepted=1 skipped=0 rejected=1" in lines[0]
-    assert "rejected: #1 missing_membership (personas_x)" in lines[0]
+    assert "a_single.json  200  accepted=1 skipped=3 rejected=12" in lines[0]
+    assert "skipped: computation_class_not_synced (1), not_audience_event (2)" in lines[0]
+    assert "rejected: #1 missing_membership (personas_x) … and 11 more" in lines[0]
     assert SECRET not in result.stdout + result.stderr
 
 
@@ -343,7 +345,41 @@ def test_local_serves_the_pipeline_until_sigterm() -> None:
         output = _terminate(process, reader)
     assert process.returncode == 0
     assert "shutting down" in output
+    assert "webhook secret: given, not shown" in output
     assert SECRET not in output
+
+
+def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> None:
+    """The default webhook secret is printed (it is no real secret), and the replay and redrive lines run as
+    they are, in a shell with no AWS settings at all: redrive finds moto from the loopback queue URL."""
+    env = {name: value for name, value in clean_env().items() if not name.startswith("AWS_")}
+    process = subprocess.Popen(  # noqa: S603
+        [str(CLI), "local", "--port", "0", "--batching-window", "0.2", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    reader = LineReader(process)
+    try:
+        assert reader.wait_for("webhook secret: ", 30) == "webhook secret: local-webhook-secret (the local default)"
+        replay_line = reader.wait_for("  ld-audiences replay ", 5)
+        redrive_line = reader.wait_for("  ld-audiences redrive ", 5)
+        reader.wait_for("listening on ", 30)
+        replayed = run(*shlex.split(replay_line)[1:], env=env)
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert "0 not" in replayed.stdout
+        listed = run(*shlex.split(redrive_line)[1:], env=env)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "dry run: 0 message(s) would be moved back" in listed.stdout
+    finally:
+        _terminate(process, reader)
+
+
+def test_local_states_the_relation_of_its_timeouts() -> None:
+    result = run("local", "--visibility-timeout", "2")
+    assert result.returncode == 2
+    assert "--visibility-timeout must be at least --sync-timeout (10 s)" in result.stderr
+    assert "at least --sync-timeout" in " ".join(run("local", "--help").stdout.split())
 
 
 def test_local_refuses_a_taken_port() -> None:

@@ -1,5 +1,5 @@
 """The moto every local run uses (the local stack's and the tests') keeps the guarantees SQS gives
-concurrent callers that moto alone does not: `stack.prepare_moto` patches them, and these fail without it."""
+concurrent callers that moto alone does not: `moto_patches.prepare_moto` patches them, and these fail without it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import uuid
 
 from moto.sqs.models import Message, sqs_backends
 
-from ld_audiences_local.stack import REGION, prepare_moto
+from ld_audiences_local.defaults import REGION
+from ld_audiences_local.moto_patches import prepare_moto
 
 ACCOUNT = "123456789012"
 

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from ld_audiences.auth import WebhookCredentials
 from ld_audiences.change import MembershipChange
 from ld_audiences.config import IngestSettings, NormalizeSettings
 from ld_audiences.ingest import QueueUnavailable, Response, handle
+from ld_audiences.limits import MAX_EVENTS_PER_REQUEST, MAX_LISTED_ERRORS
 from tests.segment_events import engage_event
 
 SECRET = "s3cret-webhook"
@@ -141,6 +143,26 @@ def test_gzip_bodies_are_decompressed() -> None:
     assert response.status == 200 and len(queue.sent) == 2
 
 
+def test_bodies_api_gateway_already_inflated_are_read_as_they_are() -> None:
+    """API Gateway inflates a gzip or deflate body itself and passes Content-Encoding on with it."""
+    for encoding in ("gzip", "deflate"):
+        response, queue = post([engage_event()], headers={**bearer(), "content-encoding": encoding})
+        assert (response.status, len(queue.sent)) == (200, 1), encoding
+
+
+def test_deflate_bodies_are_decompressed() -> None:
+    payload = zlib.compress(json.dumps([engage_event()]).encode())
+    response, queue = post(
+        body=base64.b64encode(payload).decode(), is_base64=True, headers={**bearer(), "content-encoding": "deflate"}
+    )
+    assert (response.status, len(queue.sent)) == (200, 1)
+
+
+def test_other_content_codings_get_415() -> None:
+    response, queue = post([engage_event()], headers={**bearer(), "content-encoding": "br"})
+    assert (response.status, response.body["code"], queue.sent) == (415, "unsupported_encoding", [])
+
+
 def test_gzip_bombs_stop_at_the_body_limit() -> None:
     bomb = gzip.compress(b"[" + b" " * 10_000_000 + b"]")
     response, _ = post(
@@ -170,6 +192,46 @@ def test_mixed_requests_queue_the_valid_events_and_name_the_bad_ones() -> None:
         }
     ]
     assert response.body["skipped_reasons"] == {"computation_class_not_synced": 1}
+
+
+def test_the_error_list_is_capped_and_says_how_many_it_left_out() -> None:
+    events = [engage_event(value="maybe", message_id=f"personas_bad_{i}") for i in range(MAX_LISTED_ERRORS + 7)]
+    response, queue = handle_events([engage_event(user_id="ok"), *events])
+    assert (response.status, response.body["accepted"], response.body["rejected"]) == (200, 1, len(events))
+    assert [e["messageId"] for e in response.body["errors"]] == [e["messageId"] for e in events[:MAX_LISTED_ERRORS]]
+    assert response.body["errors_omitted"] == 7
+    assert len(queue.sent) == 1
+
+
+def test_the_answer_fits_lambdas_response_limit_whatever_is_rejected() -> None:
+    """The most events a request may hold, every one rejected with the longest id and audience key the models
+    allow, made of characters JSON escapes (12 bytes each): the proxy result Lambda serializes stays under
+    its 6 MB response limit (without the cap it is over 100 MB)."""
+    longest = "\N{MUSICAL SYMBOL G CLEF}" * 255
+    event = engage_event(audience_key=longest, value="maybe", message_id=longest)
+    response, _ = handle_events([event] * MAX_EVENTS_PER_REQUEST)
+    assert response.body["rejected"] == MAX_EVENTS_PER_REQUEST
+    # What the Lambda handler returns (Powertools' proxy result) and the runtime serializes.
+    result = {"statusCode": response.status, "body": json.dumps(response.body), "isBase64Encoded": False}
+    assert len(json.dumps(result).encode()) < 6 * 1024 * 1024 + 100
+
+
+def handle_events(events: list[Any]) -> tuple[Response, RecordingQueue]:
+    """`post` without SETTINGS' small limits."""
+    queue = RecordingQueue()
+    settings = IngestSettings(
+        queue_url="q", webhook_secret_id="w", normalize=NormalizeSettings(), max_body_bytes=10**9, max_events=10**6
+    )
+    response, _ = handle(
+        method="POST",
+        headers=bearer(),
+        body=json.dumps(events),
+        is_base64=False,
+        settings=settings,
+        credentials=lambda: WebhookCredentials.from_secret(SECRET),
+        queue=queue,
+    )
+    return response, queue
 
 
 def test_all_events_invalid_is_a_400_with_the_same_details() -> None:

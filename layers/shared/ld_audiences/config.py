@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
+from ld_audiences import limits
+
 DEFAULT_LD_BASE_URL = "https://app.launchdarkly.com"
 # No per-request limit is documented; peers send at most 1,000 identifiers per request.
 DEFAULT_CHUNK_SIZE = 1000
@@ -91,9 +93,9 @@ class IngestSettings:
     webhook_secret_id: str
     normalize: NormalizeSettings
     secrets_max_age: int = 300
-    # API Gateway REST allows 10 MB; Segment's Tracking API allows 500 KB and Webhooks (Actions)
-    # sends up to 4,000 events, so 8 MiB leaves room for the largest legitimate batch.
-    max_body_bytes: int = 8 * 1024 * 1024
+    # As large as Lambda lets a body be (limits.py); Segment's Tracking API sends at most 500 KB, Webhooks
+    # (Actions) up to 4,000 events (about 3.5 MB of Engage events).
+    max_body_bytes: int = limits.MAX_BODY_BYTES
     max_events: int = 4000
 
     @classmethod
@@ -103,8 +105,8 @@ class IngestSettings:
             webhook_secret_id=_env("WEBHOOK_SECRET_ARN"),
             normalize=NormalizeSettings.from_env(),
             secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
-            max_body_bytes=_int_env("MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 10 * 1024 * 1024),
-            max_events=_int_env("MAX_EVENTS_PER_REQUEST", 4000, 1, 10000),
+            max_body_bytes=_int_env("MAX_BODY_BYTES", limits.MAX_BODY_BYTES, 1024, limits.MAX_BODY_BYTES),
+            max_events=_int_env("MAX_EVENTS_PER_REQUEST", 4000, 1, limits.MAX_EVENTS_PER_REQUEST),
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ld_audiences.auth import WebhookCredentials, is_authorized, signature_valid
 from ld_audiences.change import MembershipChange
 from ld_audiences.config import IngestSettings
+from ld_audiences.limits import MAX_LISTED_ERRORS
 from ld_audiences.normalize import Rejected, Skipped, normalize
 
 JSON_CONTENT_TYPES = ("application/json", "text/json")
@@ -50,12 +51,14 @@ class IngestReport:
         return len(self.queued)
 
     def as_body(self) -> dict[str, Any]:
+        listed = self.errors[:MAX_LISTED_ERRORS]
         return {
             "accepted": self.accepted,
             "skipped": sum(self.skipped.values()),
             "rejected": len(self.errors),
             "skipped_reasons": dict(self.skipped),
-            "errors": self.errors,
+            "errors": listed,
+            "errors_omitted": len(self.errors) - len(listed),
         }
 
 
@@ -130,20 +133,32 @@ def read_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
 
 def decompress(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> bytes:
     encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "gzip":
-        return _gunzip(raw, max_bytes)
-    if encoding not in ("identity", ""):
+    if encoding in ("identity", ""):
+        return raw
+    if encoding not in _COMPRESSED:
         raise RequestError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported")
-    return raw
+    magic, wbits = _COMPRESSED[encoding]
+    # API Gateway inflates a gzip or deflate body itself and passes the header on: only a body that is
+    # still compressed is inflated here (JSON never starts with these bytes).
+    if not raw.startswith(magic):
+        return raw
+    return _inflate(raw, encoding, wbits, max_bytes)
 
 
-def _gunzip(raw: bytes, max_bytes: int) -> bytes:
+# Content coding -> the first bytes of a body still in it, and zlib's window bits to inflate it.
+_COMPRESSED = {
+    "gzip": (b"\x1f\x8b", 16 + zlib.MAX_WBITS),
+    "deflate": (b"\x78", zlib.MAX_WBITS),  # the zlib format, which HTTP's "deflate" names
+}
+
+
+def _inflate(raw: bytes, encoding: str, wbits: int, max_bytes: int) -> bytes:
     # Bounded inflate: a small gzip bomb must not expand past the body limit.
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    inflater = zlib.decompressobj(wbits=wbits)
     try:
         data = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
-        raise RequestError(400, "invalid_body", "the body is not valid gzip") from None
+        raise RequestError(400, "invalid_body", f"the body is not valid {encoding}") from None
     if len(data) > max_bytes or inflater.unconsumed_tail:
         raise RequestError(413, "body_too_large", f"the decompressed body is larger than {max_bytes} bytes")
     return data
