@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from ld_audiences.writers import RestWriter, Target
 from ld_audiences_local.cli import main as cli_main
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.redrive import NO_REASON, list_dead_letters
@@ -202,8 +203,11 @@ def test_rest_writer_replays_the_fixtures_into_big_segments(fixtures_dir: Path) 
         assert [r.status for r in results] == [200] * len(results), [r.line() for r in results]
         local.wait_until_drained(30)
         segments = {s["key"]: s for s in local.emulator.segments()}
-        assert set(segments) == set(keys.values())
-        for audience, key in keys.items():
+        segment_keys = {
+            audience: RestWriter.segment_key(Target(audience, key, "user")) for audience, key in keys.items()
+        }
+        assert set(segments) == set(segment_keys.values())  # one segment per audience id
+        for audience, key in segment_keys.items():
             assert segments[key]["kind"] == "big"
             assert segments[key]["contextKind"] == "user"
             assert set(segments[key]["included"]) == members[audience], key
