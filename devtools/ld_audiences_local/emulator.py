@@ -186,17 +186,23 @@ class _Segment:
             doc["_external"] = SYNCED_SEGMENT_SOURCE
         return doc
 
+    @property
+    def inspection_id(self) -> str:
+        """Synced segments by client-side ID and cohort, as the segment-audiences writer knows them."""
+        if self.synced:
+            return f"{self.client_side_id}/{self.cohort_id}"
+        return f"{self.project}/{self.environment}/{self.key}"
+
     def inspection(self) -> dict[str, _JSONValue]:
         """The emulator's own view, members included (GET /emulator/segments)."""
         where: dict[str, _JSONValue]
-        if self.synced:  # addressed by client-side ID and cohort, as the segment-audiences writer knows it
-            where = {"id": f"{self.client_side_id}/{self.cohort_id}", "kind": "synced", "key": self.cohort_id}
-            where["environment"] = self.client_side_id
+        if self.synced:
+            where = {"kind": "synced", "key": self.cohort_id, "environment": self.client_side_id}
         else:
             kind = "big" if self.unbounded else "standard"
-            where = {"id": f"{self.project}/{self.environment}/{self.key}", "kind": kind, "key": self.key}
-            where |= {"project": self.project, "environment": self.environment}
+            where = {"kind": kind, "key": self.key, "project": self.project, "environment": self.environment}
         return {
+            "id": self.inspection_id,
             **where,
             "name": self.name,
             "contextKind": self.context_kind,
@@ -239,7 +245,7 @@ _ROUTES: tuple[_Route, ...] = (
     _route(_SEGMENT, "rest", GET="_get_segment", DELETE="_delete_segment"),
     _route(f"{_SEGMENT}/contexts", "rest", POST="_update_contexts"),
     _route(f"{_SEGMENT}/contexts/{{contextKey}}", "rest", GET="_get_membership"),
-    _route(f"{_SEGMENT}/users/{{contextKey}}", "rest", GET="_get_membership"),
+    _route(f"{_SEGMENT}/users/{{userKey}}", "rest", GET="_get_membership"),
     _route("/sdk/goals/{clientSideId}", GET="_sdk_goals", HEAD="_sdk_goals"),
     _route("/emulator/segments", GET="_inspect_segments"),
     _route("/emulator/stats", GET="_inspect_stats"),
@@ -548,7 +554,7 @@ class Emulator:
         """Members of a segment by inspection id; empty for a segment that does not exist (see segments())."""
         with self._lock:
             for segment in self._segments.values():
-                if segment.inspection()["id"] == segment_id:
+                if segment.inspection_id == segment_id:
                     return set(segment.included)
         return set()
 
@@ -694,7 +700,7 @@ class Emulator:
         _, first_name, first_cohort, _ = items[0]
         if first_cohort in self._reject:
             raise _bad("cohort rejected")
-        # The key LaunchDarkly's integration validation server gives a new synced segment (DOCS: LAUNCHDARKLY.md).
+        # The key LaunchDarkly's integration validation server gives a new synced segment (docs/LAUNCHDARKLY.md).
         address = (env.project, env.key, f"{SYNCED_SEGMENT_SOURCE}-{first_cohort}")
         with self._lock:
             seg = self._segments.get(address)
@@ -839,7 +845,6 @@ class Emulator:
         return _Response(204)
 
     def _update_contexts(self, req: _Request) -> _Response:
-        self._environment(req)
         doc = _parse_json_object(req.body)
         if doc.get("included") is None and doc.get("excluded") is None:
             raise _bad("included or excluded is required")
@@ -869,7 +874,7 @@ class Emulator:
 
     def _get_membership(self, req: _Request) -> _Response:
         """LaunchDarkly's `BigSegmentTarget`: its key field is `userKey` on the contexts route too."""
-        context_key = req.params["contextKey"]
+        context_key = req.params.get("contextKey") or req.params["userKey"]
         with self._lock:
             seg = self._big_segment(req)
             return _Response(

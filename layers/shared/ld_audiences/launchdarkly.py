@@ -120,14 +120,20 @@ class LaunchDarklyClient:
             self._sleep(wait)
 
 
-def error_details(response: requests.Response, context_keys: Iterable[str] = ()) -> tuple[str, str]:
-    """LaunchDarkly's `{"code", "message"}` error body, or the status line when there is none, scrubbed
-    (see `_scrub`): it ends up in log lines and dead-letter attributes."""
+def json_object(response: requests.Response) -> dict[str, Any]:
+    """The response's JSON object; empty when the body is not one."""
     try:
         data = response.json()
     except ValueError:
-        data = None
-    if isinstance(data, dict):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def error_details(response: requests.Response, context_keys: Iterable[str] = ()) -> tuple[str, str]:
+    """LaunchDarkly's `{"code", "message"}` error body, or the status line when there is none, scrubbed
+    (see `_scrub`): it ends up in log lines and dead-letter attributes."""
+    data = json_object(response)
+    if data:
         code, message = str(data.get("code", "unknown")), str(data.get("message", ""))
     else:
         code, message = f"http_{response.status_code}", response.reason or ""

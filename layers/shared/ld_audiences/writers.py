@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import requests
-
 from ld_audiences.config import LaunchDarklySettings, WriterMode
-from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, error_details
+from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, error_details, json_object
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +141,7 @@ class RestWriter:
             existing = self._client.request("GET", path, None, deadline=deadline, expected={404})
             if existing.status_code == 404:  # deleted in between: the next attempt creates it
                 raise WriteError(False, 404, "not_found", f"segment {key} was deleted while it was checked")
-            self._check_ownership(target, key, _json_object(existing))
+            self._check_ownership(target, key, json_object(existing))
         self._ours.add(key)
 
     def _check_ownership(self, target: Target, key: str, segment: dict[str, Any]) -> None:
@@ -173,14 +171,6 @@ class RestWriter:
             extra={"audience_id": target.audience_id, "segment_key": key, "ld_code": code},
         )
         raise WriteError(True, 409, code, f"{where} {problem}")
-
-
-def _json_object(response: requests.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def make_writer(settings: LaunchDarklySettings, client: LaunchDarklyClient) -> SegmentWriter:
