@@ -1,9 +1,14 @@
-"""Verify LaunchDarkly credentials before deploying: the API access token and the client-side ID.
+"""Verify LaunchDarkly settings before deploying: the API access token, the client-side ID (the
+segment-audiences writer) and the project and environment (the rest writer).
 
 * token: `GET {base}/api/v2/versions` with the token (200 valid, 401/403 rejected);
-* client-side ID: `HEAD {clientsdk}/sdk/goals/{id}` (200 valid, 404 unknown).
+* client-side ID: `HEAD {clientsdk}/sdk/goals/{id}` (200 valid, 404 unknown);
+* project and environment: `GET {base}/api/v2/projects/{project}/environments/{environment}` with the
+  token (200: both exist and the token can read them; 403: the token's role cannot; 404: one is unknown,
+  and `GET {base}/api/v2/projects/{project}` tells which).
 
-No verdict, error or exception text ever contains the token.
+No verdict, error or exception text ever contains the token (nor the environment's SDK key, which the
+environment's representation holds).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ TIMEOUT = (3.05, 10.0)
 
 @dataclass(frozen=True)
 class Verdict:
-    subject: str  # "access token" or "client-side ID"
+    subject: str  # "access token", "client-side ID" or "project and environment"
     ok: bool
     message: str
 
@@ -80,15 +85,58 @@ def check_client_side_id(
     return Verdict("client-side ID", False, f"unexpected answer from {url}: {status} {response.reason or ''}".rstrip())
 
 
+def check_environment(
+    base_url: str, token: str, project_key: str, environment_key: str, *, session: requests.Session | None = None
+) -> Verdict:
+    subject = "project and environment"
+    where = f"{project_key}/{environment_key}"
+    base = base_url.rstrip("/")
+    project_url = f"{base}/api/v2/projects/{quote(project_key, safe='')}"
+    url = f"{project_url}/environments/{quote(environment_key, safe='')}"
+    http = session or requests.Session()
+    headers = {"Authorization": token, "LD-API-Version": API_VERSION}
+    project_exists = False
+    try:
+        response = http.get(url, headers=headers, timeout=TIMEOUT, allow_redirects=False)
+        status = response.status_code
+        if status == 404:  # which of the two is unknown?
+            project = http.get(project_url, headers=headers, timeout=TIMEOUT, allow_redirects=False)
+            project_exists = project.status_code == 200
+    except requests.RequestException as exc:
+        return Verdict(subject, False, f"could not reach {url} ({type(exc).__name__})")
+    if status == 200:
+        return Verdict(subject, True, f"{where} exists and this token can read it (GET → 200)")
+    if status == 404:
+        if project_exists:
+            return Verdict(subject, False, f"project {project_key} has no environment {environment_key} (404)")
+        return Verdict(subject, False, f"project {project_key} does not exist at {base_url} (404)")
+    if status == 401:
+        return Verdict(subject, False, f"the token is rejected by {base_url} (401); check the token")
+    if status == 403:
+        return Verdict(
+            subject,
+            False,
+            f"this token may not read {where} (403): its role needs viewProject on proj/{project_key}, and "
+            f"createSegment and updateIncluded on proj/{project_key}:env/{environment_key}:segment/*",
+        )
+    if status == 429:
+        return Verdict(subject, False, f"rate limited by {base_url} (429); try again shortly")
+    return Verdict(subject, False, f"unexpected answer from {url}: {status} {_error_text(response)}".rstrip())
+
+
 def check(
     *,
     token: str,
     client_side_id: str | None,
     base_url: str = DEFAULT_BASE_URL,
     clientsdk_url: str = DEFAULT_CLIENTSDK_URL,
+    project_key: str | None = None,
+    environment_key: str | None = None,
 ) -> list[Verdict]:
     with requests.Session() as session:
         verdicts = [check_token(base_url, token, session=session)]
         if client_side_id:
             verdicts.append(check_client_side_id(clientsdk_url, client_side_id, session=session))
+        if project_key and environment_key:
+            verdicts.append(check_environment(base_url, token, project_key, environment_key, session=session))
     return [Verdict(v.subject, v.ok, _redact(v.message, token)) for v in verdicts]

@@ -98,7 +98,7 @@ def _stop_event_on_signals() -> threading.Event:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from ld_audiences_local.emulator import Faults, serve
+    from ld_audiences_local.emulator import DEFAULT_ENVIRONMENTS, Faults, serve
 
     faults = Faults(
         rate_429=args.rate_429,
@@ -123,7 +123,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             faults=faults,
             reject_cohorts=args.reject_cohort,
             access_log=args.access_log,
+            environments=args.environment or DEFAULT_ENVIRONMENTS,
+            reader_tokens=args.reader_token or (),
         )
+    except ValueError as exc:
+        _error(str(exc))
+        return 2
     except OSError as exc:
         _error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return 1
@@ -311,12 +316,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         _error("no access token: pass --token or set LD_API_TOKEN")
         return 2
     client_side_id = args.client_side_id or os.environ.get("LD_CLIENT_SIDE_ID") or None
+    project_key = args.project_key or os.environ.get("LD_PROJECT_KEY") or None
+    environment_key = args.environment_key or os.environ.get("LD_ENVIRONMENT_KEY") or None
+    if bool(project_key) != bool(environment_key):
+        _error("give both the project key and the environment key (the rest writer needs both), or neither")
+        return 2
     verdicts = check(
-        token=token, client_side_id=client_side_id, base_url=args.base_url, clientsdk_url=args.clientsdk_url
+        token=token,
+        client_side_id=client_side_id,
+        base_url=args.base_url,
+        clientsdk_url=args.clientsdk_url,
+        project_key=project_key,
+        environment_key=environment_key,
     )
     _print(*(v.line() for v in verdicts))
     if not client_side_id:
         _print("SKIP  client-side ID: not given (--client-side-id or LD_CLIENT_SIDE_ID)")
+    if not project_key:
+        _print("SKIP  project and environment: not given (--project-key and --environment-key, for the rest writer)")
     bad = [v for v in verdicts if not v.ok]
     _print(f"verdict: {'all good' if not bad else f'{len(bad)} problem(s)'}")
     return 1 if bad else 0
@@ -519,10 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the LaunchDarkly emulator",
         formatter_class=_Formatter,
         description=(
-            "Serve a stateful LaunchDarkly stand-in on loopback: segment-audiences, the big-segment\n"
-            "REST API, GET /api/v2/versions and HEAD /sdk/goals/{id}, with LaunchDarkly's validation and\n"
-            "error bodies. Inspect it with GET /emulator/segments and GET /emulator/stats; change faults\n"
-            "with POST /emulator/faults; forget everything with POST /emulator/reset.\n"
+            "Serve a stateful LaunchDarkly stand-in on loopback: segment-audiences, the segments REST API\n"
+            "(create, get, delete, big-segment members and membership reads, for synced segments too),\n"
+            "projects and environments (404 for unknown ones), GET /api/v2/versions and HEAD\n"
+            "/sdk/goals/{id}, with LaunchDarkly's field names, validation and error bodies (see\n"
+            "docs/LAUNCHDARKLY.md). Inspect it with GET /emulator/segments and GET /emulator/stats;\n"
+            "change faults with POST /emulator/faults; forget everything with POST /emulator/reset.\n"
             "Fault rates are probabilities per write request. Runs until Ctrl-C or SIGTERM."
         ),
         epilog="example: ld-audiences emulator --port 8765 --rate-429 0.1 --rate-5xx 0.05 --seed 7",
@@ -542,10 +561,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"an accepted API access token (repeatable; default {defaults.DEFAULT_LD_TOKEN})",
     )
     p.add_argument(
+        "--reader-token",
+        action="append",
+        metavar="T",
+        help="an API access token that may only read, like LaunchDarkly's Reader role (repeatable)",
+    )
+    p.add_argument(
+        "--environment",
+        action="append",
+        metavar="PROJECT/ENV",
+        help="an environment that exists (repeatable; default default/production and default/test, what a "
+        "new LaunchDarkly account has); others answer 404",
+    )
+    p.add_argument(
         "--client-side-id",
         action="append",
         metavar="ID",
-        help=f"a known client-side ID (repeatable; default {defaults.DEFAULT_CLIENT_SIDE_ID})",
+        help="the client-side ID of the first, second, … --environment (repeatable; default "
+        f"{defaults.DEFAULT_CLIENT_SIDE_ID} for the first)",
     )
     p.add_argument("--rate-429", type=_rate, default=0.0, metavar="R", help="share of writes answered 429 (default 0)")
     p.add_argument(
@@ -658,13 +691,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "check",
-        help="verify a LaunchDarkly access token and client-side ID",
+        help="verify LaunchDarkly settings: access token, client-side ID, project and environment",
         formatter_class=_Formatter,
         description=(
-            "Verify LaunchDarkly credentials: GET {base}/api/v2/versions with the token (200 valid,\n"
-            "401/403 rejected) and HEAD {clientsdk}/sdk/goals/{client-side ID} (200 valid, 404 unknown).\n"
-            "Prints one verdict line per check; exit status 0 only if every check passed. The token\n"
-            "is never printed. (Role actions such as createSegment are not visible to this check.)"
+            "Verify LaunchDarkly settings: GET {base}/api/v2/versions with the token (200 valid,\n"
+            "401/403 rejected); HEAD {clientsdk}/sdk/goals/{client-side ID} (200 valid, 404 unknown), for\n"
+            "the segment-audiences writer; GET {base}/api/v2/projects/{project}/environments/{environment}\n"
+            "with the token (200: both exist and the token can read them; 403: its role cannot; 404: which\n"
+            "one is unknown), for the rest writer. Prints one verdict line per check; exit status 0 only if\n"
+            "every check passed. The token is never printed. (Write actions such as createSegment are not\n"
+            "visible to this check.)"
         ),
         epilog="EU instance: --base-url https://app.eu.launchdarkly.com; federal: https://app.launchdarkly.us",
     )
@@ -676,6 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--token", metavar="T", help="API access token (env LD_API_TOKEN)")
     p.add_argument("--client-side-id", metavar="ID", help="environment client-side ID (env LD_CLIENT_SIDE_ID)")
+    p.add_argument("--project-key", metavar="KEY", help="project key, for the rest writer (env LD_PROJECT_KEY)")
+    p.add_argument(
+        "--environment-key", metavar="KEY", help="environment key, for the rest writer (env LD_ENVIRONMENT_KEY)"
+    )
     p.add_argument(
         "--clientsdk-url",
         default="https://clientsdk.launchdarkly.com",

@@ -1,8 +1,9 @@
 """A strict, stateful LaunchDarkly stand-in served over HTTP on loopback.
 
-It implements the endpoints ld-audiences talks to (segment-audiences, the big-segment REST API, the
-credential checks) with real state, LaunchDarkly-style validation and error bodies, and rate-limit
-headers, and it can inject faults into the write endpoints so the product's real HTTP client can be
+It implements the endpoints ld-audiences talks to (segment-audiences, the big-segment REST API with its
+membership reads, projects and environments, the credential checks) with real state, LaunchDarkly's
+field names, validation and error bodies, and rate-limit headers (docs/LAUNCHDARKLY.md says where each
+comes from), and it can inject faults into the write endpoints so the product's real HTTP client can be
 exercised against 429s, 5xx, slow answers and dropped connections.
 
 Stdlib only: the local stack and the tests must not need anything the Lambda layer does not have.
@@ -11,6 +12,7 @@ Stdlib only: the local stack and the tests must not need anything the Lambda lay
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import random
 import re
@@ -18,11 +20,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ld_audiences_local.http_routing import AllMethodsHandler
 
@@ -32,6 +34,12 @@ SEGMENT_KEY_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 # LaunchDarkly context kinds: letters, digits, ".", "_", "-"; "kind" and "multi" are reserved.
 CONTEXT_KIND_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 RESERVED_CONTEXT_KINDS = frozenset({"kind", "multi"})
+# Tags: 1 to 64 letters, digits, ".", "_", "-" (what LaunchDarkly's Terraform provider validates).
+TAG_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
+# What a new LaunchDarkly account starts with: project "default" with these two environments.
+DEFAULT_ENVIRONMENTS = ("default/production", "default/test")
+# The integration key of LaunchDarkly's Segment integration; synced segments are keyed "{it}-{cohortId}".
+SYNCED_SEGMENT_SOURCE = "segment-audiences"
 # Far above any sane request; guards the emulator against a runaway client filling memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -93,22 +101,41 @@ class _Response:
 class _Request:
     method: str
     params: dict[str, str]
+    query: dict[str, str]
     headers: Mapping[str, str]
     content_type: str
     body: bytes
 
 
-@dataclass
-class _SyncedSegment:
-    environment_id: str
-    cohort_id: str
-    name: str
-    context_kind: str
-    included: set[str]
+@dataclass(frozen=True)
+class _Environment:
+    project: str
+    key: str
+    client_side_id: str  # LaunchDarkly's environment `_id`
+
+    def to_json(self) -> dict[str, _JSONValue]:
+        """LaunchDarkly's `Environment` representation; the keys are stand-ins, never real secrets."""
+        digest = _digest(f"{self.project}/{self.key}")
+        return {
+            "_links": _self_link(f"/api/v2/projects/{quote(self.project)}/environments/{quote(self.key)}"),
+            "_id": self.client_side_id,
+            "key": self.key,
+            "name": self.key,
+            "apiKey": f"sdk-emulator-{digest}",
+            "mobileKey": f"mob-emulator-{digest}",
+            "color": "F5A623",
+            "defaultTtl": 0,
+            "secureMode": False,
+            "defaultTrackEvents": False,
+            "requireComments": False,
+            "confirmChanges": False,
+            "tags": [],
+            "critical": False,
+        }
 
 
 @dataclass
-class _BigSegment:
+class _Segment:
     project: str
     environment: str
     key: str
@@ -118,76 +145,112 @@ class _BigSegment:
     unbounded: bool
     context_kind: str | None
     creation_date: int
-    version: int
-    included: set[str]
-    excluded: set[str]
+    generation: int
+    included: set[str] = field(default_factory=set)
+    excluded: set[str] = field(default_factory=set)
+    # Synced segments only: the environment's client-side ID and the cohort they were created for.
+    client_side_id: str | None = None
+    cohort_id: str | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self.cohort_id is not None
+
+    @property
+    def path(self) -> str:
+        return f"/api/v2/segments/{quote(self.project)}/{quote(self.environment)}/{quote(self.key)}"
 
     def to_json(self) -> dict[str, _JSONValue]:
+        """LaunchDarkly's `UserSegment` representation. Big segments list no members."""
         doc: dict[str, _JSONValue] = {
+            "_links": _self_link(self.path),
             "key": self.key,
             "name": self.name,
             "tags": list(self.tags),
-            "unbounded": self.unbounded,
             "creationDate": self.creation_date,
-            "version": self.version,
+            "lastModifiedDate": self.creation_date,
+            "version": 1,
             "deleted": False,
+            "rules": [],
+            "unbounded": self.unbounded,
+            "generation": self.generation,
         }
         if self.description is not None:
             doc["description"] = self.description
         if self.unbounded:
             doc["unboundedContextKind"] = self.context_kind
+        else:
+            doc["included"] = sorted(self.included)
+            doc["excluded"] = sorted(self.excluded)
+        if self.synced:
+            doc["_external"] = SYNCED_SEGMENT_SOURCE
         return doc
+
+    @property
+    def inspection_id(self) -> str:
+        """Synced segments by client-side ID and cohort, as the segment-audiences writer knows them."""
+        if self.synced:
+            return f"{self.client_side_id}/{self.cohort_id}"
+        return f"{self.project}/{self.environment}/{self.key}"
+
+    def inspection(self) -> dict[str, _JSONValue]:
+        """The emulator's own view, members included (GET /emulator/segments)."""
+        where: dict[str, _JSONValue]
+        if self.synced:
+            where = {"kind": "synced", "key": self.cohort_id, "environment": self.client_side_id}
+        else:
+            kind = "big" if self.unbounded else "standard"
+            where = {"kind": kind, "key": self.key, "project": self.project, "environment": self.environment}
+        return {
+            "id": self.inspection_id,
+            **where,
+            "name": self.name,
+            "contextKind": self.context_kind,
+            "included": sorted(self.included),
+            "excluded": sorted(self.excluded),
+            # Where LaunchDarkly's REST API finds it.
+            "projectKey": self.project,
+            "environmentKey": self.environment,
+            "segmentKey": self.key,
+        }
 
 
 @dataclass(frozen=True)
 class _Route:
     template: str
     parts: tuple[str, ...]
-    methods: tuple[str, ...]
-    handler: str
-    write: bool = False
+    handlers: Mapping[str, str]  # HTTP method → Emulator method
     auth: str = "none"  # "none" | "rest" | "segment-audiences"
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.handlers)
 
-def _route(template: str, methods: tuple[str, ...], handler: str, write: bool = False, auth: str = "none") -> _Route:
-    return _Route(template, tuple(template.strip("/").split("/")), methods, handler, write, auth)
+    def writes(self, method: str) -> bool:
+        """LaunchDarkly API calls that change state: the ones faults are injected into."""
+        return self.auth != "none" and method not in ("GET", "HEAD")
 
 
+def _route(template: str, auth: str = "none", **handlers: str) -> _Route:
+    return _Route(template, tuple(template.strip("/").split("/")), handlers, auth)
+
+
+_SEGMENT = "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}"
 _ROUTES: tuple[_Route, ...] = (
-    _route(
-        "/api/v2/segment-targets/segment-audiences",
-        ("POST",),
-        "_segment_audiences",
-        write=True,
-        auth="segment-audiences",
-    ),
-    _route("/api/v2/versions", ("GET",), "_versions", auth="rest"),
-    _route(
-        "/api/v2/segments/{projectKey}/{environmentKey}",
-        ("POST",),
-        "_create_segment",
-        write=True,
-        auth="rest",
-    ),
-    _route("/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}", ("GET",), "_get_segment", auth="rest"),
-    _route(
-        "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}/contexts",
-        ("POST",),
-        "_update_contexts",
-        write=True,
-        auth="rest",
-    ),
-    _route(
-        "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}/contexts/{contextKey}",
-        ("GET",),
-        "_get_context",
-        auth="rest",
-    ),
-    _route("/sdk/goals/{clientSideId}", ("GET", "HEAD"), "_sdk_goals"),
-    _route("/emulator/segments", ("GET",), "_inspect_segments"),
-    _route("/emulator/stats", ("GET",), "_inspect_stats"),
-    _route("/emulator/faults", ("POST",), "_inspect_faults"),
-    _route("/emulator/reset", ("POST",), "_inspect_reset"),
+    _route("/api/v2/segment-targets/segment-audiences", "segment-audiences", POST="_segment_audiences"),
+    _route("/api/v2/versions", "rest", GET="_versions"),
+    _route("/api/v2/projects/{projectKey}", "rest", GET="_get_project"),
+    _route("/api/v2/projects/{projectKey}/environments/{environmentKey}", "rest", GET="_get_environment"),
+    _route("/api/v2/segments/{projectKey}/{environmentKey}", "rest", POST="_create_segment"),
+    _route(_SEGMENT, "rest", GET="_get_segment", DELETE="_delete_segment"),
+    _route(f"{_SEGMENT}/contexts", "rest", POST="_update_contexts"),
+    _route(f"{_SEGMENT}/contexts/{{contextKey}}", "rest", GET="_get_membership"),
+    _route(f"{_SEGMENT}/users/{{userKey}}", "rest", GET="_get_membership"),
+    _route("/sdk/goals/{clientSideId}", GET="_sdk_goals", HEAD="_sdk_goals"),
+    _route("/emulator/segments", GET="_inspect_segments"),
+    _route("/emulator/stats", GET="_inspect_stats"),
+    _route("/emulator/faults", POST="_inspect_faults"),
+    _route("/emulator/reset", POST="_inspect_reset"),
 )
 
 
@@ -211,6 +274,31 @@ def _match(path: str) -> tuple[_Route | None, dict[str, str]]:
         else:
             return route, params
     return None, {}
+
+
+def _digest(text: str) -> str:
+    """24 hex digits, the shape of LaunchDarkly's ids, stable for the same text."""
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _self_link(href: str) -> dict[str, _JSONValue]:
+    return {"self": {"href": href, "type": "application/json"}}
+
+
+def _parse_environments(environments: Iterable[str], client_side_ids: Iterable[str]) -> list[_Environment]:
+    """`project/environment` keys; the i-th client-side ID is the i-th environment's (the others get one)."""
+    keys, ids = list(environments), list(client_side_ids)
+    if len(ids) > len(keys):
+        raise ValueError("more client-side IDs than environments: each client-side ID belongs to one environment")
+    parsed: list[_Environment] = []
+    for i, text in enumerate(keys):
+        project, _, environment = text.partition("/")
+        if not (SEGMENT_KEY_RE.match(project) and SEGMENT_KEY_RE.match(environment)):
+            raise ValueError(f"environment {text!r} is not PROJECT_KEY/ENVIRONMENT_KEY")
+        parsed.append(_Environment(project, environment, ids[i] if i < len(ids) else _digest(text)))
+    if len({(e.project, e.key) for e in parsed}) < len(parsed) or len({e.client_side_id for e in parsed}) < len(parsed):
+        raise ValueError("environments and client-side IDs must be unique")
+    return parsed
 
 
 def _error_body(code: str, message: str) -> dict[str, str]:
@@ -309,7 +397,8 @@ class _Handler(AllMethodsHandler):
     def _serve(self) -> None:
         emulator = self.server.emulator
         method = self.command
-        route, params = _match(urlsplit(self.path).path)
+        url = urlsplit(self.path)
+        route, params = _match(url.path)
         stats_key = f"{method} {route.template if route else '<unmatched>'}"
         try:
             body = self._read_body()
@@ -325,6 +414,7 @@ class _Handler(AllMethodsHandler):
             request = _Request(
                 method=method,
                 params=params,
+                query=dict(parse_qsl(url.query)),
                 headers={k.lower(): v for k, v in self.headers.items()},
                 content_type=self.headers.get_content_type() if "Content-Type" in self.headers else "",
                 body=body,
@@ -362,7 +452,12 @@ class _Handler(AllMethodsHandler):
 
 
 class Emulator:
-    """LaunchDarkly on loopback. All state sits behind one lock; handlers run in server threads."""
+    """LaunchDarkly on loopback. All state sits behind one lock; handlers run in server threads.
+
+    `environments` are the projects and environments that exist (`project/environment` keys; by default
+    what a new LaunchDarkly account starts with); `client_side_ids[i]` is the client-side ID of the i-th.
+    `tokens` may do everything; `reader_tokens` may only read (LaunchDarkly's Reader role).
+    """
 
     def __init__(
         self,
@@ -371,16 +466,22 @@ class Emulator:
         faults: Faults | None = None,
         reject_cohorts: Iterable[str] = (),
         access_log: bool = False,
+        *,
+        environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
+        reader_tokens: Iterable[str] = (),
     ) -> None:
         self._tokens = frozenset(tokens)
-        self._client_side_ids = frozenset(client_side_ids)
+        self._reader_tokens = frozenset(reader_tokens)
+        envs = _parse_environments(environments, client_side_ids)
+        self._environments = {(e.project, e.key): e for e in envs}
+        self._by_client_side_id = {e.client_side_id: e for e in envs}
         self._reject = frozenset(reject_cohorts)
         self.access_log = access_log
         self._lock = threading.Lock()
         self._faults = faults or Faults()
         self._rng = random.Random(self._faults.seed)
-        self._synced: dict[str, _SyncedSegment] = {}
-        self._big: dict[str, _BigSegment] = {}
+        self._segments: dict[tuple[str, str, str], _Segment] = {}
+        self._generations: dict[tuple[str, str, str], int] = {}  # creations per key, deletions included
         self._requests: dict[str, dict[str, int]] = {}
         self._fault_counts = {"429": 0, "5xx": 0, "slow": 0, "drop": 0}
         self._writes = 0
@@ -444,45 +545,17 @@ class Emulator:
             return Faults(**asdict(self._faults))
 
     def segments(self) -> list[dict[str, _JSONValue]]:
+        """Every segment with its members, by inspection id: `{client-side ID}/{cohort id}` for synced
+        segments, `{project}/{environment}/{key}` for the others."""
         with self._lock:
-            out: list[dict[str, _JSONValue]] = []
-            for seg_id, s in self._synced.items():
-                out.append(
-                    {
-                        "id": seg_id,
-                        "kind": "synced",
-                        "key": s.cohort_id,
-                        "name": s.name,
-                        "contextKind": s.context_kind,
-                        "environment": s.environment_id,
-                        "included": sorted(s.included),
-                        "excluded": [],
-                    }
-                )
-            for seg_id, b in self._big.items():
-                out.append(
-                    {
-                        "id": seg_id,
-                        "kind": "big" if b.unbounded else "standard",
-                        "key": b.key,
-                        "name": b.name,
-                        "contextKind": b.context_kind,
-                        "project": b.project,
-                        "environment": b.environment,
-                        "included": sorted(b.included),
-                        "excluded": sorted(b.excluded),
-                    }
-                )
-        out.sort(key=lambda d: d["id"])
-        return out
+            return sorted((s.inspection() for s in self._segments.values()), key=lambda d: str(d["id"]))
 
     def included(self, segment_id: str) -> set[str]:
-        """Members of a segment by id; empty for a segment that does not exist (see segments())."""
+        """Members of a segment by inspection id; empty for a segment that does not exist (see segments())."""
         with self._lock:
-            if segment_id in self._synced:
-                return set(self._synced[segment_id].included)
-            if segment_id in self._big:
-                return set(self._big[segment_id].included)
+            for segment in self._segments.values():
+                if segment.inspection_id == segment_id:
+                    return set(segment.included)
         return set()
 
     def stats(self) -> dict[str, _JSONValue]:
@@ -496,8 +569,8 @@ class Emulator:
     def reset(self) -> None:
         """Forget segments and stats; faults stay, with the random stream restarted from their seed."""
         with self._lock:
-            self._synced.clear()
-            self._big.clear()
+            self._segments.clear()
+            self._generations.clear()
             self._requests.clear()
             self._fault_counts = dict.fromkeys(self._fault_counts, 0)
             self._writes = 0
@@ -510,22 +583,28 @@ class Emulator:
 
     # ----------------------------------------------------------------------------- dispatch
 
-    def _dispatch(self, route: _Route, req: _Request) -> _Response:
+    def _authorize(self, route: _Route, req: _Request) -> None:
+        token = req.headers.get("authorization")
         if route.auth == "segment-audiences":
-            if req.headers.get("authorization") not in self._tokens:
+            if token not in self._tokens:
                 raise _ApiError(403, "forbidden", "Access to the requested resource was denied")
             if req.headers.get("ld-api-version") != API_VERSION:
                 raise _bad(f"LD-API-Version must be {API_VERSION}", "invalid_api_version")
         elif route.auth == "rest":
-            if req.headers.get("authorization") not in self._tokens:
+            if token not in self._tokens | self._reader_tokens:
                 raise _ApiError(401, "unauthorized", "Invalid access token")
             version = req.headers.get("ld-api-version")
             if version is not None and version not in {str(v) for v in VALID_VERSIONS} | {"beta"}:
                 raise _bad(f"unsupported LD-API-Version {version!r}", "invalid_api_version")
+            if token not in self._tokens and route.writes(req.method):
+                raise _ApiError(403, "forbidden", "Access to the requested resource was denied")
 
+    def _dispatch(self, route: _Route, req: _Request) -> _Response:
+        self._authorize(route, req)
+        write = route.writes(req.method)
         slow = False
-        if route.write:
-            if req.content_type != "application/json":
+        if write:
+            if req.method == "POST" and req.content_type != "application/json":
                 raise _ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
             fault = self._draw_fault()
             if fault is not None:
@@ -534,12 +613,12 @@ class Emulator:
                 else:
                     return self._fault_response(fault)
 
-        handler: Callable[[_Request], _Response] = getattr(self, route.handler)
+        handler: Callable[[_Request], _Response] = getattr(self, route.handlers[req.method])
         try:
             response = handler(req)
         except _ApiError as err:
             response = _Response(err.status, _error_body(err.code, err.message), err.headers)
-        if route.write and 200 <= response.status < 300:
+        if write and 200 <= response.status < 300:
             with self._lock:
                 self._writes += 1
         if slow:
@@ -615,17 +694,21 @@ class Emulator:
             if not isinstance(item["value"], bool):
                 raise _bad(f"{where}value must be a boolean")
             items.append((user_id, cohort_name, cohort_id, item["value"]))
-        if env_id not in self._client_side_ids:
+        env = self._by_client_side_id.get(env_id)
+        if env is None:
             raise _bad("unknown environmentId")
         _, first_name, first_cohort, _ = items[0]
         if first_cohort in self._reject:
             raise _bad("cohort rejected")
-        seg_id = f"{env_id}/{first_cohort}"
+        # The key LaunchDarkly's integration validation server gives a new synced segment (docs/LAUNCHDARKLY.md).
+        address = (env.project, env.key, f"{SYNCED_SEGMENT_SOURCE}-{first_cohort}")
         with self._lock:
-            seg = self._synced.get(seg_id)
+            seg = self._segments.get(address)
             if seg is None:
-                seg = _SyncedSegment(env_id, first_cohort, first_name, kind, set())
-                self._synced[seg_id] = seg
+                seg = self._new_segment(address, first_name, None, [], True, kind)
+                seg.client_side_id, seg.cohort_id = env_id, first_cohort
+            elif not seg.synced:
+                raise _bad(f"segment {address[2]!r} exists and is not synced from {SYNCED_SEGMENT_SOURCE}")
             elif seg.context_kind != kind:
                 raise _bad(f"contextKind {kind!r} does not match the segment's context kind {seg.context_kind!r}")
             seg.name = first_name
@@ -638,7 +721,25 @@ class Emulator:
                     seg.included.discard(user_id)
         return _Response(204)
 
-    # ----------------------------------------------------------------------------- REST segments
+    def _new_segment(
+        self,
+        address: tuple[str, str, str],
+        name: str,
+        description: str | None,
+        tags: list[str],
+        unbounded: bool,
+        context_kind: str | None,
+    ) -> _Segment:
+        """Create and store a segment (the lock is held); a key created again counts a new generation."""
+        generation = self._generations.get(address, 0) + 1
+        self._generations[address] = generation
+        project, environment, key = address
+        now = int(time.time() * 1000)
+        segment = _Segment(project, environment, key, name, description, tags, unbounded, context_kind, now, generation)
+        self._segments[address] = segment
+        return segment
+
+    # ----------------------------------------------------------------------------- projects, environments
 
     def _versions(self, req: _Request) -> _Response:
         return _Response(
@@ -651,7 +752,47 @@ class Emulator:
             },
         )
 
+    def _get_project(self, req: _Request) -> _Response:
+        project = req.params["projectKey"]
+        environments = [e.to_json() for e in self._environments.values() if e.project == project]
+        if not environments:
+            raise _ApiError(404, "not_found", "Unknown project")
+        path = f"/api/v2/projects/{quote(project)}"
+        doc: dict[str, _JSONValue] = {
+            "_links": {
+                **_self_link(path),
+                "environments": {"href": f"{path}/environments", "type": "application/json"},
+            },
+            "_id": _digest(project),
+            "key": project,
+            "name": project,
+            "tags": [],
+            "includeInSnippetByDefault": False,
+        }
+        if "environments" in req.query.get("expand", "").split(","):
+            doc["environments"] = {
+                "_links": _self_link(f"{path}/environments"),
+                "totalCount": len(environments),
+                "items": environments,
+            }
+        return _Response(200, doc)
+
+    def _environment(self, req: _Request) -> _Environment:
+        """The request's environment; 404 for an unknown project or environment, as LaunchDarkly answers."""
+        project, key = req.params["projectKey"], req.params["environmentKey"]
+        env = self._environments.get((project, key))
+        if env is None:
+            known = any(e.project == project for e in self._environments.values())
+            raise _ApiError(404, "not_found", "Unknown environment" if known else "Unknown project")
+        return env
+
+    def _get_environment(self, req: _Request) -> _Response:
+        return _Response(200, self._environment(req).to_json())
+
+    # ----------------------------------------------------------------------------- REST segments
+
     def _create_segment(self, req: _Request) -> _Response:
+        env = self._environment(req)
         doc = _parse_json_object(req.body)
         key = _req_str(doc, "key")
         if not SEGMENT_KEY_RE.match(key):
@@ -669,43 +810,39 @@ class Emulator:
         description = doc.get("description")
         if description is not None and not isinstance(description, str):
             raise _bad("description must be a string")
-        tags = doc.get("tags", [])
-        if tags is None:
-            tags = []
-        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-            raise _bad("tags must be an array of non-empty strings")
-        project, env = req.params["projectKey"], req.params["environmentKey"]
-        seg_id = f"{project}/{env}/{key}"
+        tags = doc.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and TAG_RE.match(t) for t in tags):
+            raise _bad(f"tags must be an array of strings matching {TAG_RE.pattern}")
+        address = (env.project, env.key, key)
         with self._lock:
-            if seg_id in self._big:
-                raise _ApiError(409, "key_exists", f"A segment with key {key!r} already exists")
-            seg = _BigSegment(
-                project=project,
-                environment=env,
-                key=key,
-                name=name,
-                description=description,
-                tags=list(tags),
-                unbounded=unbounded,
-                context_kind=context_kind,
-                creation_date=int(time.time() * 1000),
-                version=1,
-                included=set(),
-                excluded=set(),
-            )
-            self._big[seg_id] = seg
-            return _Response(201, seg.to_json())
+            if address in self._segments:
+                raise _ApiError(409, "key_exists", "Duplicate segment key")
+            segment = self._new_segment(address, name, description, list(tags), unbounded, context_kind)
+            return _Response(201, segment.to_json())
 
-    def _segment_id(self, req: _Request) -> str:
-        p = req.params
-        return f"{p['projectKey']}/{p['environmentKey']}/{p['segmentKey']}"
+    def _segment(self, req: _Request) -> _Segment:
+        """The request's segment (the lock is held); 404 when it, its project or environment is unknown."""
+        env = self._environment(req)
+        segment = self._segments.get((env.project, env.key, req.params["segmentKey"]))
+        if segment is None:
+            raise _ApiError(404, "not_found", "Unknown segment")
+        return segment
+
+    def _big_segment(self, req: _Request) -> _Segment:
+        segment = self._segment(req)
+        if not segment.unbounded:
+            raise _bad("segment is not a big segment (unbounded); this operation does not support standard segments")
+        return segment
 
     def _get_segment(self, req: _Request) -> _Response:
         with self._lock:
-            seg = self._big.get(self._segment_id(req))
-            if seg is None:
-                raise _ApiError(404, "not_found", "Unknown segment")
-            return _Response(200, seg.to_json())
+            return _Response(200, self._segment(req).to_json())
+
+    def _delete_segment(self, req: _Request) -> _Response:
+        with self._lock:
+            segment = self._segment(req)
+            del self._segments[(segment.project, segment.environment, segment.key)]
+        return _Response(204)
 
     def _update_contexts(self, req: _Request) -> _Response:
         doc = _parse_json_object(req.body)
@@ -725,13 +862,8 @@ class Emulator:
                 # Ambiguous intent; a client that coalesces changes per context never sends this.
                 raise _bad(f"{target}: context key {both[0]!r} is in both add and remove")
             changes[target] = (add, remove)
-        seg_id = self._segment_id(req)
         with self._lock:
-            seg = self._big.get(seg_id)
-            if seg is None:
-                raise _ApiError(404, "not_found", "Unknown segment")
-            if not seg.unbounded:
-                raise _bad("segment is not a big segment (unbounded); its contexts cannot be updated here")
+            seg = self._big_segment(req)
             if seg.key in self._reject:
                 raise _bad("cohort rejected")
             for target, (add, remove) in changes.items():
@@ -740,23 +872,22 @@ class Emulator:
                 members.difference_update(remove)
         return _Response(204)
 
-    def _get_context(self, req: _Request) -> _Response:
-        context_key = req.params["contextKey"]
+    def _get_membership(self, req: _Request) -> _Response:
+        """LaunchDarkly's `BigSegmentTarget`: its key field is `userKey` on the contexts route too."""
+        context_key = req.params.get("contextKey") or req.params["userKey"]
         with self._lock:
-            seg = self._big.get(self._segment_id(req))
-            if seg is None:
-                raise _ApiError(404, "not_found", "Unknown segment")
+            seg = self._big_segment(req)
             return _Response(
                 200,
                 {
-                    "contextKey": context_key,
+                    "userKey": context_key,
                     "included": context_key in seg.included,
                     "excluded": context_key in seg.excluded,
                 },
             )
 
     def _sdk_goals(self, req: _Request) -> _Response:
-        if req.params["clientSideId"] not in self._client_side_ids:
+        if req.params["clientSideId"] not in self._by_client_side_id:
             raise _ApiError(404, "not_found", "Unknown client-side ID")
         return _Response(200, [])
 

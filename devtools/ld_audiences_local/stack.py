@@ -204,9 +204,15 @@ class LocalStack:
         if self._external_launchdarkly:
             self.launchdarkly_url = self._external_launchdarkly
             return
-        from ld_audiences_local.emulator import Emulator
+        from ld_audiences_local.emulator import DEFAULT_ENVIRONMENTS, Emulator
 
-        self.emulator = Emulator(tokens=(self.launchdarkly_token,), client_side_ids=(self.client_side_id,))
+        # The rest writer's project and environment exist, with the client-side ID as theirs.
+        environments = (
+            (f"{self.project_key}/{self.environment_key}",) if self.writer == "rest" else DEFAULT_ENVIRONMENTS
+        )
+        self.emulator = Emulator(
+            tokens=(self.launchdarkly_token,), client_side_ids=(self.client_side_id,), environments=environments
+        )
         self.launchdarkly_url = self.emulator.start(host="127.0.0.1", port=0)
 
     def _function_environment(self) -> dict[str, str | None]:

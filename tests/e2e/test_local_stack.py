@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from ld_audiences.limits import MAX_BODY_BYTES, MAX_LISTED_ERRORS
+from ld_audiences.writers import RestWriter, Target
 from ld_audiences_local.api_gateway import LAMBDA_MAX_REQUEST
 from ld_audiences_local.cli import main as cli_main
 from ld_audiences_local.emulator import Emulator
@@ -205,12 +206,48 @@ def test_rest_writer_replays_the_fixtures_into_big_segments(fixtures_dir: Path) 
         assert [r.status for r in results] == [200] * len(results), [r.line() for r in results]
         local.wait_until_drained(30)
         segments = {s["key"]: s for s in local.emulator.segments()}
-        assert set(segments) == set(keys.values())
-        for audience, key in keys.items():
+        segment_keys = {
+            audience: RestWriter.segment_key(Target(audience, key, "user")) for audience, key in keys.items()
+        }
+        assert set(segments) == set(segment_keys.values())  # one segment per audience id
+        for audience, key in segment_keys.items():
             assert segments[key]["kind"] == "big"
             assert segments[key]["contextKind"] == "user"
             assert set(segments[key]["included"]) == members[audience], key
         assert local.stats()["dead_lettered"] == 0
+
+
+def test_rest_writer_never_writes_a_segment_it_does_not_own(capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-made segment holds the key: the change is dead-lettered with the reason, the segment keeps its
+    members; once the operator removes it, redrive lands the change in a segment ld-audiences creates."""
+    target = Target("aud_e2e_admins", "internal_admins", "user")
+    key = RestWriter.segment_key(target)
+    with LocalStack(
+        port=0, webhook_secret=SECRET, writer="rest", project_key="e2e-project", environment_key="production"
+    ) as local:
+        assert local.emulator is not None and local.sqs is not None
+        segments = f"{local.launchdarkly_url}/api/v2/segments/e2e-project/production"
+        ld = {"Authorization": local.launchdarkly_token}
+        body = {"key": key, "name": "Internal admins", "unbounded": True, "unboundedContextKind": "user"}
+        assert requests.post(segments, json=body, headers=ld, timeout=5).status_code == 201
+        assert requests.post(f"{segments}/{key}/contexts", json={"included": {"add": ["alice"]}}, headers=ld).ok
+
+        event = engage_event(target.audience_id, "mallory", key=target.audience_key)
+        assert post(f"{local.url}/events", event).json()["accepted"] == 1
+        local.wait_until_drained(30)
+
+        [letter] = list_dead_letters(local.sqs, local.dlq_url, wait_seconds=0)
+        assert letter.reason == "launchdarkly_409_segment_not_managed"
+        assert key in letter.detail and "mallory" not in letter.detail
+        assert local.emulator.included(f"e2e-project/production/{key}") == {"alice"}
+
+        assert requests.delete(f"{segments}/{key}", headers=ld, timeout=5).status_code == 204
+        redrive = ["redrive", "--queue-url", local.queue_url, "--dlq-url", local.dlq_url]
+        assert cli_main([*redrive, "--endpoint-url", local.moto_url]) == 0
+        assert "1 message(s) moved back" in capsys.readouterr().out
+        local.wait_until_drained(30)
+        assert local.emulator.included(f"e2e-project/production/{key}") == {"mallory"}
+        assert local.dead_letter_count() == 0
 
 
 def test_fixtures_end_as_the_latest_membership_per_user(

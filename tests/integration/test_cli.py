@@ -31,7 +31,8 @@ FIXTURE = REPO_ROOT / "events" / "segment" / "01_beta_testers_identify_single.js
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_API_TOKEN", "LD_CLIENT_SIDE_ID")}
+    ours = ("LD_API_TOKEN", "LD_CLIENT_SIDE_ID", "LD_PROJECT_KEY", "LD_ENVIRONMENT_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     env.pop("LD_AUDIENCES_WEBHOOK_SECRET", None)
     env.update(extra)
     return env
@@ -171,6 +172,55 @@ def test_check_without_a_token_is_a_usage_error() -> None:
     assert "LD_API_TOKEN" in result.stderr
 
 
+def check_environment(base_url: str, project: str, environment: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        "check", "--base-url", base_url, "--project-key", project, "--environment-key", environment, "--token", LD_TOKEN
+    )
+
+
+def test_check_passes_for_an_existing_project_and_environment(emulator: Emulator) -> None:
+    result = check_environment(emulator.url, "default", "production")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK    project and environment: default/production exists and this token can read it" in result.stdout
+    assert "SKIP  project and environment" not in result.stdout
+    assert LD_TOKEN not in result.stdout + result.stderr
+    assert "sdk-" not in result.stdout  # the environment's SDK key is in the answer, never in the output
+
+
+def test_check_says_which_of_project_and_environment_is_unknown(emulator: Emulator) -> None:
+    result = check_environment(emulator.url, "default", "staging")
+    assert result.returncode == 1
+    assert "FAIL  project and environment: project default has no environment staging (404)" in result.stdout
+    result = check_environment(emulator.url, "defualt", "production")
+    assert result.returncode == 1
+    assert "FAIL  project and environment: project defualt does not exist" in result.stdout
+
+
+def test_check_reports_a_token_that_may_not_read_the_environment() -> None:
+    server = RecordingServer(respond=lambda r: Scripted(200 if r.path == "/api/v2/versions" else 403, body={}))
+    try:
+        result = check_environment(server.url, "default", "production")
+    finally:
+        server.close()
+    assert result.returncode == 1
+    assert "OK    access token" in result.stdout
+    assert "FAIL  project and environment: this token may not read default/production (403)" in result.stdout
+    assert "viewProject" in result.stdout and "createSegment" in result.stdout
+
+
+def test_check_reads_project_and_environment_from_the_environment(emulator: Emulator) -> None:
+    env = clean_env(LD_API_TOKEN=LD_TOKEN, LD_PROJECT_KEY="default", LD_ENVIRONMENT_KEY="nope")
+    result = run("check", "--base-url", emulator.url, env=env)
+    assert result.returncode == 1
+    assert "no environment nope" in result.stdout
+
+
+def test_check_needs_both_project_and_environment() -> None:
+    result = run("check", "--token", LD_TOKEN, "--project-key", "default")
+    assert result.returncode == 2
+    assert "both the project key and the environment key" in result.stderr
+
+
 # ----------------------------------------------------------------------------------------- replay
 
 
@@ -289,7 +339,7 @@ def _terminate(process: subprocess.Popen[str], reader: LineReader) -> str:
 
 def test_emulator_serves_until_sigterm() -> None:
     process = subprocess.Popen(  # noqa: S603
-        [str(CLI), "emulator", "--port", "0", "--token", "t-1", "--client-side-id", "c-1"],
+        [str(CLI), "emulator", "--port", "0", "--token", "t-1", "--client-side-id", "c-1", "--environment", "p/e"],
         stdout=subprocess.PIPE,
         text=True,
         env=clean_env(),
@@ -299,9 +349,23 @@ def test_emulator_serves_until_sigterm() -> None:
         url = reader.wait_for("listening on ", 20).removeprefix("listening on ")
         assert requests.get(f"{url}/api/v2/versions", headers={"Authorization": "t-1"}, timeout=5).status_code == 200
         assert requests.head(f"{url}/sdk/goals/c-1", timeout=5).status_code == 200
+        environment = requests.get(
+            f"{url}/api/v2/projects/p/environments/e", headers={"Authorization": "t-1"}, timeout=5
+        )
+        assert environment.json()["_id"] == "c-1"
+        unknown = requests.get(
+            f"{url}/api/v2/projects/default/environments/production", headers={"Authorization": "t-1"}
+        )
+        assert unknown.status_code == 404  # only the environments given exist
     finally:
         _terminate(process, reader)
     assert process.returncode == 0
+
+
+def test_emulator_refuses_a_malformed_environment() -> None:
+    result = run("emulator", "--port", "0", "--environment", "no-slash")
+    assert result.returncode == 2
+    assert "PROJECT_KEY/ENVIRONMENT_KEY" in result.stderr
 
 
 def test_local_serves_the_pipeline_until_sigterm() -> None:

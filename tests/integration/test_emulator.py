@@ -1,4 +1,7 @@
-"""The LaunchDarkly emulator over real HTTP: every endpoint, every error path, faults, concurrency."""
+"""The LaunchDarkly emulator over real HTTP: every endpoint, every error path, faults, concurrency.
+
+Field names and shapes are LaunchDarkly's (docs/LAUNCHDARKLY.md): these tests pin them, because the
+writers, `ld-audiences check` and `ld-audiences audit` are built against the emulator."""
 
 from __future__ import annotations
 
@@ -22,12 +25,19 @@ CSID = "local-client-side-id"
 SA_PATH = "/api/v2/segment-targets/segment-audiences"
 SA_HEADERS = {"Authorization": TOKEN, "LD-API-Version": "20240415"}
 REST = {"Authorization": TOKEN}
+READER = {"Authorization": "api-reader-token"}
 TIMEOUT = 5
+_SEGMENT_ROUTE = "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}"
+# The segment-audiences writer's client-side ID belongs to proj/prod.
+ENVIRONMENTS = ("proj/prod", "proj/test", "other/prod")
+SYNCED = "segment-audiences-aud_1"  # the key LaunchDarkly gives the synced segment of cohort aud_1
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    emu = Emulator(reject_cohorts=("aud_reject", "rejected-seg"))
+    emu = Emulator(
+        reject_cohorts=("aud_reject", "rejected-seg"), environments=ENVIRONMENTS, reader_tokens=("api-reader-token",)
+    )
     emu.start()
     yield emu
     emu.stop()
@@ -90,6 +100,9 @@ def test_segment_audiences_adds_and_removes(emu: Emulator, http: requests.Sessio
         "environment": CSID,
         "included": ["u1", "u3"],
         "excluded": [],
+        "projectKey": "proj",
+        "environmentKey": "prod",
+        "segmentKey": SYNCED,
     }
     assert emu.stats()["writes"] == 2
 
@@ -243,12 +256,12 @@ def test_rest_contexts_membership(emu: Emulator, http: requests.Session) -> None
     assert seg["excluded"] == ["z"]
 
     member = http.get(f"{base}/c%40x.io", headers=REST).json()
-    assert member == {"contextKey": "c@x.io", "included": True, "excluded": False}
+    assert member == {"userKey": "c@x.io", "included": True, "excluded": False}  # LaunchDarkly's BigSegmentTarget
     # A context key with a "/" must be URL-encoded and is decoded as one path segment.
     http.post(base, json={"included": {"add": ["urn:a/b"]}}, headers=REST)
     assert http.get(f"{base}/urn%3Aa%2Fb", headers=REST).json()["included"] is True
     assert http.get(f"{base}/b", headers=REST).json() == {
-        "contextKey": "b",
+        "userKey": "b",
         "included": False,
         "excluded": False,
     }
@@ -282,6 +295,195 @@ def test_rest_contexts_errors(emu: Emulator, http: requests.Session) -> None:
     assert all(s["included"] == [] for s in emu.segments())
 
 
+# ----------------------------------------------------------------------------- projects and environments
+
+ENVIRONMENT_FIELDS = {
+    "_links",
+    "_id",
+    "key",
+    "name",
+    "apiKey",
+    "mobileKey",
+    "color",
+    "defaultTtl",
+    "secureMode",
+    "defaultTrackEvents",
+    "requireComments",
+    "confirmChanges",
+    "tags",
+    "critical",
+}  # the required fields of LaunchDarkly's Environment
+
+
+def test_environment_and_project_reads(emu: Emulator, http: requests.Session) -> None:
+    resp = http.get(f"{emu.url}/api/v2/projects/proj/environments/prod", headers=REST, timeout=TIMEOUT)
+    assert resp.status_code == 200
+    env = resp.json()
+    assert set(env) == ENVIRONMENT_FIELDS
+    assert (env["key"], env["_id"]) == ("prod", CSID)  # `_id` is the environment's client-side ID
+    assert env["_links"]["self"] == {"href": "/api/v2/projects/proj/environments/prod", "type": "application/json"}
+
+    project = http.get(f"{emu.url}/api/v2/projects/proj", headers=REST, timeout=TIMEOUT).json()
+    assert {"_links", "_id", "key", "name", "tags", "includeInSnippetByDefault"} <= set(project)
+    assert project["key"] == "proj" and "environments" not in project
+    expanded = http.get(f"{emu.url}/api/v2/projects/proj?expand=environments", headers=REST, timeout=TIMEOUT).json()
+    items = expanded["environments"]["items"]
+    assert [e["key"] for e in items] == ["prod", "test"] and expanded["environments"]["totalCount"] == 2
+    assert items[0] == env
+    assert items[1]["_id"] != CSID  # every environment has its own client-side ID
+
+
+def test_unknown_projects_and_environments_are_404(emu: Emulator, http: requests.Session) -> None:
+    body = {"key": "vip", "name": "VIP", "unbounded": True, "unboundedContextKind": "user"}
+    for project, env, message in (("nope", "prod", "Unknown project"), ("proj", "nope", "Unknown environment")):
+        base = f"{emu.url}/api/v2/segments/{project}/{env}"
+        for resp in (
+            http.get(f"{emu.url}/api/v2/projects/{project}/environments/{env}", headers=REST),
+            http.post(base, json=body, headers=REST),
+            http.get(f"{base}/vip", headers=REST),
+            http.delete(f"{base}/vip", headers=REST),
+            http.post(f"{base}/vip/contexts", json={"included": {"add": ["a"]}}, headers=REST),
+            http.get(f"{base}/vip/contexts/a", headers=REST),
+        ):
+            assert_error(resp, 404, "not_found", message)
+    assert_error(http.get(f"{emu.url}/api/v2/projects/nope", headers=REST), 404, "not_found")
+    # The environment exists in another project only.
+    assert_error(http.get(f"{emu.url}/api/v2/projects/other/environments/test", headers=REST), 404, "not_found")
+    assert_error(http.get(f"{emu.url}/api/v2/projects/proj/environments/prod"), 401, "unauthorized")
+    assert emu.segments() == []
+
+
+def test_environments_are_configurable_and_checked() -> None:
+    emu = Emulator(client_side_ids=("a-id", "b-id"), environments=("p/a", "p/b"))
+    assert emu._by_client_side_id["b-id"].key == "b"
+    for environments, ids in (
+        (("p",), ()),
+        (("p/a/b",), ()),
+        (("p/-a",), ()),
+        (("p/a", "p/a"), ()),
+        (("p/a",), ("x", "y")),
+    ):
+        with pytest.raises(ValueError):
+            Emulator(client_side_ids=ids, environments=environments)
+
+
+# ----------------------------------------------------------------------------- segment reads
+
+USER_SEGMENT_FIELDS = {"_links", "creationDate", "deleted", "generation", "key", "lastModifiedDate", "name", "rules"}
+USER_SEGMENT_FIELDS |= {"tags", "version"}  # the required fields of LaunchDarkly's UserSegment
+
+
+def test_segment_get_has_launchdarkly_fields(emu: Emulator, http: requests.Session) -> None:
+    created = create_segment(http, emu, description="big one", tags=["ld-audiences", "a.b_c-1"]).json()
+    got = http.get(f"{emu.url}/api/v2/segments/proj/prod/vip", headers=REST).json()
+    assert got == created
+    assert set(got) >= USER_SEGMENT_FIELDS
+    assert got["_links"]["self"]["href"] == "/api/v2/segments/proj/prod/vip"
+    assert (got["tags"], got["description"], got["generation"], got["deleted"]) == (
+        ["ld-audiences", "a.b_c-1"],
+        "big one",
+        1,
+        False,
+    )
+    assert "included" not in got and "excluded" not in got  # a big segment's GET lists no members
+    assert "_external" not in got
+    standard = http.post(f"{emu.url}/api/v2/segments/proj/prod", json={"key": "rules", "name": "R"}, headers=REST)
+    assert (standard.json()["unbounded"], standard.json()["included"], standard.json()["excluded"]) == (False, [], [])
+    assert "unboundedContextKind" not in standard.json() and "description" not in standard.json()
+
+
+def test_tags_follow_launchdarkly_rules(emu: Emulator, http: requests.Session) -> None:
+    for bad in (["has space"], ["x" * 65], [""], ["a:b"]):
+        assert_error(create_segment(http, emu, tags=bad), 400, "invalid_request", "tags")
+    assert create_segment(http, emu, tags=["x" * 64]).status_code == 201
+
+
+def test_synced_segments_are_read_like_big_segments(emu: Emulator, http: requests.Session) -> None:
+    assert post_sa(http, emu, sa_body(item("u1"), item("u2"), kind="account")).status_code == 204
+    base = f"{emu.url}/api/v2/segments/proj/prod/{SYNCED}"
+    segment = http.get(base, headers=REST).json()
+    assert set(segment) >= USER_SEGMENT_FIELDS
+    assert (segment["key"], segment["name"], segment["unbounded"], segment["unboundedContextKind"]) == (
+        SYNCED,
+        "Vip users",
+        True,
+        "account",
+    )
+    assert segment["_external"] == "segment-audiences"
+    for route in ("contexts", "users"):  # the context route and the older user route answer alike
+        assert http.get(f"{base}/{route}/u1", headers=REST).json() == {
+            "userKey": "u1",
+            "included": True,
+            "excluded": False,
+        }
+        assert http.get(f"{base}/{route}/u9", headers=REST).json()["included"] is False
+    # Another environment of the same project has no such segment.
+    assert_error(http.get(f"{emu.url}/api/v2/segments/proj/test/{SYNCED}", headers=REST), 404, "not_found")
+    # Its members can be changed through the REST API too, as LaunchDarkly allows for big segments.
+    assert http.post(f"{base}/contexts", json={"included": {"remove": ["u1"]}}, headers=REST).status_code == 204
+    assert emu.included(f"{CSID}/aud_1") == {"u2"}
+    # A REST segment already holding the synced segment's key is not taken over.
+    emu.reset()
+    assert create_segment(http, emu, key=SYNCED).status_code == 201
+    assert_error(post_sa(http, emu, sa_body(item("u1"))), 400, "invalid_request", "not synced")
+
+
+def test_membership_of_a_standard_segment_cannot_be_read(emu: Emulator, http: requests.Session) -> None:
+    http.post(f"{emu.url}/api/v2/segments/proj/prod", json={"key": "rules", "name": "R"}, headers=REST)
+    base = f"{emu.url}/api/v2/segments/proj/prod/rules"
+    assert_error(http.get(f"{base}/contexts/a", headers=REST), 400, "invalid_request", "standard segments")
+
+
+# ----------------------------------------------------------------------------- deleting behind the sync's back
+
+
+def test_delete_segment_then_create_again(emu: Emulator, http: requests.Session) -> None:
+    assert create_segment(http, emu).status_code == 201
+    base = f"{emu.url}/api/v2/segments/proj/prod/vip"
+    http.post(f"{base}/contexts", json={"included": {"add": ["a"]}}, headers=REST)
+    resp = http.delete(base, headers=REST)
+    assert (resp.status_code, resp.content) == (204, b"")
+    assert_error(http.get(base, headers=REST), 404, "not_found")
+    assert_error(http.get(f"{base}/contexts/a", headers=REST), 404, "not_found")
+    assert_error(http.post(f"{base}/contexts", json={"included": {"add": ["b"]}}, headers=REST), 404, "not_found")
+    assert_error(http.delete(base, headers=REST), 404, "not_found")
+    assert emu.segments() == []
+    again = create_segment(http, emu).json()
+    assert again["generation"] == 2  # LaunchDarkly counts how many times a big segment was created
+    assert http.get(f"{base}/contexts/a", headers=REST).json()["included"] is False
+    assert emu.stats()["requests"][f"DELETE {_SEGMENT_ROUTE}"] == {"204": 1, "404": 1}
+
+
+def test_deleted_synced_segment_comes_back_empty_on_the_next_write(emu: Emulator, http: requests.Session) -> None:
+    post_sa(http, emu, sa_body(item("u1"), item("u2")))
+    assert http.delete(f"{emu.url}/api/v2/segments/proj/prod/{SYNCED}", headers=REST).status_code == 204
+    assert emu.included(f"{CSID}/aud_1") == set()
+    post_sa(http, emu, sa_body(item("u3")))
+    assert emu.included(f"{CSID}/aud_1") == {"u3"}
+    assert http.get(f"{emu.url}/api/v2/segments/proj/prod/{SYNCED}", headers=REST).json()["generation"] == 2
+
+
+# ----------------------------------------------------------------------------- read-only tokens
+
+
+def test_a_reader_token_reads_but_cannot_write(emu: Emulator, http: requests.Session) -> None:
+    post_sa(http, emu, sa_body(item("u1")))
+    base = f"{emu.url}/api/v2/segments/proj/prod"
+    for path in ("/api/v2/versions", "/api/v2/projects/proj", "/api/v2/projects/proj/environments/prod"):
+        assert http.get(emu.url + path, headers=READER).status_code == 200
+    assert http.get(f"{base}/{SYNCED}", headers=READER).status_code == 200
+    assert http.get(f"{base}/{SYNCED}/contexts/u1", headers=READER).json()["included"] is True
+    body = {"key": "vip", "name": "VIP", "unbounded": True, "unboundedContextKind": "user"}
+    for resp in (
+        http.post(base, json=body, headers=READER),
+        http.post(f"{base}/{SYNCED}/contexts", json={"included": {"add": ["x"]}}, headers=READER),
+        http.delete(f"{base}/{SYNCED}", headers=READER),
+        post_sa(http, emu, sa_body(item("u2")), headers={**READER, "LD-API-Version": "20240415"}),
+    ):
+        assert_error(resp, 403, "forbidden")
+    assert [(s["id"], s["included"]) for s in emu.segments()] == [(f"{CSID}/aud_1", ["u1"])]
+
+
 def test_versions(emu: Emulator, http: requests.Session) -> None:
     resp = http.get(f"{emu.url}/api/v2/versions", headers=REST)
     assert resp.status_code == 200
@@ -312,7 +514,9 @@ def test_unknown_route_and_wrong_method(emu: Emulator, http: requests.Session) -
     resp = http.get(emu.url + SA_PATH, headers=SA_HEADERS)
     assert_error(resp, 405, "method_not_allowed")
     assert resp.headers["Allow"] == "POST"
-    assert_error(http.delete(f"{emu.url}/api/v2/segments/p/e/k", headers=REST), 405, "method_not_allowed")
+    resp = http.put(f"{emu.url}/api/v2/segments/p/e/k", json={}, headers=REST)
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "GET, DELETE"
     stats = emu.stats()["requests"]
     assert stats["GET <unmatched>"] == {"404": 2}
     assert stats[f"GET {SA_PATH}"] == {"405": 1}

@@ -178,3 +178,15 @@ def test_the_token_never_appears_in_errors_or_repr(server: RecordingServer) -> N
     with pytest.raises(WriteError) as caught:
         client.request("POST", "/x", {}, deadline=time.time() + 5)
     assert TOKEN not in str(caught.value) and TOKEN not in repr(client)
+
+
+def test_error_text_is_scrubbed_of_the_requests_context_keys_the_token_and_emails(server: RecordingServer) -> None:
+    """LaunchDarkly's error text reaches log lines and the DLQ: what the request carried must not."""
+    message = f"keys u-1 and u-10 refused (token {TOKEN}), also bob@example.org; batch[3] too long"
+    server.default = Scripted(400, body={"code": "invalid_request", "message": message})
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5, context_keys=["u-1", "u-10"])
+    assert caught.value.message == (
+        "keys <context key> and <context key> refused (token <token>), also <email>; batch[3] too long"
+    )
+    assert "u-1" not in str(caught.value) and TOKEN not in str(caught.value)

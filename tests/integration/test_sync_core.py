@@ -235,7 +235,7 @@ def test_rest_writer_creates_the_big_segment_then_updates_it(
     make_sync(aws, RestWriter(client, "default", "production")).sync(records(change("u1", False, 2)), deadline())
     (segment,) = emulator.segments()
     assert (segment["id"], segment["kind"], segment["name"]) == (
-        "default/production/beta_testers",
+        f"default/production/{RestWriter.segment_key(Target('aud_beta_testers', 'beta_testers', 'user'))}",
         "big",
         "Beta testers",
     )

@@ -294,7 +294,7 @@ def check_captured_something(capture: Capture, *messages: str) -> None:
 def test_whole_flow_with_emails_as_context_keys_leaks_nothing(
     flow: Flow, emulator_factory: EmulatorFactory, writer: str
 ) -> None:
-    flow.env.update(LD_WRITER=writer, LD_PROJECT_KEY="leakcheck-project", LD_ENVIRONMENT_KEY="production")
+    flow.env.update(LD_WRITER=writer, LD_PROJECT_KEY="default", LD_ENVIRONMENT_KEY="production")
     with flow.capture:
         emulator = emulator_factory()
         events = [

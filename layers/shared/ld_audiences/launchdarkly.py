@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -94,11 +96,14 @@ class LaunchDarklyClient:
         deadline: float,
         expected: Collection[int] = (),
         conflict_is_transient: bool = True,
+        context_keys: Collection[str] = (),
     ) -> requests.Response:
         """Send one request, retrying transient failures while `deadline` (epoch seconds) allows, and
         never faster than the shared rate-limit window lets it.
 
-        Returns a 2xx response or one whose status is in `expected`; raises WriteError otherwise.
+        Returns a 2xx response or one whose status is in `expected`; raises WriteError otherwise, with
+        LaunchDarkly's error text scrubbed of the token, e-mail addresses and `context_keys` (the keys
+        the request carries, which LaunchDarkly may quote back).
         """
         headers = {
             "Authorization": self._token,  # LaunchDarkly takes the bare token, no "Bearer"
@@ -150,7 +155,7 @@ class LaunchDarklyClient:
                     self._rate_limit.learn(window)
                 if 200 <= status < 300 or status in expected:
                     return response
-                code, message = error_details(response)
+                code, message = error_details(response, context_keys)
                 transient = is_transient(status) and (status != 409 or conflict_is_transient)
                 if status == 429 and window is not None:
                     # The next attempt waits for the window (with every other invocation); giving up
@@ -171,28 +176,48 @@ class LaunchDarklyClient:
                 self._sleep(wait)
 
 
-def error_details(response: requests.Response) -> tuple[str, str]:
-    """LaunchDarkly's `{"code", "message"}` error body, or the status line when there is none."""
+def json_object(response: requests.Response) -> dict[str, Any]:
+    """The response's JSON object; empty when the body is not one."""
     try:
         data = response.json()
     except ValueError:
-        data = None
-    if isinstance(data, dict):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def error_details(response: requests.Response, context_keys: Iterable[str] = ()) -> tuple[str, str]:
+    """LaunchDarkly's `{"code", "message"}` error body, or the status line when there is none, scrubbed
+    (see `_scrub`): it ends up in log lines and dead-letter attributes."""
+    data = json_object(response)
+    if data:
         code, message = str(data.get("code", "unknown")), str(data.get("message", ""))
     else:
         code, message = f"http_{response.status_code}", response.reason or ""
-    return _scrub(code, response)[:100], _scrub(message, response)[:500]
+    request = getattr(response, "request", None)
+    token = request.headers.get("Authorization") if request is not None else None
+    secrets = {key: "<context key>" for key in context_keys}
+    if isinstance(token, str) and token:
+        secrets[token] = "<token>"
+    # Scrubbed whole, then cut: a cut first could leave the start of a key behind.
+    return _scrub(code, secrets)[:100], _scrub(message, secrets)[:500]
 
 
 # What an email address looks like, enough to find one quoted in an error message.
 _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 
-def _scrub(text: str, response: requests.Response) -> str:
-    """An error message can quote what the request carried: context keys (email addresses under the
-    email_only policy) or even the token. It ends up in log lines and dead-letter attributes, so both go."""
-    request = getattr(response, "request", None)
-    token = request.headers.get("Authorization") if request is not None else None
-    if isinstance(token, str) and token:
-        text = text.replace(token, "<token>")
+def _scrub(text: str, secrets: dict[str, str]) -> str:
+    """An error message can quote what the request carried: context keys (personal data, e-mail addresses
+    under the email_only policy) or even the token. Each is replaced by its placeholder wherever it shows,
+    as sent or as JSON or a URL would escape it, and so is any other e-mail-shaped text."""
+    forms: dict[str, str] = {}
+    for secret, placeholder in secrets.items():
+        escaped = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], quote(secret, safe=""))
+        for form in (secret, *escaped):
+            if form and form in text:
+                forms.setdefault(form, placeholder)
+    if forms:
+        # One pass, longest first: a key inside a longer one, or inside a placeholder, is not replaced twice.
+        pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+        text = pattern.sub(lambda match: forms[match.group()], text)
     return _EMAIL.sub("<email>", text)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from ld_audiences.config import LaunchDarklySettings, WriterMode
-from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, error_details
+from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, error_details, json_object
+
+logger = logging.getLogger(__name__)
+
+# WriteError codes of a segment the rest writer must not write to (what the DLQ's failure reason names).
+SEGMENT_NOT_MANAGED = "segment_not_managed"
+CONTEXT_KIND_MISMATCH = "context_kind_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,61 +59,118 @@ class SegmentAudiencesWriter:
         if not batch:
             return
         body = {"environmentId": self._client_side_id, "contextKind": target.context_kind, "batch": batch}
-        self._client.request("POST", self.PATH, body, deadline=deadline)
+        self._client.request("POST", self.PATH, body, deadline=deadline, context_keys=[*add, *remove])
 
 
 _INVALID_KEY_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
+# The tag on every segment the rest writer creates; with the description's marker, what makes it ours.
+MANAGED_TAG = "ld-audiences"
 
 
 class RestWriter:
-    """The public Segments API (big segments), for accounts or instances without the integration."""
+    """The public Segments API (big segments), for accounts or instances without the integration.
+
+    A segment is written only if this writer owns it: created with the `ld-audiences` tag and a
+    description naming its audience id and context kind. A segment found at the key without them (made
+    by hand, or by something else) is never written: the changes fail permanently and go to the DLQ.
+    """
 
     def __init__(self, client: LaunchDarklyClient, project_key: str, environment_key: str) -> None:
         self._client = client
+        self._where = f"{project_key}/{environment_key}"
         self._base = f"/api/v2/segments/{quote(project_key, safe='')}/{quote(environment_key, safe='')}"
-        self._existing: set[str] = set()
+        self._ours: set[str] = set()  # segment keys this instance created or found to be its own
 
     @staticmethod
     def segment_key(target: Target) -> str:
-        """Segment keys match `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`; Engage keys are snake_case, so this rarely
-        changes anything."""
-        key = _INVALID_KEY_CHARS.sub("-", target.audience_key)
-        return key if key[:1].isalnum() else f"a{key}"
+        """`{audience key}-{context kind}-{digest}`, e.g. `beta_testers-user-3fa9c21b07de`: readable, one
+        segment per audience id and context kind (the digest is of both, so audiences sharing a key, or
+        keys that differ only in characters LaunchDarkly refuses, never share a segment, and a big
+        segment's context kind, which cannot change, never has to), the same in every deployment, and
+        within LaunchDarkly's key rule `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$` in at most 86 characters
+        (LaunchDarkly documents no maximum for segment keys; flag keys may have 256)."""
+        readable = _INVALID_KEY_CHARS.sub("-", target.audience_key).lstrip("_.-")[:48] or "audience"
+        kind = _INVALID_KEY_CHARS.sub("-", target.context_kind)[:24]
+        identity = json.dumps([target.audience_id, target.context_kind]).encode()
+        return f"{readable}-{kind}-{hashlib.sha256(identity).hexdigest()[:12]}"
+
+    @staticmethod
+    def ownership_marker(target: Target) -> str:
+        """What the description of a segment this writer created ends with."""
+        identity = {"audience_id": target.audience_id, "context_kind": target.context_kind}
+        return "ld-audiences:" + json.dumps(identity, sort_keys=True, separators=(",", ":"))
 
     def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
         if not add and not remove:
             return
         key = self.segment_key(target)
-        if key not in self._existing:
-            self._create(target, key, deadline)
+        if key not in self._ours:
+            self._claim(target, key, deadline)
+        keys = [*add, *remove]
         body = {"included": {"add": list(add), "remove": list(remove)}}
         path = f"{self._base}/{quote(key, safe='')}/contexts"
-        response = self._client.request("POST", path, body, deadline=deadline, expected={404})
+        response = self._client.request("POST", path, body, deadline=deadline, expected={404}, context_keys=keys)
         if response.status_code == 404:
-            # Deleted in LaunchDarkly since we created it: create again and retry once.
-            self._existing.discard(key)
-            self._create(target, key, deadline)
-            response = self._client.request("POST", path, body, deadline=deadline, expected={404})
+            # Deleted in LaunchDarkly since we created it: create it again and retry once.
+            self._ours.discard(key)
+            self._claim(target, key, deadline)
+            response = self._client.request("POST", path, body, deadline=deadline, expected={404}, context_keys=keys)
             if response.status_code == 404:
-                code, message = error_details(response)
+                code, message = error_details(response, keys)
                 raise WriteError(True, 404, code, message)
 
-    def _create(self, target: Target, key: str, deadline: float) -> None:
+    def _claim(self, target: Target, key: str, deadline: float) -> None:
+        """Create the segment, or, if the key is taken, make sure the segment there is ours."""
         body = {
             "key": key,
             "name": target.cohort_name,
-            "description": f"Synced from Twilio Segment Engage audience {target.audience_id} by ld-audiences",
+            "description": f"Synced from Twilio Segment Engage audience {target.audience_key} by ld-audiences; "
+            f"changes made here are overwritten. {self.ownership_marker(target)}",
             "unbounded": True,
             "unboundedContextKind": target.context_kind,
-            "tags": ["ld-audiences"],
+            "tags": [MANAGED_TAG],
         }
         response = self._client.request(
             "POST", self._base, body, deadline=deadline, expected={409}, conflict_is_transient=False
         )
-        if response.status_code == 409 and error_details(response)[0] != "key_exists":
+        if response.status_code == 409:
             code, message = error_details(response)
-            raise WriteError(True, 409, code, message)
-        self._existing.add(key)
+            if code != "key_exists":
+                raise WriteError(True, 409, code, message)
+            path = f"{self._base}/{quote(key, safe='')}"
+            existing = self._client.request("GET", path, None, deadline=deadline, expected={404})
+            if existing.status_code == 404:  # deleted in between: the next attempt creates it
+                raise WriteError(False, 404, "not_found", f"segment {key} was deleted while it was checked")
+            self._check_ownership(target, key, json_object(existing))
+        self._ours.add(key)
+
+    def _check_ownership(self, target: Target, key: str, segment: dict[str, Any]) -> None:
+        where = f"Segment {key} in {self._where} (audience {target.audience_id}, context kind {target.context_kind})"
+        marker = self.ownership_marker(target)
+        if MANAGED_TAG not in (segment.get("tags") or []) or marker not in str(segment.get("description") or ""):
+            code, problem = SEGMENT_NOT_MANAGED, "exists but was not created by ld-audiences for this audience"
+            remedy = (
+                f"If ld-audiences created it and its tags or description were edited, restore the tag {MANAGED_TAG!r} "
+                f"and a description ending with {marker!r}; otherwise delete or rename that segment."
+            )
+        elif segment.get("unbounded") is not True:
+            code, problem = SEGMENT_NOT_MANAGED, "is not a big segment"
+            remedy = "Delete it: ld-audiences creates the big segment again."
+        elif segment.get("unboundedContextKind") != target.context_kind:
+            code = CONTEXT_KIND_MISMATCH
+            problem = f"holds context kind {segment.get('unboundedContextKind')!r}, not {target.context_kind!r}"
+            remedy = "Delete it: ld-audiences creates it again with the right context kind."
+        else:
+            return
+        logger.error(
+            "%s %s, so ld-audiences does not write to it and its changes go to the dead-letter queue. %s "
+            "Then move them back with `ld-audiences redrive`.",
+            where,
+            problem,
+            remedy,
+            extra={"audience_id": target.audience_id, "segment_key": key, "ld_code": code},
+        )
+        raise WriteError(True, 409, code, f"{where} {problem}")
 
 
 def make_writer(settings: LaunchDarklySettings, client: LaunchDarklyClient) -> SegmentWriter:
