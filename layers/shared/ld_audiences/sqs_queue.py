@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ld_audiences import limits
 from ld_audiences.change import MembershipChange
 from ld_audiences.ingest import QueueUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-SQS_BATCH_LIMIT = 10  # entries per SendMessageBatch call (AWS limit)
 ATTEMPTS = 3  # per entry, for entries SQS reports as failed on its side
 # A 4,000-event Webhooks batch is 400 calls: sent one by one they would exceed Segment's 10 s timeout.
 PARALLEL_CALLS = 8
@@ -26,7 +26,8 @@ class SqsChangeQueue:
         self._queue_url = queue_url
 
     def send(self, changes: Sequence[MembershipChange]) -> None:
-        batches = [changes[i : i + SQS_BATCH_LIMIT] for i in range(0, len(changes), SQS_BATCH_LIMIT)]
+        size = limits.SQS_BATCH_ENTRIES
+        batches = [changes[i : i + size] for i in range(0, len(changes), size)]
         if len(batches) <= 1:
             for batch in batches:
                 self._send_batch(batch)
