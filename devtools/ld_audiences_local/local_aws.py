@@ -16,6 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ld_audiences.state_table import table_definition
 from ld_audiences_local.defaults import (
     ACCESS_KEY,
     DLQ_NAME,
@@ -96,12 +97,7 @@ class LocalAws:
         self.queue_arn = self._queue_arn(self.queue_url)
 
         dynamodb = self.client("dynamodb")
-        dynamodb.create_table(
-            TableName=TABLE_NAME,
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        dynamodb.create_table(**table_definition(TABLE_NAME))
         dynamodb.update_time_to_live(
             TableName=TABLE_NAME, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )

@@ -221,6 +221,7 @@ class LocalStack:
             "WEBHOOK_SECRET_ARN": self.aws.webhook_secret_arn,
             "CONTEXT_KEY_POLICY": self.context_key_policy,
             "DEFAULT_CONTEXT_KIND": self.context_kind,
+            "ALLOWED_CONTEXT_KINDS": None,  # the template's default: only the default kind
             "LD_TOKEN_SECRET_ARN": self.aws.token_secret_arn,
             "LD_WRITER": self.writer,
             "LD_CLIENT_SIDE_ID": self.client_side_id,

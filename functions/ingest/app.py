@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -15,6 +16,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ld_audiences.auth import WebhookCredentials
@@ -53,6 +55,9 @@ def receive() -> Response[str]:
         settings=settings,
         credentials=webhook_credentials,
         queue=queue,
+        received_at=received_at(event),
+        # Every value of each parameter, so a repeated one is seen as such.
+        query=event.multi_value_query_string_parameters or {k: [v] for k, v in event.query_string_parameters.items()},
     )
     if report is not None:
         record(report)
@@ -68,6 +73,12 @@ def receive() -> Response[str]:
     )
     metrics.add_metric(name=f"Responses{response.status // 100}xx", unit=MetricUnit.Count, value=1)
     return Response(status_code=response.status, content_type="application/json", body=json.dumps(response.body))
+
+
+def received_at(event: APIGatewayProxyEvent) -> datetime:
+    """When API Gateway received the request (now, for an event that does not say)."""
+    epoch_ms = event.request_context.get("requestTimeEpoch")
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC) if isinstance(epoch_ms, int) else datetime.now(UTC)
 
 
 def record(report: IngestReport) -> None:

@@ -350,6 +350,16 @@ def test_status_json_reads_an_external_launchdarkly_and_shows_no_secret(
         assert secret not in requests.get(f"{stack.url}/", timeout=10).text
 
 
+def test_the_context_kind_query_parameter_reaches_ingest(stack: LocalStack, launchdarkly: Emulator) -> None:
+    audience = "aud_e2e_kind"
+    refused = post(f"{stack.url}/events?context_kind=account", engage_event(audience, "k-1"))
+    assert (refused.status_code, refused.json()["code"]) == (400, "context_kind_not_allowed")
+    chosen = post(f"{stack.url}/events?context_kind=user", engage_event(audience, "k-2"))
+    assert (chosen.status_code, chosen.json()["accepted"]) == (200, 1)
+    stack.wait_until_drained(30)
+    assert launchdarkly.included(f"{CSID}/{audience}") == {"k-2"}
+
+
 def test_wrong_or_missing_credentials_get_401_and_queue_nothing(stack: LocalStack, launchdarkly: Emulator) -> None:
     audience = "aud_e2e_unauthorized"
     before = stack.stats()

@@ -8,6 +8,7 @@ import gzip
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +24,14 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def api_event(
-    body: Any, *, path: str = "/events", method: str = "POST", secret: str = WEBHOOK, gzipped: bool = False
+    body: Any,
+    *,
+    path: str = "/events",
+    method: str = "POST",
+    secret: str = WEBHOOK,
+    gzipped: bool = False,
+    query: dict[str, list[str]] | None = None,
+    received: datetime | None = None,
 ) -> dict[str, Any]:
     raw = json.dumps(body).encode()
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
@@ -35,7 +43,8 @@ def api_event(
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": query or None,
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
@@ -45,6 +54,7 @@ def api_event(
             "resourcePath": path,
             "path": f"/v1{path}",
             "identity": {"sourceIp": "127.0.0.1"},
+            **({"requestTimeEpoch": int(received.timestamp() * 1000)} if received else {}),
         },
         "body": base64.b64encode(raw).decode() if gzipped else raw.decode(),
         "isBase64Encoded": gzipped,
@@ -283,3 +293,43 @@ def test_log_lines_follow_each_event_by_its_segment_message_id(
     ingest(aws, ingest_handler, [engage_event(user_id="b", message_id="personas_refused")])
     sync_handler(sqs_event(aws), FakeLambdaContext("sync"))
     assert lines_about("personas_refused") == [("DEBUG", "event queued"), ("ERROR", "change dead_lettered")]
+
+
+def test_account_audiences_are_written_as_account_contexts(
+    aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLOWED_CONTEXT_KINDS", "account")
+    environment(launchdarkly.url)
+    handler = load_handler("ingest")
+    refused = ingest(aws, handler, engage_event(user_id="acme"), query={"context_kind": ["device"]})
+    assert (refused[0], refused[1]["code"]) == (400, "context_kind_not_allowed")
+    assert aws.queue_messages(aws.queue_url) == []
+
+    status, body = ingest(aws, handler, engage_event(user_id="acme"), query={"context_kind": ["account"]})
+    assert (status, body["accepted"]) == (200, 1)
+    assert load_handler("sync")(sqs_event(aws), FakeLambdaContext("sync", timeout_seconds=30)) == {
+        "batchItemFailures": []
+    }
+    (request,) = launchdarkly.requests
+    assert request.body["contextKind"] == "account"
+    assert [item["userId"] for item in request.body["batch"]] == ["acme"]
+
+
+def test_event_times_are_bounded_by_when_api_gateway_received_the_request(
+    aws: Aws, environment: Callable[[str], None]
+) -> None:
+    environment("http://127.0.0.1:9")
+    handler = load_handler("ingest")
+    received = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)  # requestTimeEpoch, days before the test runs
+    events = [
+        engage_event(user_id="on-time", timestamp="2026-11-20T10:04:59Z"),
+        engage_event(user_id="ahead", timestamp="2026-11-20T10:05:01Z"),
+    ]
+    status, body = ingest(aws, handler, events, received=received)
+    assert (status, body["accepted"], [e["reason"] for e in body["errors"]]) == (200, 1, ["timestamp_in_future"])
+    assert [json.loads(m["Body"])["context_key"] for m in aws.queue_messages(aws.queue_url)] == ["on-time"]
+
+    # An event without requestTimeEpoch is checked against the function's clock.
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    status, body = ingest(aws, handler, engage_event(timestamp=ahead))
+    assert (status, body["errors"][0]["reason"]) == (400, "timestamp_in_future")

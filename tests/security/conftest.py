@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -35,6 +36,8 @@ def api_event(
     is_base64: bool = False,
     method: str = "POST",
     path: str = "/events",
+    query: Mapping[str, list[str]] | None = None,
+    received: datetime | None = None,
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event exactly as the ingest function receives one."""
     headers = dict(headers or {})
@@ -44,8 +47,8 @@ def api_event(
         "httpMethod": method,
         "headers": headers or None,
         "multiValueHeaders": {k: [v] for k, v in headers.items()} or None,
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": {name: values[-1] for name, values in query.items()} if query else None,
+        "multiValueQueryStringParameters": dict(query) if query else None,
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
@@ -55,6 +58,7 @@ def api_event(
             "resourcePath": path,
             "path": f"/v1{path}",
             "identity": {"sourceIp": "127.0.0.1"},
+            **({"requestTimeEpoch": int(received.timestamp() * 1000)} if received else {}),
         },
         "body": body,
         "isBase64Encoded": is_base64,

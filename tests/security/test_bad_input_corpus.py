@@ -87,6 +87,7 @@ def build_request(case: dict[str, Any]) -> dict[str, Any]:
         is_base64=is_base64,
         method=case.get("method", defaults["method"]),
         path=case.get("path", defaults["path"]),
+        query=case.get("query"),
     )
 
 
@@ -128,6 +129,13 @@ def test_corpus_case(corpus_stack: IngestStack, case: dict[str, Any]) -> None:
     assert len(queued) == expect.get("queued", 0) == (body.get("accepted") or 0)
     if "context_keys" in expect:
         assert sorted(c.context_key for c in queued) == sorted(expect["context_keys"])
+    if "context_kinds" in expect:
+        assert sorted(c.context_kind for c in queued) == sorted(expect["context_kinds"])
+    # Answers never repeat a header value the caller sent (short ones could match by chance).
+    answer = json.dumps(body, ensure_ascii=False)
+    for value in case.get("headers", {}).values():
+        if value and len(value) >= 6:
+            assert substitute(value) not in answer, value
 
 
 def test_corpus_is_large_and_documented() -> None:

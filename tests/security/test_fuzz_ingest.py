@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import json
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hypothesis
@@ -37,6 +39,10 @@ SIGNING = "fuzz-signing-key-c0a4"
 MAX_BODY = 64_000
 MAX_EVENTS = 40
 STATUSES = {200, 400, 401, 405, 413, 415}
+# When every request "arrives" (API Gateway's requestTimeEpoch), and how far ahead of it an event time may be
+# (README: "What ingest refuses").
+RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+SKEW = timedelta(minutes=5)
 
 FUZZ = settings(
     derandomize=True,
@@ -93,13 +99,19 @@ def rarely(draw: st.DrawFn) -> bool:
 
 # Each part of an event: values that are right (edge cases that must still work included), and values
 # that are wrong. An event draws the right kind most of the time, so most events reach the queue.
-AUDIENCE_KEYS = (["beta_testers", "vip_users", "\U0001f680_fans", "__proto__", "k" * 255], ["k" * 256, ""])
+AUDIENCE_KEYS = (
+    ["beta_testers", "vip_users", "\U0001f680_fans", "__proto__", "k" * 255],
+    ["k" * 256, "", "beta\u202etesters", "vip\nusers"],
+)
 MEMBERSHIPS: tuple[list[Any], list[Any]] = (
     [True, False, "true", "FALSE"],
     ["MISSING", " true", "yes", 1, None, [], {}],
 )
 CLASSES = (["audience", "journey_step"], ["trait", "Audience", None])
-AUDIENCE_IDS: tuple[list[Any], list[Any]] = (["aud_1", "aud_\U0001f680", "i" * 255], ["i" * 256, "", 42])
+AUDIENCE_IDS: tuple[list[Any], list[Any]] = (
+    ["aud_1", "aud_\U0001f680", "i" * 255, 42, 7.0],
+    ["i" * 256, "", "aud\u200b1", "aud_1 ", 4.5],
+)
 TIMESTAMPS = (
     [
         "2026-11-20T10:00:00.000Z",
@@ -107,9 +119,13 @@ TIMESTAMPS = (
         "2026-11-20T10:00:00+05:30",
         "2026-11-20 10:00:00-0800",
         "0999-01-01T00:00:00Z",
-        "9999-12-31T23:59:59Z",
+        "2026-11-20T10:00:00.000",
+        "2026-11-20T12:04:59.999999Z",
     ],
     [
+        "9999-12-31T23:59:59Z",
+        "2026-11-20T12:05:00.000001Z",
+        "2026-11-20T13:05:01+01:00",
         "0001-01-01T00:00:00+01:00",
         "9999-12-31T23:59:59-01:00",
         "2026-02-30T10:00:00Z",
@@ -120,12 +136,33 @@ TIMESTAMPS = (
     ],
 )
 IDS: tuple[list[Any], list[Any]] = (
-    ["user-1", "user-2", "\u202euser", "user\x00", "user\uffff", "u" * 1024, 12345, 1.5],
-    ["", "u" * 1025, "us\ud800er", float("inf"), float("nan"), True, None],
+    ["user-1", "user-2", "jane doe", "user\uffff", "u" * 1024, 12345, 1.0, 2**53 - 1],
+    [
+        "",
+        "u" * 1025,
+        "us\ud800er",
+        float("inf"),
+        float("nan"),
+        True,
+        None,
+        "\u202euser",
+        "user\x00",
+        " user",
+        1.5,
+        2**53,
+    ],
 )
 EMAILS: tuple[list[Any], list[Any]] = (
     ["alice@example.com", " bob@example.com ", "c\uffff@example.com"],
-    ["", "al\ud800ce@example.com", "x" * 1025 + "@example.com", None, 42],
+    [
+        "",
+        "al\ud800ce@example.com",
+        "x" * 1025 + "@example.com",
+        None,
+        42,
+        "d\u200b@example.com",
+        "e\u00a0f@example.com",
+    ],
 )
 MESSAGE_IDS: tuple[list[Any], list[Any]] = (["personas_2kQ1", "personas_2kQ2", "m" * 255, None], ["", "m" * 256, 7])
 # Where a mutation may strike an otherwise plausible event.
@@ -385,6 +422,29 @@ def expected_membership(raw: dict[str, Any], event: SegmentEvent, audience_key: 
     return None
 
 
+def invisible(value: str) -> bool:
+    """README's rule, worked out independently of `limits.key_defect`: no control, format or separator
+    character, no space but U+0020, and none of those at either end."""
+    refused = any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or (unicodedata.category(c) == "Zs" and c != " ")
+        for c in value
+    )
+    return refused or value != value.strip(" ")
+
+
+def too_far_ahead(event: SegmentEvent) -> bool:
+    """The event's time (timestamp, else originalTimestamp, else receivedAt) is beyond RECEIVED + SKEW."""
+    for name in ("timestamp", "originalTimestamp", "receivedAt"):
+        value = getattr(event, name)
+        if value:
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                return False  # no timestamp at all: rejected for that
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) > RECEIVED + SKEW
+    return False
+
+
 def check_against_events(
     events: list[Any], body: dict[str, Any], changes: Sequence[MembershipChange], policy: ContextKeyPolicy
 ) -> None:
@@ -407,13 +467,17 @@ def check_against_events(
             assert index not in rejected
             skipped += 1
             continue
+        context_key = expected_key(raw, event, policy)
+        identifiers = (personas.computation_key, personas.computation_id, context_key)
+        if any(value and invisible(value) for value in identifiers) or too_far_ahead(event):
+            assert index in rejected, f"event {index} has an invisible character or a future time"
         if index not in rejected:
             key = personas.computation_key or ""
             expected.append(
                 (
                     personas.computation_id,
                     key,
-                    expected_key(raw, event, policy),
+                    context_key,
                     expected_membership(raw, event, key),
                     event.messageId or None,
                 )
@@ -436,6 +500,8 @@ def check_against_events(
 
 
 def check_change(change: MembershipChange) -> None:
+    assert not any(invisible(value) for value in (change.context_key, change.audience_key, change.audience_id))
+    assert datetime.fromisoformat(change.event_time[:26] + "Z") <= RECEIVED + SKEW
     assert MembershipChange.model_validate(change.model_dump()) == change
     message = change.to_message()
     assert sqs_safe(message) and len(message.encode()) < 256 * 1024
@@ -466,6 +532,7 @@ def test_ingest_core_survives_anything(request: Request, policy: ContextKeyPolic
         settings=ingest_settings,
         credentials=lambda: WebhookCredentials.from_secret(json.dumps(secret)),
         queue=queue,
+        received_at=RECEIVED,
     )
     json.dumps(response.body)  # what the Lambda handler sends must serialize
     hypothesis.event(f"status {response.status} {response.body.get('code', '')}")
@@ -512,11 +579,13 @@ def test_real_handler_survives_anything(fuzz_stack: IngestStack, request: Reques
     handler = fuzz_stack.handler({})
     headers = {header_case(name, style): value for name, value in request.headers.items()}
     method = request.method.upper()  # API Gateway hands over the method upper-case
-    event = api_event(body=request.body, headers=headers, is_base64=request.is_base64, method=method)
+    event = api_event(body=request.body, headers=headers, is_base64=request.is_base64, method=method, received=RECEIVED)
 
     status, body = decode_response(fuzz_stack.call(handler, event))
 
     queued = validate_queued(fuzz_stack.drain())
+    for change in queued:
+        check_change(change)
     hypothesis.event(f"status {status} {body.get('code', '')}")
     hypothesis.event("some change queued" if queued else "nothing queued")
     assert status in STATUSES, body  # the queue is up: no 5xx

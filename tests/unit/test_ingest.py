@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import hashlib
 import hmac
 import json
 import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from ld_audiences.auth import WebhookCredentials
 from ld_audiences.change import MembershipChange
-from ld_audiences.config import IngestSettings, NormalizeSettings
+from ld_audiences.config import ConfigError, IngestSettings, NormalizeSettings
 from ld_audiences.ingest import QueueUnavailable, Response, handle
 from ld_audiences.limits import MAX_EVENTS_PER_REQUEST, MAX_LISTED_ERRORS
 from tests.segment_events import engage_event
 
 SECRET = "s3cret-webhook"
+# After every event time engage_event() gives by default.
+RECEIVED_AT = datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)
 SETTINGS = IngestSettings(
     queue_url="q", webhook_secret_id="w", normalize=NormalizeSettings(), max_body_bytes=64_000, max_events=50
 )
@@ -55,6 +59,7 @@ def post(
     queue: RecordingQueue | None = None,
     secret: str = SECRET,
     method: str = "POST",
+    query: dict[str, list[str]] | None = None,
 ) -> tuple[Response, RecordingQueue]:
     queue = queue or RecordingQueue()
     response, _ = handle(
@@ -65,6 +70,8 @@ def post(
         settings=SETTINGS,
         credentials=lambda: WebhookCredentials.from_secret(secret),
         queue=queue,
+        received_at=RECEIVED_AT,
+        query=query,
     )
     return response, queue
 
@@ -144,17 +151,8 @@ def test_gzip_bodies_are_decompressed() -> None:
 
 
 def test_bodies_api_gateway_already_inflated_are_read_as_they_are() -> None:
-    """API Gateway inflates a gzip or deflate body itself and passes Content-Encoding on with it."""
-    for encoding in ("gzip", "deflate"):
-        response, queue = post([engage_event()], headers={**bearer(), "content-encoding": encoding})
-        assert (response.status, len(queue.sent)) == (200, 1), encoding
-
-
-def test_deflate_bodies_are_decompressed() -> None:
-    payload = zlib.compress(json.dumps([engage_event()]).encode())
-    response, queue = post(
-        body=base64.b64encode(payload).decode(), is_base64=True, headers={**bearer(), "content-encoding": "deflate"}
-    )
+    """API Gateway inflates a gzip body itself and passes Content-Encoding on with it."""
+    response, queue = post([engage_event()], headers={**bearer(), "content-encoding": "gzip"})
     assert (response.status, len(queue.sent)) == (200, 1)
 
 
@@ -230,6 +228,7 @@ def handle_events(events: list[Any]) -> tuple[Response, RecordingQueue]:
         settings=settings,
         credentials=lambda: WebhookCredentials.from_secret(SECRET),
         queue=queue,
+        received_at=RECEIVED_AT,
     )
     return response, queue
 
@@ -285,3 +284,153 @@ def test_only_post_is_allowed() -> None:
 def test_queue_unavailable_is_a_503_so_segment_retries() -> None:
     response, _ = post(engage_event(), queue=RecordingQueue(fail=True))
     assert (response.status, response.body["code"]) == (503, "queue_unavailable")
+
+
+# ------------------------------------------------------------------------------ gzip, read exactly
+
+
+def gzip_post(raw: bytes, **headers: str) -> tuple[Response, RecordingQueue]:
+    return post(
+        body=base64.b64encode(raw).decode(),
+        is_base64=True,
+        headers={**bearer(), "content-encoding": "gzip", **headers},
+    )
+
+
+GZIPPED = gzip.compress(json.dumps([engage_event(user_id="first")]).encode(), mtime=0)
+SECOND = gzip.compress(json.dumps([engage_event(user_id="second")]).encode(), mtime=0)
+
+
+def with_trailer(body: bytes, *, crc: int | None = None, size: int | None = None) -> bytes:
+    """`body` (one gzip member) with its CRC-32 or ISIZE trailer field replaced."""
+    old_crc, old_size = int.from_bytes(body[-8:-4], "little"), int.from_bytes(body[-4:], "little")
+    new_crc = old_crc if crc is None else crc
+    new_size = old_size if size is None else size
+    return body[:-8] + new_crc.to_bytes(4, "little") + new_size.to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (GZIPPED + SECOND, "more than one member"),
+        (GZIPPED + b"garbage", "trailing bytes"),
+        (GZIPPED + b"\x00" * 8, "trailing bytes"),
+        (GZIPPED[:-8], "truncated"),
+        (GZIPPED[:-3], "truncated"),
+        (with_trailer(GZIPPED, crc=0), "CRC or length"),
+        (with_trailer(GZIPPED, size=1), "CRC or length"),
+    ],
+    ids=[
+        "second-member",
+        "trailing-garbage",
+        "trailing-zeros",
+        "no-trailer",
+        "half-trailer",
+        "wrong-crc",
+        "wrong-isize",
+    ],
+)
+def test_gzip_bodies_are_read_exactly_or_refused(raw: bytes, message: str) -> None:
+    assert gzip_post(GZIPPED)[0].status == 200  # the same body, sent as it was compressed
+    response, queue = gzip_post(raw)
+    assert (response.status, response.body["code"], queue.sent) == (400, "invalid_body", [])
+    assert message in response.body["message"]
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "x-gzip", "gzip, identity", "compress", "<b>zstd</b>"])
+def test_only_gzip_and_identity_encodings_are_read(encoding: str) -> None:
+    response, queue = post(engage_event(), headers={**bearer(), "content-encoding": encoding})
+    assert (response.status, response.body["code"], queue.sent) == (415, "unsupported_encoding", [])
+    assert response.body["message"] == "Content-Encoding must be gzip or identity"  # the value is not echoed
+    for accepted in ("identity", "IDENTITY", ""):
+        assert post(engage_event(), headers={**bearer(), "content-encoding": accepted})[0].status == 200
+
+
+# ------------------------------------------------------------------------------ event times
+
+
+def test_an_event_stamped_in_the_future_is_refused_and_its_neighbours_are_queued() -> None:
+    future = (RECEIVED_AT + timedelta(minutes=5, seconds=1)).isoformat()
+    response, queue = post([engage_event(user_id="a"), engage_event(user_id="b", timestamp=future)])
+    assert response.status == 200
+    assert [c.context_key for c in queue.sent] == ["a"]
+    assert [(e["index"], e["reason"], e["field"]) for e in response.body["errors"]] == [
+        (1, "timestamp_in_future", "timestamp")
+    ]
+
+
+# ------------------------------------------------------------------------------ context kind per request
+
+ACCOUNT_SETTINGS = dataclasses.replace(SETTINGS, other_context_kinds=frozenset({"account"}))
+
+
+def test_a_request_may_choose_an_allowed_context_kind() -> None:
+    queue = RecordingQueue()
+    response, _ = handle(
+        method="POST",
+        headers=bearer(),
+        body=json.dumps([engage_event(user_id="acme")]),
+        is_base64=False,
+        settings=ACCOUNT_SETTINGS,
+        credentials=lambda: WebhookCredentials.from_secret(SECRET),
+        queue=queue,
+        received_at=RECEIVED_AT,
+        query={"context_kind": ["account"], "unrelated": ["x"]},
+    )
+    assert response.status == 200
+    assert [(c.context_kind, c.context_key) for c in queue.sent] == [("account", "acme")]
+
+
+@pytest.mark.parametrize(
+    "query, kind", [(None, "user"), ({}, "user"), ({"context_kind": ["user"]}, "user"), ({"other": ["a"]}, "user")]
+)
+def test_without_the_parameter_the_default_kind_is_used(query: dict[str, list[str]] | None, kind: str) -> None:
+    response, queue = post(engage_event(), query=query)
+    assert response.status == 200 and [c.context_kind for c in queue.sent] == [kind]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["account"], ["Account"], [""], ["user", "user"], ["user", "account"], ["multi"], ["us\x00er"]],
+    ids=["not-allowed", "case", "empty", "twice", "two-kinds", "reserved", "nul"],
+)
+def test_context_kinds_not_allowed_get_400_and_queue_nothing(values: list[str]) -> None:
+    response, queue = post(engage_event(), query={"context_kind": values})
+    assert (response.status, response.body["code"], queue.sent) == (400, "context_kind_not_allowed", [])
+    # A fixed text naming the allowed kinds: the request's value is not echoed.
+    assert response.body["message"] in ("context_kind must be one of: user", "give context_kind once, one of: user")
+
+
+def test_the_context_kind_is_checked_after_authentication() -> None:
+    response, _ = post(engage_event(), headers=bearer("wrong"), query={"context_kind": ["account"]})
+    assert response.status == 401
+
+
+def test_allowed_context_kinds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUE_URL", "q")
+    monkeypatch.setenv("WEBHOOK_SECRET_ARN", "w")
+    monkeypatch.setenv("DEFAULT_CONTEXT_KIND", "user")
+    monkeypatch.setenv("ALLOWED_CONTEXT_KINDS", " account , device.v2,")
+    assert IngestSettings.from_env().context_kinds == {"user", "account", "device.v2"}
+    monkeypatch.delenv("ALLOWED_CONTEXT_KINDS")
+    assert IngestSettings.from_env().context_kinds == {"user"}  # the default kind only
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("ALLOWED_CONTEXT_KINDS", "account,multi"),
+        ("ALLOWED_CONTEXT_KINDS", "acc ount"),
+        ("ALLOWED_CONTEXT_KINDS", "k" * 65),
+        ("DEFAULT_CONTEXT_KIND", "kind"),
+        ("DEFAULT_CONTEXT_KIND", "usér"),
+    ],
+)
+def test_context_kinds_launchdarkly_would_refuse_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("QUEUE_URL", "q")
+    monkeypatch.setenv("WEBHOOK_SECRET_ARN", "w")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        IngestSettings.from_env()

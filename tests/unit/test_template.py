@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import copy
+import fnmatch
 import hashlib
 import json
 import re
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import yaml
 
 from ld_audiences import limits
 from ld_audiences.config import IngestSettings, NormalizeSettings
+from ld_audiences.normalize import format_time, parse_timestamp
+from ld_audiences.state_table import table_definition
 from ld_audiences_local.api_gateway import (
     BINARY_MEDIA_TYPES,
     INGEST_TIMEOUT,
@@ -40,6 +44,7 @@ LOCAL_WEBHOOK_SECRET = "local-webhook-secret"  # docs/CONTRACTS.md, local stack 
 
 # docs/CONTRACTS.md, "Environment variables": what each function reads.
 BOTH_ENV = {
+    "QUEUE_URL",  # ingest queues changes; sync queues deferred ones and reasserts again
     "SECRETS_MAX_AGE",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
@@ -47,10 +52,10 @@ BOTH_ENV = {
     "POWERTOOLS_LOGGER_SAMPLE_RATE",
 }
 INGEST_ENV = BOTH_ENV | {
-    "QUEUE_URL",
     "WEBHOOK_SECRET_ARN",
     "CONTEXT_KEY_POLICY",
     "DEFAULT_CONTEXT_KIND",
+    "ALLOWED_CONTEXT_KINDS",
     "MAX_BODY_BYTES",
     "MAX_EVENTS_PER_REQUEST",
 }
@@ -93,9 +98,10 @@ SYNC_ALLOWED = {
     "sqs:DeleteMessage": {"Queue"},
     "sqs:ChangeMessageVisibility": {"Queue"},
     "sqs:GetQueueAttributes": {"Queue"},
-    "sqs:SendMessage": {"DeadLetterQueue"},
+    "sqs:SendMessage": {"DeadLetterQueue", "Queue"},
     "secretsmanager:GetSecretValue": {"LaunchDarklyTokenSecret"},
     "dynamodb:GetItem": {"StateTable"},
+    "dynamodb:BatchGetItem": {"StateTable"},
     "dynamodb:UpdateItem": {"StateTable"},
     "logs:CreateLogStream": {"SyncFunctionLogGroup"},
     "logs:PutLogEvents": {"SyncFunctionLogGroup"},
@@ -107,8 +113,11 @@ SYNC_REQUIRED = {
     ("sqs:DeleteMessage", "Queue"),
     ("sqs:GetQueueAttributes", "Queue"),
     ("sqs:SendMessage", "DeadLetterQueue"),
+    ("sqs:SendMessage", "Queue"),  # deferred records and reasserts, queued again
+    ("sqs:ChangeMessageVisibility", "Queue"),  # a deferred record that could not be queued again
     ("secretsmanager:GetSecretValue", "LaunchDarklyTokenSecret"),
     ("dynamodb:UpdateItem", "StateTable"),
+    ("dynamodb:BatchGetItem", "StateTable"),
     ("logs:CreateLogStream", "SyncFunctionLogGroup"),
     ("logs:PutLogEvents", "SyncFunctionLogGroup"),
 }
@@ -177,19 +186,61 @@ def param_default(t: dict[str, Any], name: str) -> Any:
     return t["Parameters"][name]["Default"]
 
 
+NO_VALUE = "<AWS::NoValue>"
+# Pseudo parameters as a deployment in us-east-1 would see them (overridable like parameters).
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::StackName": "ld-audiences",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+
 def resolve(t: dict[str, Any], node: Any, overrides: dict[str, Any] | None = None) -> Any:
-    """Resolve Ref-to-parameter and Fn::FindInMap, with parameter defaults unless overridden."""
+    """Resolve Ref-to-parameter, pseudo parameters, Fn::FindInMap, conditions (Fn::If, Fn::Equals, Fn::Not)
+    and Fn::Sub over those, with parameter defaults unless overridden. References to resources stay as they
+    are; AWS::NoValue becomes NO_VALUE."""
     overrides = overrides or {}
     if isinstance(node, dict) and len(node) == 1:
         ((key, value),) = node.items()
-        if key == "Ref" and value in t.get("Parameters", {}):
-            return overrides.get(value, param_default(t, value))
+        if key == "Ref" and value == "AWS::NoValue":
+            return NO_VALUE
+        if key == "Ref" and (value in t.get("Parameters", {}) or value in PSEUDO):
+            default = param_default(t, value) if value in t.get("Parameters", {}) else PSEUDO[value]
+            return overrides.get(value, default)
         if key == "Fn::FindInMap":
             mapping, top, second = (resolve(t, part, overrides) for part in value)
             return t["Mappings"][mapping][str(top)][second]
-        if key == "Fn::GetAtt":
-            return node
+        if key == "Fn::If":
+            condition, when_true, when_false = value
+            return resolve(t, when_true if holds(t, condition, overrides) else when_false, overrides)
+        if key == "Fn::Equals":
+            left, right = (resolve(t, part, overrides) for part in value)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not resolve(t, value[0], overrides)
+        if key == "Condition":
+            return holds(t, value, overrides)
+        if key == "Fn::Sub" and isinstance(value, str):
+
+            def substitute(match: re.Match[str]) -> str:
+                name = match.group(1)
+                resolved = resolve(t, {"Ref": name}, overrides)
+                return str(resolved) if resolved != {"Ref": name} else match.group(0)
+
+            return re.sub(r"\$\{([A-Za-z0-9:]+)\}", substitute, value)
     return node
+
+
+def holds(t: dict[str, Any], condition: str, overrides: dict[str, Any] | None = None) -> bool:
+    """Whether a named condition holds with these parameter values."""
+    return bool(resolve(t, t["Conditions"][condition], overrides))
+
+
+def created(t: dict[str, Any], logical_id: str, overrides: dict[str, Any] | None = None) -> bool:
+    condition = t["Resources"][logical_id].get("Condition")
+    return condition is None or holds(t, condition, overrides)
 
 
 def as_int(value: Any) -> int:
@@ -443,8 +494,9 @@ def test_queue_and_dead_letter_queue(tpl: dict[str, Any]) -> None:
     assert 1 <= as_int(resolve(tpl, redrive["maxReceiveCount"])) <= 10
     assert as_int(max_receive["MinValue"]) >= 1
     assert as_int(max_receive["MaxValue"]) <= 1000  # bounded: SQS allows 1..1000
-    assert queue["SqsManagedSseEnabled"] is True
-    assert dlq["SqsManagedSseEnabled"] is True
+    for encrypted in (queue, dlq):
+        assert resolve(tpl, encrypted["SqsManagedSseEnabled"]) is True
+        assert resolve(tpl, encrypted["KmsMasterKeyId"]) == NO_VALUE
     assert queue["MessageRetentionPeriod"] == 4 * 86400
     assert dlq["MessageRetentionPeriod"] == 14 * 86400
     assert "FifoQueue" not in queue
@@ -452,9 +504,11 @@ def test_queue_and_dead_letter_queue(tpl: dict[str, Any]) -> None:
 
 def test_state_table(tpl: dict[str, Any]) -> None:
     table = props(tpl, "StateTable")
-    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
-    assert table["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
-    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    # The local stack and the tests create the table from state_table.py: the same layout as deployed.
+    definition = table_definition("any")
+    assert table["KeySchema"] == definition["KeySchema"]
+    assert table["AttributeDefinitions"] == definition["AttributeDefinitions"]
+    assert table["BillingMode"] == definition["BillingMode"]
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert table["SSESpecification"]["SSEEnabled"] is True
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
@@ -504,6 +558,7 @@ def test_parameters(tpl: dict[str, Any]) -> None:
     assert params["DefaultContextKind"]["Default"] == "user"
     assert params["ChunkSize"]["Default"] == 1000
     assert params["AlarmEmail"]["Default"] == ""
+    assert params["AllowedContextKinds"]["Default"] == ""  # the default kind only
     for name, spec in params.items():
         assert spec.get("Description"), f"parameter {name} has no description"
 
@@ -544,7 +599,6 @@ def test_ingest_least_privilege(tpl: dict[str, Any]) -> None:
 def test_sync_least_privilege(tpl: dict[str, Any]) -> None:
     assert check_least_privilege(tpl, "SyncFunction", SYNC_ALLOWED, SYNC_REQUIRED) == []
     granted = set(grants(role_statements(tpl, "SyncFunction")))
-    assert ("sqs:SendMessage", "Queue") not in granted
     assert not any(resource == "WebhookSecret" for _, resource in granted)
     assert not any(action in {"dynamodb:Scan", "dynamodb:DeleteItem"} for action, _ in granted)
 
@@ -642,6 +696,214 @@ def test_outputs(tpl: dict[str, Any]) -> None:
     assert target(outputs["SharedLayerArn"]["Value"]) == "SharedLayer"
 
 
+# ------------------------------------------------------------------------------------------ encryption key
+
+CMK = {"CustomerManagedKey": "true"}
+ENCRYPTED = ("WebhookSecret", "LaunchDarklyTokenSecret", "Queue", "DeadLetterQueue", "StateTable")
+
+
+def encryption_key(t: dict[str, Any], logical_id: str, overrides: dict[str, Any] | None = None) -> str:
+    """The logical id of the KMS key encrypting a resource, or the AWS managed mechanism it uses."""
+    properties = props(t, logical_id)
+    kind = t["Resources"][logical_id]["Type"]
+    if kind == "AWS::SecretsManager::Secret":
+        key = resolve(t, properties.get("KmsKeyId", {"Ref": "AWS::NoValue"}), overrides)
+        return "aws/secretsmanager" if key == NO_VALUE else target(key)
+    if kind == "AWS::SQS::Queue":
+        key = resolve(t, properties.get("KmsMasterKeyId", {"Ref": "AWS::NoValue"}), overrides)
+        sse_sqs = resolve(t, properties.get("SqsManagedSseEnabled", False), overrides) is True
+        assert (key == NO_VALUE) == sse_sqs, f"{logical_id}: exactly one of SSE-SQS and a KMS key"
+        return "SSE-SQS" if sse_sqs else target(key)
+    sse = properties["SSESpecification"]
+    assert sse["SSEEnabled"] is True
+    key = resolve(t, sse.get("KMSMasterKeyId", {"Ref": "AWS::NoValue"}), overrides)
+    return "aws/dynamodb" if key == NO_VALUE else target(key)
+
+
+def role_arn(t: dict[str, Any], role_id: str, overrides: dict[str, Any] | None = None) -> str:
+    """The ARN CloudFormation gives a role without RoleName: its path, then <stack>-<logical id>-<suffix>."""
+    path = resolve(t, props(t, role_id).get("Path", "/"), overrides)
+    stack = resolve(t, {"Ref": "AWS::StackName"}, overrides)
+    return f"arn:aws:iam::123456789012:role{path}{stack}-{role_id}-1A2B3C4D5E6F"
+
+
+def key_grants(t: dict[str, Any], principal_arn: str, overrides: dict[str, Any] | None = None) -> set[tuple[str, str]]:
+    """(action, service) pairs the key policy itself grants a principal of this account, IAM aside: the
+    statements with Principal "*", each of which must be narrowed by the principal's ARN, the account and
+    the services."""
+    account = resolve(t, {"Ref": "AWS::AccountId"}, overrides)
+    granted = set()
+    for statement in props(t, "EncryptionKey")["KeyPolicy"]["Statement"]:
+        if statement["Effect"] != "Allow" or statement["Principal"] != {"AWS": "*"}:
+            continue
+        condition = statement["Condition"]
+        pattern = resolve(t, condition["ArnLike"]["aws:PrincipalArn"], overrides)
+        assert resolve(t, condition["StringEquals"]["kms:CallerAccount"], overrides) == account
+        services = [resolve(t, s, overrides) for s in listify(condition["StringEquals"]["kms:ViaService"])]
+        if fnmatch.fnmatchcase(principal_arn, pattern):
+            granted |= {(a, s.split(".")[0]) for a in listify(statement["Action"]) for s in services}
+    return granted
+
+
+def test_encryption_is_aws_managed_by_default(tpl: dict[str, Any]) -> None:
+    assert param_default(tpl, "CustomerManagedKey") == "false"
+    assert not created(tpl, "EncryptionKey") and not created(tpl, "EncryptionKey", {"CustomerManagedKey": "false"})
+    assert {r: encryption_key(tpl, r) for r in ENCRYPTED} == {
+        "WebhookSecret": "aws/secretsmanager",
+        "LaunchDarklyTokenSecret": "aws/secretsmanager",
+        "Queue": "SSE-SQS",
+        "DeadLetterQueue": "SSE-SQS",
+        "StateTable": "aws/dynamodb",
+    }
+
+
+def test_a_customer_managed_key_encrypts_the_secrets_the_queues_and_the_table(tpl: dict[str, Any]) -> None:
+    assert created(tpl, "EncryptionKey", CMK)
+    assert {r: encryption_key(tpl, r, CMK) for r in ENCRYPTED} == dict.fromkeys(ENCRYPTED, "EncryptionKey")
+    key = props(tpl, "EncryptionKey")
+    assert key["EnableKeyRotation"] is True
+    # Restorable for as long as the dead-letter queue keeps what the key encrypted.
+    assert key["PendingWindowInDays"] * 86400 >= props(tpl, "DeadLetterQueue")["MessageRetentionPeriod"]
+    assert tpl["Outputs"]["EncryptionKeyArn"]["Condition"] == "UseCustomerManagedKey"
+
+
+def test_the_key_policy_lets_each_function_role_use_the_key_only_for_its_own_resources(
+    tpl: dict[str, Any],
+) -> None:
+    ingest, sync = role_arn(tpl, "IngestFunctionRole", CMK), role_arn(tpl, "SyncFunctionRole", CMK)
+    # A producer of encrypted SQS messages needs GenerateDataKey and Decrypt; a consumer or a secret reader
+    # Decrypt; a table user what DynamoDB documents for customer managed keys.
+    assert key_grants(tpl, ingest, CMK) == {
+        ("kms:Decrypt", "sqs"),
+        ("kms:GenerateDataKey", "sqs"),
+        ("kms:Decrypt", "secretsmanager"),
+        ("kms:GenerateDataKey", "secretsmanager"),
+    }
+    table_use = {"kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant"}
+    assert key_grants(tpl, sync, CMK) >= {
+        ("kms:Decrypt", "sqs"),
+        ("kms:GenerateDataKey", "sqs"),
+        ("kms:Decrypt", "secretsmanager"),
+        *((action, "dynamodb") for action in table_use | {"kms:DescribeKey"}),
+    }
+    assert not any(service == "dynamodb" for _, service in key_grants(tpl, ingest, CMK))
+    # The roles of the same stack in another region, or of another stack, get nothing from this key.
+    elsewhere = {**CMK, "AWS::Region": "eu-west-1"}
+    other_stack = {**CMK, "AWS::StackName": "ld-audiences-staging"}
+    for role_id in ("IngestFunctionRole", "SyncFunctionRole"):
+        for other in (elsewhere, other_stack):
+            assert key_grants(tpl, role_arn(tpl, role_id, other), CMK) == set()
+    assert key_grants(tpl, "arn:aws:iam::123456789012:role/admin", CMK) == set()
+
+
+def test_other_principals_use_the_key_only_through_iam_and_the_stacks_services(tpl: dict[str, Any]) -> None:
+    crypto = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt", "kms:GenerateDataKey", "kms:CreateGrant")
+    root = {"AWS": "arn:aws:iam::123456789012:root"}
+    for statement in props(tpl, "EncryptionKey")["KeyPolicy"]["Statement"]:
+        principal = {name: resolve(tpl, value, CMK) for name, value in statement["Principal"].items()}
+        assert principal in (root, {"AWS": "*"}), statement["Sid"]
+        if principal != root or statement["Effect"] != "Allow":
+            continue
+        uses = [a for a in listify(statement["Action"]) if a.startswith(crypto) or a in ("kms:*", "*")]
+        if uses:
+            services = {resolve(tpl, s, CMK) for s in statement["Condition"]["StringEquals"]["kms:ViaService"]}
+            assert services == {f"{s}.us-east-1.amazonaws.com" for s in ("secretsmanager", "sqs", "dynamodb")}
+
+
+def dependencies(t: dict[str, Any]) -> dict[str, set[str]]:
+    """Resource -> resources it references (Ref, Fn::GetAtt, Fn::Sub, DependsOn), whatever the conditions."""
+
+    def references(node: Any) -> set[str]:
+        if isinstance(node, list):
+            return set().union(*map(references, node)) if node else set()
+        if not isinstance(node, dict):
+            return set()
+        found: set[str] = set()
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0])
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                found |= {name.split(".")[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+                found |= references(value if isinstance(value, str) else value[1])
+            else:
+                found |= references(value)
+        return found
+
+    graph = {}
+    for logical_id, resource in t["Resources"].items():
+        named = references(resource.get("Properties", {})) | set(listify(resource.get("DependsOn", [])))
+        graph[logical_id] = {name for name in named if name in t["Resources"]}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One dependency cycle, or None."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return [*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, nxt])):
+                return found
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_the_key_creates_no_dependency_cycle(tpl: dict[str, Any]) -> None:
+    assert cycle(dependencies(tpl)) is None
+    # Naming a role's ARN in the key policy would: the roles' policies name the encrypted resources.
+    broken = copy.deepcopy(tpl)
+    statement = props(broken, "EncryptionKey")["KeyPolicy"]["Statement"][-1]
+    statement["Principal"] = {"AWS": {"Fn::GetAtt": ["SyncFunctionRole", "Arn"]}}
+    assert cycle(dependencies(broken)) is not None
+
+
+# ------------------------------------------------------------------------------------------ web ACL
+
+WAF = {"IpRateLimitPerMinute": 600}
+
+
+def test_no_web_acl_by_default(tpl: dict[str, Any]) -> None:
+    assert param_default(tpl, "IpRateLimitPerMinute") == 0
+    assert not created(tpl, "WebAcl") and not created(tpl, "WebAclAssociation")
+
+
+def test_the_web_acl_limits_each_ip_address_and_answers_like_a_throttle(tpl: dict[str, Any]) -> None:
+    assert created(tpl, "WebAcl", WAF) and created(tpl, "WebAclAssociation", WAF)
+    acl = props(tpl, "WebAcl")
+    assert acl["Scope"] == "REGIONAL" and acl["DefaultAction"] == {"Allow": {}}
+    (rule,) = acl["Rules"]
+    rate = rule["Statement"]["RateBasedStatement"]
+    assert rate["AggregateKeyType"] == "IP"
+    assert resolve(tpl, rate["Limit"], WAF) == 600
+    assert rate["EvaluationWindowSec"] in (60, 120, 300, 600)
+    # 429 with the function's error shape: Segment retries it instead of dropping the events.
+    response = rule["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 429
+    body = acl["CustomResponseBodies"][response["CustomResponseBodyKey"]]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert {"code", "message"} <= json.loads(body["Content"]).keys()
+    association = props(tpl, "WebAclAssociation")
+    assert target(association["WebACLArn"]) == "WebAcl"
+    stage = association["ResourceArn"]["Fn::Sub"]
+    assert stage.endswith("::/restapis/${Api}/stages/${Api.Stage}") and ":apigateway:" in stage
+    # AWS WAF refuses limits below 10: a rule stops such a deploy before anything is created.
+    rule = tpl["Rules"]["WafRateLimitsStartAtTen"]
+    (assertion,) = rule["Assertions"]
+    refused, ref = assertion["Assert"]["Fn::Not"][0]["Fn::Contains"]
+    assert ref == {"Ref": "IpRateLimitPerMinute"} and sorted(refused, key=int) == [str(n) for n in range(1, 10)]
+
+
 # ------------------------------------------------------------------------------------------ self-tests
 
 
@@ -672,11 +934,11 @@ def test_checks_catch_broad_permissions(tpl: dict[str, Any]) -> None:
     broken = copy.deepcopy(tpl)
     statements = broken["Resources"]["SyncFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     statements["Statement"].append(
-        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": {"Fn::GetAtt": ["Queue", "Arn"]}}
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": {"Fn::GetAtt": ["WebhookSecret", "Arn"]}}
     )
     statements["Statement"].append({"Effect": "Allow", "Action": "dynamodb:Scan", "Resource": "*"})
     problems = check_least_privilege(broken, "SyncFunction", SYNC_ALLOWED, SYNC_REQUIRED)
-    assert any("sqs:SendMessage on Queue" in p for p in problems)
+    assert any("sqs:SendMessage on WebhookSecret" in p for p in problems)
     assert any("dynamodb:Scan" in p for p in problems)
 
 
@@ -763,8 +1025,13 @@ def test_ingest_fixture_is_an_api_gateway_proxy_event(path: Path, tpl: dict[str,
     assert int(event["headers"]["Content-Length"]) > 0
     events = request_events(json.loads(raw))
     assert events
+    # Received after its events: ingest refuses event times more than MAX_FUTURE_SKEW after the request time.
+    received = datetime.fromtimestamp(context["requestTimeEpoch"] / 1000, UTC)
+    assert context["requestTime"] == received.strftime("%d/%b/%Y:%H:%M:%S +0000")
+    latest = format_time(received + limits.MAX_FUTURE_SKEW)
     for segment_event in events:
         check_segment_event(segment_event)
+        assert (parse_timestamp(segment_event["timestamp"]) or "") <= latest, segment_event["messageId"]
 
     auth = event["headers"]["Authorization"]
     valid = {

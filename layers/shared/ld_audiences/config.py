@@ -72,6 +72,12 @@ def _choice(name: str, enum: type[E], default: E) -> E:
         raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}") from None
 
 
+def _context_kind(name: str, kind: str) -> str:
+    if defect := limits.context_kind_defect(kind):
+        raise ConfigError(f"{name}: context kind {kind!r} {defect}")
+    return kind
+
+
 @dataclass(frozen=True, slots=True)
 class NormalizeSettings:
     """What decides how a Segment event becomes a membership change."""
@@ -83,7 +89,7 @@ class NormalizeSettings:
     def from_env(cls) -> NormalizeSettings:
         return cls(
             policy=_choice("CONTEXT_KEY_POLICY", ContextKeyPolicy, ContextKeyPolicy.USER_ID_ONLY),
-            context_kind=_env("DEFAULT_CONTEXT_KIND", "user"),
+            context_kind=_context_kind("DEFAULT_CONTEXT_KIND", _env("DEFAULT_CONTEXT_KIND", "user")),
         )
 
 
@@ -97,9 +103,16 @@ class IngestSettings:
     # (Actions) up to 4,000 events (about 3.5 MB of Engage events).
     max_body_bytes: int = limits.MAX_BODY_BYTES
     max_events: int = 4000
+    # Kinds a request may choose with `?context_kind=`, besides the default kind (always allowed).
+    other_context_kinds: frozenset[str] = frozenset()
+
+    @property
+    def context_kinds(self) -> frozenset[str]:
+        return self.other_context_kinds | {self.normalize.context_kind}
 
     @classmethod
     def from_env(cls) -> IngestSettings:
+        listed = (kind.strip() for kind in _env("ALLOWED_CONTEXT_KINDS", "").split(","))
         return cls(
             queue_url=_env("QUEUE_URL"),
             webhook_secret_id=_env("WEBHOOK_SECRET_ARN"),
@@ -107,6 +120,7 @@ class IngestSettings:
             secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
             max_body_bytes=_int_env("MAX_BODY_BYTES", limits.MAX_BODY_BYTES, 1024, limits.MAX_BODY_BYTES),
             max_events=_int_env("MAX_EVENTS_PER_REQUEST", 4000, 1, limits.MAX_EVENTS_PER_REQUEST),
+            other_context_kinds=frozenset(_context_kind("ALLOWED_CONTEXT_KINDS", kind) for kind in listed if kind),
         )
 
 

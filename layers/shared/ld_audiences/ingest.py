@@ -8,20 +8,25 @@ unavailable (retried for up to four hours). Every error body has `code` and `mes
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from ld_audiences.auth import WebhookCredentials, is_authorized, signature_valid
 from ld_audiences.change import MembershipChange
-from ld_audiences.config import IngestSettings
+from ld_audiences.config import IngestSettings, NormalizeSettings
 from ld_audiences.limits import MAX_LISTED_ERRORS
 from ld_audiences.normalize import Rejected, Skipped, normalize
 
 JSON_CONTENT_TYPES = ("application/json", "text/json")
+# Content-Encoding values ingest reads; "" is a header present but empty.
+IDENTITY_ENCODINGS = ("identity", "")
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class QueueUnavailable(Exception):
@@ -83,8 +88,11 @@ def handle(
     settings: IngestSettings,
     credentials: Callable[[], WebhookCredentials],
     queue: ChangeQueue,
+    received_at: datetime,
+    query: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Response, IngestReport | None]:
-    """One HTTP request in, one answer out. `headers` must have lower-case names."""
+    """One HTTP request in, one answer out. `headers` must have lower-case names; `query` holds every value
+    of each query parameter; `received_at` is when the request arrived (event times are checked against it)."""
     if method.upper() != "POST":
         return error(405, "method_not_allowed", "only POST is accepted"), None
     try:
@@ -95,12 +103,13 @@ def handle(
         raw = read_body(body, is_base64, settings.max_body_bytes)
         if creds.signing_key is not None and not signature_valid(raw, headers, creds.signing_key):
             return error(401, "invalid_signature", "missing or invalid X-Signature"), None
+        rules = dataclasses.replace(settings.normalize, context_kind=context_kind(query or {}, settings))
         check_content_type(headers)
         events = parse_events(decompress(raw, headers, settings.max_body_bytes), settings.max_events)
     except RequestError as exc:
         return error(exc.status, exc.code, exc.message), None
 
-    changes, report = normalize_all(events, settings)
+    changes, report = normalize_all(events, rules, received_at)
     try:
         queue.send(changes)
     except QueueUnavailable:
@@ -111,6 +120,21 @@ def handle(
             400, {"code": "all_events_rejected", "message": "no event was valid", **report.as_body()}
         ), report
     return Response(200, report.as_body()), report
+
+
+def context_kind(query: Mapping[str, Sequence[str]], settings: IngestSettings) -> str:
+    """The LaunchDarkly context kind of this request's changes: `?context_kind=`, if the deployment allows
+    it, else the default kind. One deployment can so serve a Segment subscription per context kind."""
+    values = query.get("context_kind")
+    if values is None:
+        return settings.normalize.context_kind
+    allowed = ", ".join(sorted(settings.context_kinds))
+    # The value itself is never echoed: error bodies repeat nothing the caller sent.
+    if len(values) != 1:
+        raise RequestError(400, "context_kind_not_allowed", f"give context_kind once, one of: {allowed}")
+    if values[0] not in settings.context_kinds:
+        raise RequestError(400, "context_kind_not_allowed", f"context_kind must be one of: {allowed}")
+    return values[0]
 
 
 def read_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
@@ -133,34 +157,35 @@ def read_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
 
 def decompress(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> bytes:
     encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("identity", ""):
+    if encoding in IDENTITY_ENCODINGS:
         return raw
-    if encoding not in _COMPRESSED:
-        raise RequestError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported")
-    magic, wbits = _COMPRESSED[encoding]
-    # API Gateway inflates a gzip or deflate body itself and passes the header on: only a body that is
-    # still compressed is inflated here (JSON never starts with these bytes).
-    if not raw.startswith(magic):
+    if encoding != "gzip":
+        # The header's value is not repeated: error bodies echo nothing the caller sent.
+        raise RequestError(415, "unsupported_encoding", "Content-Encoding must be gzip or identity")
+    # API Gateway inflates a gzip body itself (MinimumCompressionSize) and passes the header on: only a body
+    # that is still gzip is inflated here (JSON never starts with these bytes).
+    if not raw.startswith(GZIP_MAGIC):
         return raw
-    return _inflate(raw, encoding, wbits, max_bytes)
+    return _gunzip(raw, max_bytes)
 
 
-# Content coding -> the first bytes of a body still in it, and zlib's window bits to inflate it.
-_COMPRESSED = {
-    "gzip": (b"\x1f\x8b", 16 + zlib.MAX_WBITS),
-    "deflate": (b"\x78", zlib.MAX_WBITS),  # the zlib format, which HTTP's "deflate" names
-}
-
-
-def _inflate(raw: bytes, encoding: str, wbits: int, max_bytes: int) -> bytes:
+def _gunzip(raw: bytes, max_bytes: int) -> bytes:
+    """Exactly one complete gzip member: what a sender compressed is all that is read, or nothing is."""
     # Bounded inflate: a small gzip bomb must not expand past the body limit.
-    inflater = zlib.decompressobj(wbits=wbits)
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
+        # zlib checks the trailer's CRC-32 and length when it reaches them.
         data = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
-        raise RequestError(400, "invalid_body", f"the body is not valid {encoding}") from None
+        raise RequestError(400, "invalid_body", "the body is not valid gzip, or its CRC or length is wrong") from None
     if len(data) > max_bytes or inflater.unconsumed_tail:
         raise RequestError(413, "body_too_large", f"the decompressed body is larger than {max_bytes} bytes")
+    if not inflater.eof:
+        raise RequestError(400, "invalid_body", "the gzip body is truncated: its trailer (CRC and length) is missing")
+    if inflater.unused_data:
+        # A second member or trailing bytes: gzip.decompress would read (or choke on) them, many servers
+        # would drop them silently; either way sender and receiver would disagree on what was sent.
+        raise RequestError(400, "invalid_body", "the gzip body holds more than one member or trailing bytes")
     return data
 
 
@@ -189,11 +214,13 @@ def parse_events(raw: bytes, max_events: int) -> list[Any]:
     return events
 
 
-def normalize_all(events: Sequence[Any], settings: IngestSettings) -> tuple[list[MembershipChange], IngestReport]:
+def normalize_all(
+    events: Sequence[Any], rules: NormalizeSettings, received_at: datetime
+) -> tuple[list[MembershipChange], IngestReport]:
     report = IngestReport()
     changes: list[MembershipChange] = []
     for index, event in enumerate(events):
-        outcome = normalize(event, settings.normalize)
+        outcome = normalize(event, rules, received_at)
         if isinstance(outcome, Skipped):
             report.skipped[outcome.reason] += 1
         elif isinstance(outcome, Rejected):

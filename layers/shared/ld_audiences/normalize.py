@@ -31,8 +31,9 @@ _KEY_SOURCES: dict[ContextKeyPolicy, tuple[str, ...]] = {
     ContextKeyPolicy.EMAIL_ONLY: ("email",),
 }
 
+# The zone is optional: Segment's destination reads a timestamp without one as UTC, and so does ingest.
 _TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
 )
 
 
@@ -51,7 +52,9 @@ class Rejected:
 Outcome = MembershipChange | Skipped | Rejected
 
 
-def normalize(raw: Any, settings: NormalizeSettings) -> Outcome:
+def normalize(raw: Any, settings: NormalizeSettings, received_at: datetime | None = None) -> Outcome:
+    """`received_at` is when ingest received the event: an event time more than `limits.MAX_FUTURE_SKEW`
+    after it is refused. Only benchmarks of the rules alone leave it out."""
     if not isinstance(raw, dict):
         return Rejected("invalid_event", "an event must be a JSON object")
     try:
@@ -79,20 +82,31 @@ def normalize(raw: Any, settings: NormalizeSettings) -> Outcome:
             "context.personas.computation_id",
         )
 
+    for field, value in (
+        ("context.personas.computation_key", audience_key),
+        ("context.personas.computation_id", personas.computation_id),
+    ):
+        if defect := limits.key_defect(value):
+            return Rejected("invalid_characters", f"{field} {defect}", field)
+
     included = _membership(event, audience_key, personas.computation_class == "journey_step")
     if isinstance(included, Rejected):
         return included
 
-    context_key = _context_key(event, settings.policy)
-    if context_key is None:
+    found = _context_key(event, settings.policy)
+    if found is None:
         sources = " or ".join(_KEY_SOURCES[settings.policy])
         return Rejected(
             "missing_context_key", f"policy {settings.policy.value} needs {sources}", _KEY_SOURCES[settings.policy][0]
         )
+    source, context_key = found
     if len(context_key) > limits.MAX_CONTEXT_KEY:
-        return Rejected("value_too_long", f"context key longer than {limits.MAX_CONTEXT_KEY} characters", "email")
+        # userId and anonymousId are bounded by the event model already; an e-mail is free-form.
+        return Rejected("value_too_long", f"{source} longer than {limits.MAX_CONTEXT_KEY} characters", source)
+    if defect := limits.key_defect(context_key):
+        return Rejected("invalid_characters", f"{source} {defect}", source)
 
-    event_time = _event_time(event)
+    event_time = _event_time(event, received_at)
     if isinstance(event_time, Rejected):
         return event_time
 
@@ -132,50 +146,67 @@ def _membership(event: SegmentEvent, audience_key: str, is_journey_step: bool) -
     return Rejected("membership_not_boolean", f"{field} must be true or false", field)
 
 
-def _context_key(event: SegmentEvent, policy: ContextKeyPolicy) -> str | None:
+def _context_key(event: SegmentEvent, policy: ContextKeyPolicy) -> tuple[str, str] | None:
+    """The policy's first identifier the event has, with the field it came from."""
     for source in _KEY_SOURCES[policy]:
-        value = _email(event) if source == "email" else getattr(event, source)
-        if value:
-            return str(value)
+        found = _email(event) if source == "email" else (source, getattr(event, source))
+        if found and found[1]:
+            return found
     return None
 
 
-def _email(event: SegmentEvent) -> str | None:
-    for traits in (event.traits, event.context.traits if event.context else None):
+def _email(event: SegmentEvent) -> tuple[str, str] | None:
+    context_traits = event.context.traits if event.context else None
+    for field, traits in (("traits", event.traits), ("context.traits", context_traits)):
         email = (traits or {}).get("email")
         if isinstance(email, str) and email.strip():
-            return email.strip()
+            return f"{field}.email", email.strip()
     return None
 
 
-def _event_time(event: SegmentEvent) -> str | Rejected:
+def _event_time(event: SegmentEvent, received_at: datetime | None) -> str | Rejected:
     for field in ("timestamp", "originalTimestamp", "receivedAt"):
         value = getattr(event, field)
         if value:
             parsed = parse_timestamp(value)
             if parsed is None:
                 return Rejected("invalid_timestamp", f"{field} is not an RFC 3339 timestamp", field)
+            # Fixed-width strings: string order is time order.
+            if received_at is not None and parsed > format_time(received_at + limits.MAX_FUTURE_SKEW):
+                skew = int(limits.MAX_FUTURE_SKEW.total_seconds())
+                message = f"{field} is more than {skew} seconds after the time the event was received"
+                return Rejected("timestamp_in_future", message, field)
             return parsed
     return Rejected("missing_timestamp", "one of timestamp, originalTimestamp, receivedAt is required", "timestamp")
 
 
 def parse_timestamp(value: str) -> str | None:
-    """RFC 3339 in, UTC with nine fractional digits out (Engage sends up to nine, Python keeps six)."""
+    """RFC 3339 in (no zone means UTC), UTC with nine fractional digits out (Engage sends up to nine,
+    Python keeps six)."""
     match = _TIMESTAMP.fullmatch(value.strip())
     if match is None:
         return None
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    year, month, day, hour, minute, second, fraction, _zulu, sign, off_h, off_m = match.groups()
     try:
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC)
-        if not zulu:
+        if sign:
             if int(off_h) > 23 or int(off_m) > 59:
                 return None
             offset = timedelta(hours=int(off_h), minutes=int(off_m))
             moment = moment - offset if sign == "+" else moment + offset
     except (ValueError, OverflowError):  # OverflowError: an offset pushes year 1 or 9999 out of range
         return None
+    return _format(moment, (fraction or "").ljust(9, "0"))
+
+
+def format_time(moment: datetime) -> str:
+    """A UTC datetime as an event time (RFC 3339, nine fractional digits)."""
+    return _format(moment.astimezone(UTC), f"{moment.microsecond:06d}000")
+
+
+def _format(moment: datetime, nanoseconds: str) -> str:
     # The year is padded by hand: `%Y` writes year 999 as "999", which is not RFC 3339.
-    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{(fraction or '').ljust(9, '0')}Z"
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{nanoseconds}Z"
 
 
 def _fallback_message_id(raw: dict[str, Any]) -> str:

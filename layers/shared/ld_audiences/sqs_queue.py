@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ld_audiences import limits
 from ld_audiences.change import MembershipChange
 from ld_audiences.ingest import QueueUnavailable
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
         SendMessageBatchRequestEntryTypeDef,
     )
 
-SQS_BATCH_LIMIT = 10  # entries per SendMessageBatch call (AWS limit)
 SQS_MAX_DELAY_SECONDS = 900
 ATTEMPTS = 3  # per entry, for entries SQS reports as failed on its side
 
@@ -45,8 +45,8 @@ class SqsChangeQueue:
 
     def send_messages(self, messages: Sequence[Message]) -> list[int]:
         """Queue what SQS accepts; returns the indexes of the messages it did not."""
-        starts = range(0, len(messages), SQS_BATCH_LIMIT)
-        batches = [list(enumerate(messages[i : i + SQS_BATCH_LIMIT], start=i)) for i in starts]
+        starts = range(0, len(messages), limits.SQS_BATCH_ENTRIES)
+        batches = [list(enumerate(messages[i : i + limits.SQS_BATCH_ENTRIES], start=i)) for i in starts]
         if self._executor is None or len(batches) <= 1:
             results = [self._send_batch(batch) for batch in batches]
         else:
@@ -56,10 +56,10 @@ class SqsChangeQueue:
     def delay_return(self, receipts: Sequence[tuple[str, int]]) -> None:
         """Make received messages (receipt handle, seconds) visible again after that delay instead of the
         queue's visibility timeout, best effort: a message this misses comes back at the usual time."""
-        for start in range(0, len(receipts), SQS_BATCH_LIMIT):
+        for start in range(0, len(receipts), limits.SQS_BATCH_ENTRIES):
             entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
                 {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": _seconds(delay, 43200)}
-                for i, (handle, delay) in enumerate(receipts[start : start + SQS_BATCH_LIMIT])
+                for i, (handle, delay) in enumerate(receipts[start : start + limits.SQS_BATCH_ENTRIES])
             ]
             try:
                 self._client.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
