@@ -72,6 +72,7 @@ def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
             dead_letters=dead_letters,
             chunk_size=settings.launchdarkly.chunk_size,
             executor=segment_pool,
+            late_apply_rechecks=settings.late_apply_rechecks,
         )
         _current = (token, client, sync)
     return _current[1], _current[2]

@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import hmac
 import json
-import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any

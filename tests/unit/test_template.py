@@ -69,6 +69,7 @@ SYNC_ENV = BOTH_ENV | {
     "LD_CHUNK_SIZE",
     "STATE_TABLE_NAME",
     "DLQ_URL",
+    "LATE_APPLY_RECHECK_SECONDS",
 }
 CONTEXT_KEY_POLICIES = {
     "user_id_only",

@@ -63,6 +63,17 @@ def _int_env(name: str, default: int, minimum: int, maximum: int) -> int:
     return value
 
 
+def _seconds_list(name: str, default: tuple[int, ...], minimum: int, maximum: int) -> tuple[int, ...]:
+    raw = _env(name, ",".join(map(str, default)))
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated whole seconds, got {raw!r}") from None
+    if not values or not all(minimum <= v <= maximum for v in values):
+        raise ConfigError(f"{name} must be between {minimum} and {maximum} seconds each, got {raw!r}")
+    return values
+
+
 def _choice(name: str, enum: type[E], default: E) -> E:
     raw = _env(name, default.value)
     try:
@@ -159,6 +170,8 @@ class SyncSettings:
     queue_url: str  # deferred records and reasserts are queued here again
     dlq_url: str
     secrets_max_age: int = 300
+    # Seconds after the leases of a write with an unknown outcome end when its contexts are written again.
+    late_apply_rechecks: tuple[int, ...] = (30, 900)
 
     @classmethod
     def from_env(cls) -> SyncSettings:
@@ -169,4 +182,5 @@ class SyncSettings:
             queue_url=_env("QUEUE_URL"),
             dlq_url=_env("DLQ_URL"),
             secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
+            late_apply_rechecks=_seconds_list("LATE_APPLY_RECHECK_SECONDS", (30, 900), 1, 900),
         )

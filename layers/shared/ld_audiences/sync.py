@@ -40,7 +40,8 @@ BUSY_DELAY_SECONDS = 5.0
 # After a write whose outcome stayed unknown, LaunchDarkly may still apply it after our leases have run
 # out, over a newer write. The contexts' newest desired state is written again this long after the leases
 # end, and once more at SQS's longest delay: a late apply within that bound cannot leave a stale member.
-LATE_APPLY_RECHECKS = (30.0, 900.0)
+LATE_APPLY_RECHECKS = (30, 900)
+MAX_DELAY_SECONDS = 900  # SQS's longest message delay
 # Refusal isolation stops after 2 x this x log2(chunk) requests (then what is still refused goes to the
 # dead-letter queue as it is): enough to single out this many bad keys in any chunk.
 ISOLATED_KEYS_BUDGET = 16
@@ -145,6 +146,7 @@ class Synchronizer:
         chunk_size: int,
         executor: Executor | None = None,
         busy_wait: float = BUSY_WAIT_SECONDS,
+        late_apply_rechecks: Sequence[int] = LATE_APPLY_RECHECKS,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -154,6 +156,7 @@ class Synchronizer:
         self._chunk_size = chunk_size
         self._executor = executor  # writes segments at once; None writes them one after another
         self._busy_wait = busy_wait
+        self._late_apply_rechecks = late_apply_rechecks
         self._clock, self._sleep = clock, sleep
 
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
@@ -325,9 +328,9 @@ class Synchronizer:
             # The write may still land, even after our leases end: keep them until then (no newer write
             # of these contexts can go first), and look again afterwards.
             lease_left = max(deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
-            for delay in LATE_APPLY_RECHECKS:
+            for delay in self._late_apply_rechecks:
                 report.reasserts += [
-                    (c.model_copy(update={"reassert": True}), min(lease_left + delay, LATE_APPLY_RECHECKS[-1]))
+                    (c.model_copy(update={"reassert": True}), min(lease_left + delay, MAX_DELAY_SECONDS))
                     for c in chunk
                 ]
         else:
