@@ -6,12 +6,10 @@ Only wiring lives here; every decision is in `ld_audiences.sync`.
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
-import requests
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -20,62 +18,24 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ld_audiences.aws_clients import client_config
-from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, TOKEN_PLACEHOLDER, ConfigError, SyncSettings
-from ld_audiences.dead_letters import SqsDeadLetters
-from ld_audiences.launchdarkly import LaunchDarklyClient
-from ld_audiences.rate_limit import SharedRateLimit
-from ld_audiences.requeue import Settlement, settle
-from ld_audiences.sqs_queue import SqsChangeQueue
-from ld_audiences.state import StateStore
-from ld_audiences.sync import DEAD_LETTERED, QueuedRecord, Synchronizer, SyncReport
-from ld_audiences.writers import make_writer
+from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, SyncSettings
+from ld_audiences.sync import DEAD_LETTERED, QueuedRecord, SyncReport
+from ld_audiences.sync_service import BatchResult, SyncService
 
 settings = SyncSettings.from_env()
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"ld_audiences"})
 metrics = Metrics()
 tracer = Tracer()
-# Two pools, made once per execution environment: segments are written at once, and each segment's
-# state calls run at once; one pool for both could deadlock (segment tasks waiting for state tasks).
-segment_pool = ThreadPoolExecutor(max_workers=SEGMENTS_AT_ONCE, thread_name_prefix="segment")
-state_pool = ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="state")
-dynamodb = boto3.client("dynamodb", config=client_config(threads=SEGMENTS_AT_ONCE + STATE_THREADS))
-sqs = boto3.client("sqs", config=client_config(threads=STATE_THREADS))
 secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager", config=client_config(threads=1)))
-store = StateStore(dynamodb, settings.state_table, executor=state_pool)
-rate_limit = SharedRateLimit(dynamodb, settings.state_table)
-dead_letters = SqsDeadLetters(sqs, settings.dlq_url)
-queue = SqsChangeQueue(sqs, settings.queue_url, executor=state_pool)
-session = requests.Session()  # keeps connections to LaunchDarkly warm across invocations
-
-# Stop starting LaunchDarkly calls this long before the Lambda timeout, so the batch response
-# (and the failed records in it) always gets back to SQS.
-SAFETY_MARGIN_SECONDS = 3.0
-
-_current: tuple[str, LaunchDarklyClient, Synchronizer] | None = None
-
-
-def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
-    """Reuse the client and writer while the token is unchanged; a rotated token takes effect
-    once the Parameters cache expires."""
-    global _current
-    token = str(secrets.get(settings.token_secret_id, max_age=settings.secrets_max_age)).strip()
-    if token in ("", TOKEN_PLACEHOLDER):
-        # Fail the whole batch loudly (Errors alarm); the changes wait in SQS, then the DLQ, for redrive.
-        raise ConfigError("the LaunchDarkly token secret is not set: put the token with put-secret-value")
-    if _current is None or _current[0] != token:
-        client = LaunchDarklyClient(settings.launchdarkly.base_url, token, session=session, rate_limit=rate_limit)
-        writer = make_writer(settings.launchdarkly, client)
-        sync = Synchronizer(
-            writer=writer,
-            store=store,
-            dead_letters=dead_letters,
-            chunk_size=settings.launchdarkly.chunk_size,
-            executor=segment_pool,
-            late_apply_rechecks=settings.late_apply_rechecks,
-        )
-        _current = (token, client, sync)
-    return _current[1], _current[2]
+# Made once per execution environment: clients, thread pools and LaunchDarkly connections are reused.
+service = SyncService(
+    settings=settings,
+    dynamodb=boto3.client("dynamodb", config=client_config(threads=SEGMENTS_AT_ONCE + STATE_THREADS)),
+    sqs=boto3.client("sqs", config=client_config(threads=STATE_THREADS)),
+    segment_pool=ThreadPoolExecutor(max_workers=SEGMENTS_AT_ONCE, thread_name_prefix="segment"),
+    state_pool=ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="state"),
+)
 
 
 # log_event=False, not left to POWERTOOLS_LOGGER_LOG_EVENT: the records hold context keys, often emails.
@@ -84,14 +44,10 @@ def synchronizer() -> tuple[LaunchDarklyClient, Synchronizer]:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = [QueuedRecord(r["messageId"], r["body"], r.get("receiptHandle", "")) for r in event.get("Records", [])]
-    client, sync = synchronizer()
-    client.reset_stats()
-    calls_before = store.calls + rate_limit.calls
-    deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
-    report = sync.sync(records, deadline)
-    settlement = settle(report, records, queue)
-    state_calls = store.calls + rate_limit.calls - calls_before
-    record_metrics(report, settlement, client, state_calls)
+    token = str(secrets.get(settings.token_secret_id, max_age=settings.secrets_max_age))
+    result = service.handle(records, token, context.get_remaining_time_in_millis() / 1000)
+    report, settlement, client = result.report, result.settlement, result.client
+    record_metrics(result)
     log_changes(report)
     logger.info(
         "batch synced",
@@ -109,7 +65,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         launchdarkly_responses=dict(client.responses),
         retries=client.retries,
         rate_limit_waits=client.rate_limit_waits,
-        state_calls=state_calls,
+        state_calls=result.state_calls,
     )
     return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in settlement.failures]}
 
@@ -134,7 +90,8 @@ def log_changes(report: SyncReport) -> None:
         )
 
 
-def record_metrics(report: SyncReport, settlement: Settlement, client: LaunchDarklyClient, state_calls: int) -> None:
+def record_metrics(result: BatchResult) -> None:
+    report, settlement, client = result.report, result.settlement, result.client
     for name, value in (
         ("ContextsAdded", report.added),
         ("ContextsRemoved", report.removed),
@@ -148,7 +105,7 @@ def record_metrics(report: SyncReport, settlement: Settlement, client: LaunchDar
         ("ReassertsQueued", settlement.reasserts),
         ("LaunchDarklyRetries", client.retries),
         ("LaunchDarklyRateLimitWaits", client.rate_limit_waits),
-        ("StateTableCalls", state_calls),
+        ("StateTableCalls", result.state_calls),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     if is_metrics_disabled():  # single_metric ignores POWERTOOLS_METRICS_DISABLED by itself

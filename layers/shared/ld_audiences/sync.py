@@ -330,8 +330,7 @@ class Synchronizer:
             lease_left = max(deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
             for delay in self._late_apply_rechecks:
                 report.reasserts += [
-                    (c.model_copy(update={"reassert": True}), min(lease_left + delay, MAX_DELAY_SECONDS))
-                    for c in chunk
+                    (c.model_copy(update={"reassert": True}), min(lease_left + delay, MAX_DELAY_SECONDS)) for c in chunk
                 ]
         else:
             self._store.release(chunk)
