@@ -217,9 +217,10 @@ class VirtualExecutor(Executor):
         while self._queue:
             future, call = self._queue.pop(0)
             try:
-                future.finish(call(), None)
+                value, error = call(), None
             except BaseException as exc:
-                future.finish(None, exc)
+                value, error = None, exc
+            future.finish(value, error)
         self._workers -= 1
 
 
@@ -227,7 +228,7 @@ class _Future(Future[T]):
     def __init__(self, clock: VirtualTime) -> None:
         super().__init__()
         self._vt = clock
-        self._waiters: list[_Task] = []
+        self._blocked_tasks: list[_Task] = []
         self._finished_at = 0.0
 
     def finish(self, value: Any, exc: BaseException | None) -> None:
@@ -236,9 +237,9 @@ class _Future(Future[T]):
             self.set_result(value)
         else:
             self.set_exception(exc)
-        self._vt.wake_all(self._waiters, self._finished_at)
+        self._vt.wake_all(self._blocked_tasks, self._finished_at)
 
     def result(self, timeout: float | None = None) -> T:
         if not self.done():
-            self._vt.wait_for(self.done, lambda: self._finished_at, self._waiters)
+            self._vt.wait_for(self.done, lambda: self._finished_at, self._blocked_tasks)
         return super().result(0)

@@ -3,7 +3,7 @@ the SAM template, the local stack and the tests create.
 
 One item per (audience, context kind, context key), grouped so that one audience is read with a Query:
 
-    pk  ["<audience id>","<context kind>",<shard>]   JSON: unambiguous whatever the id holds
+    pk  ["<audience id>","<context kind>",<shard>]   JSON: unambiguous whatever the id holds; shard 0-31
     sk  <32 hex digits of SHA-256 of the context key>  fixed width, so any valid context key fits
 
 DynamoDB caps a partition key value at 1,000 write units a second. A first sync of a large audience
@@ -24,7 +24,11 @@ import json
 from typing import Any
 
 PK, SK = "pk", "sk"
-SHARDS = 16  # changing it moves every context to another key: a new table
+# 32: a first sync writes about 4 units a change (a transactional claim and confirm, 2 units an item each),
+# so an audience's shards take 1,000 x 32 / 4 = 8,000 changes a second before DynamoDB throttles one,
+# above what LaunchDarkly's rate limit lets a sync reach (bench/first_sync.py measures the peak per shard).
+# Changing it moves every context to another key: a new table.
+SHARDS = 32
 
 # Context item attributes.
 CONTEXT_KEY = "context_key"

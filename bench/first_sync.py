@@ -1,0 +1,366 @@
+"""First sync of a large audience, simulated: the product's real sync path on a virtual clock.
+
+Every change goes through the sync function's own code — `SyncService.handle` (the same object
+functions/sync/app.py builds), the `Synchronizer`, the `StateStore` and shared rate-limit window on real
+boto3 clients, the `LaunchDarklyClient` on a real `requests.Session` — while the network is replaced by
+in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `bench/virtual_time.py`:
+
+* arrivals: Engage sends one change per member at `arrival_rate` a second;
+* SQS and the Lambda event source mapping: up to `concurrency` instances, each gathering a batch of up
+  to `batch_size` records or what the batching window brings, within Lambda's 6 MB payload; a record
+  reported failed comes back after the visibility timeout and goes to the DLQ after `max_receive_count`
+  receives; a record queued again (deferred) comes back after its delay;
+* Lambda: an instance's CPU is this machine's CPU time of our code scaled to its memory (1,769 MB = one
+  vCPU), plus 10 ms per invocation and a 1 s cold start;
+* DynamoDB: 4 ms a call plus 0.05 ms an item of a transaction or batch read;
+* LaunchDarkly: 150 ms + 1 ms per 10 keys a request, `ld_limit` requests a second, then 429.
+
+`python -m bench.first_sync '{"changes": 20000, "arrival_rate": 5000}'` runs one scenario and prints
+its result as JSON; `run(settings)` is the `make bench` section.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import boto3
+
+from bench.sim_aws import InProcessDynamoDB, InProcessSqs, SentMessage, attach
+from bench.sim_launchdarkly import LaunchDarklyModel, session_for
+from bench.virtual_time import Cpu, VirtualExecutor, VirtualTime
+from ld_audiences.aws_clients import client_config
+from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, LaunchDarklySettings, SyncSettings, WriterMode
+from ld_audiences.state_table import table_definition
+from ld_audiences.sync import QueuedRecord
+from ld_audiences.sync_service import SyncService
+
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/ld-audiences-changes"
+DLQ_URL = QUEUE_URL + "-dlq"
+TABLE = "ld-audiences-state-v2"
+TOKEN = "api-simulated-token"  # noqa: S105 (a stand-in's, not a credential)
+AUDIENCE_ID = "aud_first_sync"
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+INVOKE_OVERHEAD = 0.010
+COLD_START = 1.0
+DYNAMODB_CALL = 0.004
+DYNAMODB_ITEM = 0.00005
+SQS_CALL = 0.004
+
+
+@dataclass(frozen=True)
+class Scenario:
+    changes: int = 1_000_000
+    arrival_rate: float = 5000.0
+    memory_mb: int = 1024
+    batch_size: int = 1000
+    window: float = 1.0
+    concurrency: int = 2
+    timeout: int = 60
+    max_receive_count: int = 5
+    ld_limit: int = 5
+    remaining_headers: bool = True
+
+    def label(self) -> str:
+        return (
+            f"{self.memory_mb} MB, batch {self.batch_size:,}, window {self.window:g} s, "
+            f"concurrency {self.concurrency}"
+        )
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    total_seconds: float  # first arrival → last change acknowledged
+    arrival_seconds: float  # first → last arrival
+    launchdarkly_requests: int
+    launchdarkly_429: int
+    optimum_requests: int
+    dead_lettered: int
+    exact: bool
+    invocations: int
+    deferred: int
+    timeouts: int
+    dynamodb_calls: int
+    write_units: float
+    peak_partition_wcu: float
+    cpu_seconds: float  # this machine's CPU time of our code
+    real_seconds: float  # how long the simulation took to run
+
+    @property
+    def calls_per_change(self) -> float:
+        return self.dynamodb_calls / self.scenario.changes
+
+    @property
+    def cpu_us_per_change(self) -> float:
+        return self.cpu_seconds / self.scenario.changes * 1e6
+
+
+# ------------------------------------------------------------------------------------------ SQS + ESM
+
+
+@dataclass(order=True)
+class _Message:
+    visible_at: float
+    seq: int
+    body: str = field(compare=False)
+    message_id: str = field(compare=False)
+    receives: int = field(default=0, compare=False)
+
+
+class SimulatedQueue:
+    """The queue, its DLQ and the arrivals, as SQS and Lambda's event source mapping treat them."""
+
+    def __init__(self, scenario: Scenario, start: float, visibility_timeout: float) -> None:
+        self._s = scenario
+        self._start = start
+        self._visibility = visibility_timeout
+        self._fresh = 0  # arrivals handed out so far
+        self._ready: list[_Message] = []  # returned, deferred or delayed messages, by when they show
+        self._seq = itertools.count()
+        self.in_flight: dict[str, _Message] = {}
+        self.dead_letters = 0
+        self.deferred = 0
+        self.last_done = start
+
+    def arrival(self, index: int) -> float:
+        return self._start + index / self._s.arrival_rate
+
+    def _fresh_body(self, index: int) -> str:
+        # The message ingest queues (MembershipChange.to_message), made without the model for speed.
+        micros = f"{index % 1_000_000:06d}"
+        return (
+            f'{{"v":1,"audience_id":"{AUDIENCE_ID}","audience_key":"first_sync","context_kind":"user",'
+            f'"context_key":"user-{index:08d}","included":true,'
+            f'"event_time":"2026-11-20T10:{index // 60_000_000 % 60:02d}:{index // 1_000_000 % 60:02d}.{micros}000Z",'
+            f'"message_id":"personas_{index:010d}"}}'
+        )
+
+    def finished(self) -> bool:
+        return self._fresh >= self._s.changes and not self._ready and not self.in_flight
+
+    def next_visible(self) -> float | None:
+        times = []
+        if self._fresh < self._s.changes:
+            times.append(self.arrival(self._fresh))
+        if self._ready:
+            times.append(self._ready[0].visible_at)
+        return min(times) if times else None
+
+    def when_visible(self, count: int) -> float:
+        """When `count` messages will be visible, counting arrivals only (a batching window's end)."""
+        ready = len(self._ready)
+        index = min(self._fresh + max(count - ready, 1) - 1, self._s.changes - 1)
+        return self.arrival(index)
+
+    def take(self, limit: int, now: float) -> list[_Message]:
+        """Receive up to `limit` visible messages within Lambda's payload limit; moves a message whose
+        receives would exceed maxReceiveCount to the DLQ instead, as SQS's redrive policy does."""
+        taken: list[_Message] = []
+        size = 0
+        while len(taken) < limit and size < LAMBDA_PAYLOAD_BYTES - 4096:
+            if self._ready and self._ready[0].visible_at <= now:
+                message = heapq.heappop(self._ready)
+            elif self._fresh < self._s.changes and self.arrival(self._fresh) <= now:
+                message = _Message(now, next(self._seq), self._fresh_body(self._fresh), f"m-{self._fresh}")
+                self._fresh += 1
+            else:
+                break
+            message.receives += 1
+            if message.receives > self._s.max_receive_count:
+                self.dead_letters += 1
+                continue
+            size += len(message.body) + 700  # the record's envelope in the Lambda event
+            taken.append(message)
+            self.in_flight[message.message_id] = message
+        return taken
+
+    def acknowledge(self, message: _Message, now: float) -> None:
+        self.in_flight.pop(message.message_id, None)
+        self.last_done = max(self.last_done, now)
+
+    def return_(self, message: _Message, now: float, delay: float | None = None) -> None:
+        self.in_flight.pop(message.message_id, None)
+        message.visible_at = now + (self._visibility if delay is None else delay)
+        heapq.heappush(self._ready, message)
+
+    def send(self, sent: SentMessage, now: float) -> None:
+        if sent.queue_url == DLQ_URL:
+            self.dead_letters += 1
+            return
+        self.deferred += 1
+        heapq.heappush(self._ready, _Message(now + sent.delay_seconds, next(self._seq), sent.body, sent.message_id))
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def simulate(scenario: Scenario) -> Outcome:
+    clock = VirtualTime()
+    start = clock.now
+    visibility = 6 * scenario.timeout
+    queue = SimulatedQueue(scenario, start, visibility)
+    dynamodb = InProcessDynamoDB(clock.time)
+    dynamodb.create_table(table_definition(TABLE))
+    sqs = InProcessSqs(lambda sent: queue.send(sent, clock.time()))
+    launchdarkly = LaunchDarklyModel(
+        clock=clock.time,
+        block=clock.block,
+        uncounted=clock.uncounted,
+        limit=scenario.ld_limit,
+        remaining_headers=scenario.remaining_headers,
+    )
+    cpus = [Cpu(scenario.memory_mb) for _ in range(scenario.concurrency)]
+    stats = {"invocations": 0, "timeouts": 0}
+
+    def dynamodb_latency(operation: str, request: dict[str, Any]) -> None:
+        items = len(request.get("TransactItems", [])) + sum(
+            len(spec.get("Keys", [])) for spec in request.get("RequestItems", {}).values()
+        )
+        clock.block(DYNAMODB_CALL + DYNAMODB_ITEM * items)
+
+    settings = SyncSettings(
+        token_secret_id="simulated",
+        launchdarkly=LaunchDarklySettings(writer=WriterMode.SEGMENT_AUDIENCES, client_side_id="simulated"),
+        state_table=TABLE,
+        queue_url=QUEUE_URL,
+        dlq_url=DLQ_URL,
+    )
+
+    def instance(cpu: Cpu) -> None:
+        with clock.uncounted():
+            session = boto3.session.Session(
+                aws_access_key_id="simulated", aws_secret_access_key="simulated", region_name="us-east-1"
+            )
+            service = SyncService(
+                settings=settings,
+                dynamodb=attach(
+                    session.client("dynamodb", config=client_config(threads=SEGMENTS_AT_ONCE + STATE_THREADS)),
+                    dynamodb,
+                    latency=dynamodb_latency,
+                    uncounted=clock.uncounted,
+                ),
+                sqs=attach(
+                    session.client("sqs", config=client_config(threads=STATE_THREADS)),
+                    sqs,
+                    latency=lambda operation, request: clock.block(SQS_CALL),
+                    uncounted=clock.uncounted,
+                ),
+                segment_pool=VirtualExecutor(clock, cpu, SEGMENTS_AT_ONCE, "segment"),
+                state_pool=VirtualExecutor(clock, cpu, STATE_THREADS, "state"),
+                session=session_for(launchdarkly),
+                clock=clock.time,
+                sleep=clock.sleep,
+            )
+        clock.block(COLD_START)
+        while (batch := collect()) is not None:
+            if batch:
+                invoke(service, batch)
+
+    def collect() -> list[_Message] | None:
+        while True:
+            now = clock.time()
+            if queue.finished():
+                return None
+            visible_at = queue.next_visible()
+            if visible_at is None:
+                clock.sleep(0.1)  # everything is in flight elsewhere: it may come back
+                continue
+            if visible_at > now:
+                clock.sleep(visible_at - now)
+                continue
+            if scenario.window > 0:
+                full_at = queue.when_visible(scenario.batch_size)
+                wake = min(now + scenario.window, full_at)
+                if wake > now:
+                    clock.sleep(wake - now)
+            with clock.uncounted():
+                batch = queue.take(scenario.batch_size, clock.time())
+            if batch:
+                return batch
+
+    def invoke(service: SyncService, batch: list[_Message]) -> None:
+        stats["invocations"] += 1
+        clock.block(INVOKE_OVERHEAD)
+        with clock.uncounted():  # the event source mapping builds the event...
+            event = json.dumps({"Records": [_record(m) for m in batch]})
+        started = clock.time()
+        # ...the runtime parses it in the function's process
+        records = [QueuedRecord(r["messageId"], r["body"], r["receiptHandle"]) for r in json.loads(event)["Records"]]
+        result = service.handle(records, TOKEN, scenario.timeout)
+        now = clock.time()
+        with clock.uncounted():
+            if now - started > scenario.timeout:
+                stats["timeouts"] += 1
+                failed = {m.message_id for m in batch}
+            else:
+                failed = set(result.settlement.failures)
+            for message in batch:
+                if message.message_id in failed:
+                    queue.return_(message, now)
+                else:
+                    queue.acknowledge(message, now)
+
+    def main() -> None:
+        for cpu in cpus:
+            clock.spawn(lambda cpu=cpu: instance(cpu), cpu=cpu, name="instance")
+
+    began = time.perf_counter()
+    clock.run(main, cpu=Cpu(scenario.memory_mb))
+    real = time.perf_counter() - began
+    members = launchdarkly.members.get(AUDIENCE_ID, set())
+    exact = len(members) == scenario.changes and all(f"user-{i:08d}" in members for i in range(scenario.changes))
+    return Outcome(
+        scenario=scenario,
+        total_seconds=queue.last_done - start,
+        arrival_seconds=queue.arrival(scenario.changes - 1) - start,
+        launchdarkly_requests=sum(launchdarkly.statuses.values()),
+        launchdarkly_429=launchdarkly.statuses[429],
+        optimum_requests=math.ceil(scenario.changes / settings.launchdarkly.chunk_size),
+        dead_lettered=queue.dead_letters,
+        exact=exact,
+        invocations=stats["invocations"],
+        deferred=queue.deferred,
+        timeouts=stats["timeouts"],
+        dynamodb_calls=sum(dynamodb.usage.calls.values()),
+        write_units=dynamodb.usage.write_units,
+        peak_partition_wcu=dynamodb.usage.peak_partition_wcu(),
+        cpu_seconds=sum(cpu.used for cpu in cpus),
+        real_seconds=real,
+    )
+
+
+def _record(message: _Message) -> dict[str, Any]:
+    return {
+        "messageId": message.message_id,
+        "receiptHandle": f"{message.message_id}#{message.receives}",
+        "body": message.body,
+        "attributes": {
+            "ApproximateReceiveCount": str(message.receives),
+            "SentTimestamp": "1800000000000",
+            "SenderId": "AIDAEXAMPLE",
+            "ApproximateFirstReceiveTimestamp": "1800000000000",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ld-audiences-changes",
+        "awsRegion": "us-east-1",
+    }
+
+
+def main(argv: list[str]) -> int:
+    scenario = Scenario(**json.loads(argv[0])) if argv else Scenario()
+    outcome = simulate(scenario)
+    print(json.dumps({**asdict(outcome), "scenario": asdict(scenario)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
