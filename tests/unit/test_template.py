@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
@@ -561,6 +562,67 @@ def test_api(tpl: dict[str, Any]) -> None:
     handle = tpl["Resources"]["ApiGatewayAccountReady"]["Metadata"]["AccountSetting"]
     assert handle == {"Fn::If": ["CreateApiGatewayLoggingRole", {"Ref": "ApiGatewayAccount"}, ""]}
     assert tpl["Resources"]["ApiGatewayAccount"]["DeletionPolicy"] == "Retain"
+
+
+def test_api_lets_anyone_call_the_ingest_routes_and_nothing_else(tpl: dict[str, Any]) -> None:
+    """The resource policy states the open endpoint (the function authenticates every request), which also
+    keeps `sam deploy --guided` from asking whether the missing API Gateway authorizer is okay."""
+    (statement,) = props(tpl, "Api")["Auth"]["ResourcePolicy"]["CustomStatements"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Allow", "*", "execute-api:Invoke")
+    events = props(tpl, "IngestFunction")["Events"].values()
+    routes = {e["Properties"]["Path"] for e in events if e["Type"] == "Api"}
+    assert set(statement["Resource"]) == {f"execute-api:/*/*{path}" for path in routes}
+
+
+def test_endpoint_url_is_declared_empty_for_sam_local_only(
+    tpl: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert function_env(tpl, function_id)["AWS_ENDPOINT_URL"] == ""
+    # What the empty value does on Lambda: boto3 takes it as unset and calls AWS's own endpoints.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    for service in ("sqs", "secretsmanager", "dynamodb"):
+        client = boto3.client(service, region_name="eu-west-1")
+        assert client.meta.endpoint_url == f"https://{service}.eu-west-1.amazonaws.com"
+
+
+def check_samconfig(t: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    problems = []
+    stacks = set()
+    for env in ("default", "dev", "prod"):
+        if env not in config:
+            problems.append(f"no [{env}] environment")
+            continue
+        stacks.add(config[env]["global"]["parameters"]["stack_name"])
+        if config[env]["build"]["parameters"].get("cached", False):
+            problems.append(f"[{env}] caches builds: a changed constraints.txt would not rebuild the layer")
+        deploy = config[env]["deploy"]["parameters"]
+        if deploy.get("capabilities") != "CAPABILITY_IAM" or deploy.get("resolve_s3") is not True:
+            problems.append(f"[{env}] deploy needs capabilities CAPABILITY_IAM and resolve_s3")
+        for override in deploy.get("parameter_overrides", []):
+            name, value = override.split("=", 1)
+            param = t["Parameters"].get(name)
+            if param is None:
+                problems.append(f"[{env}] overrides {name}, which the template does not have")
+            elif "AllowedValues" in param and value not in [str(v) for v in param["AllowedValues"]]:
+                problems.append(f"[{env}] {name}={value} is not one of the allowed values")
+            elif not float(param.get("MinValue", value)) <= float(value) <= float(param.get("MaxValue", value)):
+                problems.append(f"[{env}] {name}={value} is out of range")
+    if len(stacks) != 3:
+        problems.append(f"the environments share stacks: {sorted(stacks)}")
+    return problems
+
+
+def test_samconfig_has_one_stack_per_environment(tpl: dict[str, Any]) -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert check_samconfig(tpl, config) == []
+    broken = copy.deepcopy(config)
+    broken["prod"]["global"]["parameters"]["stack_name"] = "ld-audiences"
+    broken["dev"]["deploy"]["parameters"]["parameter_overrides"] = ["LogRetentionInDays=8", "AwsEndpointUrl=x"]
+    problems = check_samconfig(tpl, broken)
+    assert any("share stacks" in p for p in problems)
+    assert any("LogRetentionInDays=8" in p for p in problems)
+    assert any("AwsEndpointUrl" in p for p in problems)
 
 
 def test_alarms(tpl: dict[str, Any]) -> None:
