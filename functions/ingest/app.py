@@ -25,7 +25,9 @@ from ld_audiences.sqs_queue import SqsChangeQueue
 settings = IngestSettings.from_env()
 logger = Logger()
 metrics = Metrics()
-app = APIGatewayRestResolver()
+# debug=False, not left to POWERTOOLS_DEV: in debug mode the resolver prints every event, the Authorization
+# header (the webhook secret) and the body (e-mail addresses) included.
+app = APIGatewayRestResolver(debug=False)
 queue = SqsChangeQueue(boto3.client("sqs"), settings.queue_url)
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
