@@ -643,6 +643,12 @@ def test_alarms(tpl: dict[str, Any]) -> None:
     for function_id in ("IngestFunction", "SyncFunction"):
         assert watching("AWS/Lambda", "Errors", function_id)
         assert watching("AWS/Lambda", "Throttles", function_id)
+    # The service dimension's value is sync's POWERTOOLS_SERVICE_NAME (tests/integration/test_dashboard_metrics.py
+    # checks the code emits exactly these).
+    sync_service = function_env(tpl, "SyncFunction")["POWERTOOLS_SERVICE_NAME"]
+    (rate_limited,) = watching("LdAudiences", "LaunchDarklyRequests", sync_service)
+    assert {d["Name"]: d["Value"] for d in rate_limited["Dimensions"]}["status"] == "429"
+    assert watching("LdAudiences", "RecordsFailed", sync_service)
     (api_alarm,) = [a for a in alarms if (a["Namespace"], a["MetricName"]) == ("AWS/ApiGateway", "5XXError")]
     dims = {d["Name"]: d["Value"] for d in api_alarm["Dimensions"]}
     # the alarm must watch the API and stage this template creates
@@ -666,8 +672,11 @@ def test_outputs(tpl: dict[str, Any]) -> None:
         "WebhookSecretArn",
         "LaunchDarklyTokenSecretArn",
         "SharedLayerArn",
+        "DashboardUrl",
     }
     assert required <= outputs.keys()
+    assert "${Dashboard}" in outputs["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert tpl["Resources"]["Dashboard"]["Type"] == "AWS::CloudWatch::Dashboard"
     stage = props(tpl, "Api")["StageName"]
     assert outputs["EndpointUrl"]["Value"]["Fn::Sub"].endswith(f"/{stage}/events")
     assert outputs["BatchEndpointUrl"]["Value"]["Fn::Sub"].endswith(f"/{stage}/v1/batch")
