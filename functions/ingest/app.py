@@ -51,7 +51,7 @@ def receive() -> Response[str]:
         method=event.http_method,
         headers={name.lower(): value for name, value in (event.headers or {}).items()},
         body=event.body,
-        is_base64=event.is_base64_encoded,
+        is_base64=bool(event.is_base64_encoded),
         settings=settings,
         credentials=webhook_credentials,
         queue=queue,

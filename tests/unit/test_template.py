@@ -362,8 +362,8 @@ def test_runtime_python313_arm64(tpl: dict[str, Any]) -> None:
         assert function_property(tpl, function_id, "Runtime") == "python3.13"
         assert function_property(tpl, function_id, "Architectures") == ["arm64"]
         assert function_property(tpl, function_id, "Tracing") == "Active"
-        assert props(tpl, function_id)["Handler"] == "app.lambda_handler"
-        assert props(tpl, function_id)["Layers"] == [{"Ref": "SharedLayer"}]
+        assert function_property(tpl, function_id, "Handler") == "app.lambda_handler"
+        assert function_property(tpl, function_id, "Layers") == [{"Ref": "SharedLayer"}]
     layer = tpl["Resources"]["SharedLayer"]
     assert layer["Properties"]["ContentUri"] == "layers/shared"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
@@ -391,6 +391,65 @@ def test_layer_build_precompiles_for_the_runtime() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     dev_pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("aws-lambda-powertools")]
     assert dev_pins and dev_pins[0].split("==")[1] == pins["aws-lambda-powertools"].split("==")[1]
+
+
+# SAM refuses these in Globals: each function must say them.
+NOT_ALLOWED_IN_GLOBALS = {"AutoPublishAliasAllProperties"}
+
+
+def repeated_function_settings(t: dict[str, Any]) -> list[str]:
+    """Settings both functions give the same value, or one repeats from Globals: they belong in Globals."""
+    functions = [props(t, f) for f in resources(t, "AWS::Serverless::Function")]
+    shared = set.intersection(*(set(f) for f in functions)) - NOT_ALLOWED_IN_GLOBALS
+    problems = [
+        f"both functions set {name}" for name in sorted(shared) if all(f[name] == functions[0][name] for f in functions)
+    ]
+    global_settings = t.get("Globals", {}).get("Function", {})
+    for function_id in resources(t, "AWS::Serverless::Function"):
+        for name, value in props(t, function_id).items():
+            if global_settings.get(name) == value:
+                problems.append(f"{function_id} repeats {name} from Globals")
+    return problems
+
+
+def test_function_settings_are_said_once(tpl: dict[str, Any]) -> None:
+    assert repeated_function_settings(tpl) == []
+    broken = copy.deepcopy(tpl)
+    broken["Resources"]["IngestFunction"]["Properties"]["MemorySize"] = 512
+    broken["Resources"]["SyncFunction"]["Properties"]["Timeout"] = 15
+    assert repeated_function_settings(broken) == [
+        "both functions set Timeout",
+        "IngestFunction repeats MemorySize from Globals",
+    ]
+
+
+def test_every_deploy_moves_the_live_alias(tpl: dict[str, Any]) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert function_property(tpl, function_id, "AutoPublishAlias") == "live"
+        # A layer or setting change publishes a version too, not only a code change.
+        assert function_property(tpl, function_id, "AutoPublishAliasAllProperties") is True
+    assert "DeploymentPreference" not in props(tpl, "SyncFunction")
+
+
+def test_ingest_deploys_gradually_and_rolls_back_on_its_alarms(tpl: dict[str, Any]) -> None:
+    preference = props(tpl, "IngestFunction")["DeploymentPreference"]
+    deployment_type = resolve(tpl, preference["Type"])
+    assert deployment_type.startswith(("Canary", "Linear")), "the default shifts traffic gradually"
+    assert "AllAtOnce" in tpl["Parameters"]["IngestDeploymentType"]["AllowedValues"]  # for a test stack
+    watched = [
+        (props(tpl, alarm_id)["MetricName"], dimension["Value"])
+        for alarm_id in (target(a) for a in preference["Alarms"])
+        for dimension in props(tpl, alarm_id)["Dimensions"]
+    ]
+    assert ("Errors", {"Ref": "IngestFunction"}) in watched
+    assert ("5XXError", props(tpl, "Api")["Name"]) in watched
+
+
+def test_tags_propagate_from_globals(tpl: dict[str, Any]) -> None:
+    assert tpl["Globals"]["Function"]["PropagateTags"] is True
+    assert tpl["Globals"]["Function"]["Tags"]
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert "Tags" not in props(tpl, function_id)
 
 
 def test_visibility_timeout_is_at_least_six_times_the_sync_timeout(tpl: dict[str, Any]) -> None:
@@ -606,7 +665,9 @@ def check_samconfig(t: dict[str, Any], config: dict[str, Any]) -> list[str]:
                 problems.append(f"[{env}] overrides {name}, which the template does not have")
             elif "AllowedValues" in param and value not in [str(v) for v in param["AllowedValues"]]:
                 problems.append(f"[{env}] {name}={value} is not one of the allowed values")
-            elif not float(param.get("MinValue", value)) <= float(value) <= float(param.get("MaxValue", value)):
+            elif param["Type"] == "Number" and not (
+                float(param.get("MinValue", value)) <= float(value) <= float(param.get("MaxValue", value))
+            ):
                 problems.append(f"[{env}] {name}={value} is out of range")
     if len(stacks) != 3:
         problems.append(f"the environments share stacks: {sorted(stacks)}")
