@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sys
 import time
@@ -181,13 +182,19 @@ class Functions:
             self.monkeypatch.setenv(name, value)
         self.capsys.readouterr()  # what came before is not this function's
         module = load_function(function)
-        # Powertools binds a service's log stream once per process: make it this test's stdout.
+        # Powertools keeps metrics and dimensions in class-level state shared by every Metrics() of the process:
+        # both functions (and what earlier tests left, the local stack's among them) would mix their `service`
+        # dimensions. On Lambda each function has a process of its own: start from that.
+        module.metrics.clear_metrics()
+        # Powertools binds a service's log stream once per process, maybe to an earlier test's stdout, closed
+        # by now (setStream would flush it): point it at this test's stdout.
         handler = module.logger.registered_handler
-        previous = handler.setStream(sys.stdout)
+        assert isinstance(handler, logging.StreamHandler)
+        previous, handler.stream = handler.stream, sys.stdout
         try:
             result: dict[str, Any] = module.lambda_handler(event, FakeLambdaContext(function, timeout_seconds=timeout))
         finally:
-            handler.setStream(previous)
+            handler.stream = previous
         self.observed.read(self.capsys.readouterr().out)
         return result
 
