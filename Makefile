@@ -19,8 +19,9 @@ install: $(INSTALLED)
 demo: install  ## start the local stack, replay events/segment, print the LaunchDarkly segments
 	$(BIN)/ld-audiences demo
 
-test: install lint typecheck validate checkov  ## the whole suite, as CI runs it
-	$(BIN)/python -m pytest
+# sam-build first: tests/integration/test_sam_build.py checks what it built (and fails without it here).
+test: install lint typecheck validate checkov sam-build  ## the whole suite, as CI runs it
+	LD_AUDIENCES_REQUIRE_SAM_BUILD=1 $(BIN)/python -m pytest
 
 unit: install  ## the fast tests only
 	$(BIN)/python -m pytest tests/unit

@@ -27,7 +27,9 @@ from ld_audiences.sqs_queue import SqsChangeQueue
 settings = IngestSettings.from_env()
 logger = Logger()
 metrics = Metrics()
-app = APIGatewayRestResolver()
+# debug=False, not left to POWERTOOLS_DEV: in debug mode the resolver prints every event, the Authorization
+# header (the webhook secret) and the body (e-mail addresses) included.
+app = APIGatewayRestResolver(debug=False)
 queue = SqsChangeQueue(boto3.client("sqs"), settings.queue_url)
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -51,7 +53,7 @@ def receive() -> Response[str]:
         method=event.http_method,
         headers={name.lower(): value for name, value in (event.headers or {}).items()},
         body=event.body,
-        is_base64=event.is_base64_encoded,
+        is_base64=bool(event.is_base64_encoded),
         settings=settings,
         credentials=webhook_credentials,
         queue=queue,

@@ -9,8 +9,11 @@ logger (whatever its handlers or propagation), the root logger, and every HTTP r
 None of it may hold a secret, the Authorization header value, the base64 Basic credential or a full
 email address.
 
-The environment is the most talkative an operator can choose: `POWERTOOLS_LOG_LEVEL=DEBUG`, and
-`POWERTOOLS_LOGGER_LOG_EVENT=true`, which would log whole events (headers and all) if the functions let it.
+Every test runs twice: with DEBUG logging (`POWERTOOLS_LOG_LEVEL=DEBUG`, and
+`POWERTOOLS_LOGGER_LOG_EVENT=true`, which would log whole events, headers and all, if the functions let it),
+and with every debug switch of Powertools on as well (`POWERTOOLS_DEV`, which turns on the Event Handler's
+printing of whole events unless the resolver says `debug=False`, `POWERTOOLS_DEBUG` and the rest: see
+TALKATIVE).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.package_logger import set_package_logger_handler
 
 from ld_audiences_local.emulator import Emulator, Faults
 from ld_audiences_local.handlers import FakeLambdaContext, load_handler
@@ -67,10 +71,46 @@ EMAILS = [
 EMAIL_PATTERN = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 AUDIENCE_ID, AUDIENCE_KEY = "aud_leakcheck", "leakcheck_members"
 
+# Powertools warns that it was asked to talk more: that is the point here.
+pytestmark = pytest.mark.filterwarnings("ignore:POWERTOOLS_DE(V|BUG) environment variable is enabled:UserWarning")
+
 EmulatorFactory = Callable[..., Emulator]
 # moto's server runs in this process for the test: its access log is not output of the functions.
 NOT_THE_FUNCTIONS = ("werkzeug",)
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+# The most an operator can turn on, as the environment variables Powertools 3.37 reads
+# (aws_lambda_powertools/shared/constants.py).
+DEBUG_LOGGING = {"POWERTOOLS_LOG_LEVEL": "DEBUG", "POWERTOOLS_LOGGER_LOG_EVENT": "true"}
+TALKATIVE = {
+    "debug-logging": DEBUG_LOGGING,
+    "every-debug-switch": {
+        **DEBUG_LOGGING,
+        "POWERTOOLS_DEV": "true",  # Event Handler debug printing, pretty-printed log lines
+        "POWERTOOLS_DEBUG": "true",  # Powertools' own package logger at DEBUG, to stdout
+        "POWERTOOLS_EVENT_HANDLER_DEBUG": "true",  # the Event Handler's switch in Powertools before v2
+        "POWERTOOLS_LOGGER_SAMPLE_RATE": "1",
+        "POWERTOOLS_LOG_DEDUPLICATION_DISABLED": "true",  # Logger records reach the root logger too
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "true",
+        "POWERTOOLS_TRACER_CAPTURE_ERROR": "true",
+        "POWERTOOLS_TRACE_MIDDLEWARES": "true",
+        # POWERTOOLS_DEV alone would switch metrics off, and the metrics must be checked too.
+        "POWERTOOLS_METRICS_DISABLED": "false",
+    },
+}
+
+
+def json_documents(text: str) -> Iterator[Any]:
+    """Every JSON object in the text, one a line or pretty-printed over several (as under POWERTOOLS_DEV)."""
+    decoder = json.JSONDecoder()
+    index = 0
+    while (start := text.find("{", index)) != -1:
+        try:
+            document, index = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+        else:
+            yield document
 
 
 def leaks(text: str) -> list[str]:
@@ -94,6 +134,12 @@ class Capture:
         # happens when a handler module is loaded: load them inside this block.
         self._stack.enter_context(contextlib.redirect_stdout(self.stdout))
         self._stack.enter_context(contextlib.redirect_stderr(self.stderr))
+        # Powertools sets up its own package logger once, on import (DEBUG to stdout under POWERTOOLS_DEBUG):
+        # set it up again as a cold start in this environment would, and put it back afterwards.
+        package_logger = logging.getLogger("aws_lambda_powertools")
+        saved = package_logger.level, package_logger.propagate, package_logger.handlers[:]
+        set_package_logger_handler()
+        self._stack.callback(restore_logger, package_logger, *saved)
         root_handler = logging.StreamHandler(self.root)
         root_handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
         logging.getLogger().addHandler(root_handler)
@@ -128,22 +174,10 @@ class Capture:
         }
 
     def metric_blobs(self) -> list[dict[str, Any]]:
-        blobs = []
-        for line in self.stdout.getvalue().splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if isinstance(doc, dict) and "_aws" in doc:
-                    blobs.append(doc)
-        return blobs
+        return [doc for doc in json_documents(self.stdout.getvalue()) if isinstance(doc, dict) and "_aws" in doc]
 
     def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.stdout.getvalue().splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if isinstance(doc, dict) and "level" in doc:
-                    lines.append(doc)
-        return lines
+        return [doc for doc in json_documents(self.stdout.getvalue()) if isinstance(doc, dict) and "level" in doc]
 
     def assert_no_leaks(self) -> None:
         found = {where: leaks(text) for where, text in self.outputs().items()}
@@ -153,6 +187,12 @@ class Capture:
             + "\n".join(f"  {where}: {items}" for where, items in found.items())
             + ("\n--- stdout ---\n" + self.stdout.getvalue() + "\n--- records ---\n" + "\n".join(self.records))
         )
+
+
+def restore_logger(logger: logging.Logger, level: int, propagate: bool, handlers: list[logging.Handler]) -> None:
+    logger.setLevel(level)
+    logger.propagate = propagate
+    logger.handlers[:] = handlers
 
 
 def render(record: logging.LogRecord) -> str:
@@ -197,8 +237,8 @@ class Flow:
         return self.capture.response(handler(event, FakeLambdaContext("sync", timeout_seconds=timeout)))
 
 
-@pytest.fixture
-def flow(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flow]:
+@pytest.fixture(params=list(TALKATIVE))
+def flow(aws: Aws, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Flow]:
     secret = json.dumps({"current": WEBHOOK_CURRENT, "previous": WEBHOOK_PREVIOUS, "signing": SIGNING_KEY})
     suffix = uuid.uuid4().hex[:8]
     webhook_arn = aws.secrets.create_secret(Name=f"leak-webhook-{suffix}", SecretString=secret)["ARN"]
@@ -214,15 +254,16 @@ def flow(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flow]:
         # A fresh service name: Powertools binds a logger's stream once per name, and it must be ours.
         "POWERTOOLS_SERVICE_NAME": f"ld-audiences-leakcheck-{suffix}",
         "POWERTOOLS_METRICS_NAMESPACE": "LdAudiencesLeakCheck",
-        "POWERTOOLS_LOG_LEVEL": "DEBUG",
-        "POWERTOOLS_LOGGER_LOG_EVENT": "true",
+        **TALKATIVE[request.param],
     }
     # The root logger as Lambda's runtime leaves it (WARNING): botocore's DEBUG wire logs are the operator's
     # own choice, not something the functions do.
     monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    flow = Flow(aws, monkeypatch, Capture(monkeypatch), env)
+    flow.configure()  # before the capture starts: it sets up Powertools' package logger from the environment
     # Entered by each test itself (`with flow.capture:`): pytest puts its own sys.stdout back between a
     # fixture's setup and the test's call.
-    yield Flow(aws, monkeypatch, Capture(monkeypatch), env)
+    yield flow
 
 
 def audience_event(

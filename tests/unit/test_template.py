@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
@@ -422,8 +423,8 @@ def test_runtime_python313_arm64(tpl: dict[str, Any]) -> None:
         assert function_property(tpl, function_id, "Runtime") == "python3.13"
         assert function_property(tpl, function_id, "Architectures") == ["arm64"]
         assert function_property(tpl, function_id, "Tracing") == "Active"
-        assert props(tpl, function_id)["Handler"] == "app.lambda_handler"
-        assert props(tpl, function_id)["Layers"] == [{"Ref": "SharedLayer"}]
+        assert function_property(tpl, function_id, "Handler") == "app.lambda_handler"
+        assert function_property(tpl, function_id, "Layers") == [{"Ref": "SharedLayer"}]
     layer = tpl["Resources"]["SharedLayer"]
     assert layer["Properties"]["ContentUri"] == "layers/shared"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
@@ -451,6 +452,65 @@ def test_layer_build_precompiles_for_the_runtime() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     dev_pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("aws-lambda-powertools")]
     assert dev_pins and dev_pins[0].split("==")[1] == pins["aws-lambda-powertools"].split("==")[1]
+
+
+# SAM refuses these in Globals: each function must say them.
+NOT_ALLOWED_IN_GLOBALS = {"AutoPublishAliasAllProperties"}
+
+
+def repeated_function_settings(t: dict[str, Any]) -> list[str]:
+    """Settings both functions give the same value, or one repeats from Globals: they belong in Globals."""
+    functions = [props(t, f) for f in resources(t, "AWS::Serverless::Function")]
+    shared = set.intersection(*(set(f) for f in functions)) - NOT_ALLOWED_IN_GLOBALS
+    problems = [
+        f"both functions set {name}" for name in sorted(shared) if all(f[name] == functions[0][name] for f in functions)
+    ]
+    global_settings = t.get("Globals", {}).get("Function", {})
+    for function_id in resources(t, "AWS::Serverless::Function"):
+        for name, value in props(t, function_id).items():
+            if global_settings.get(name) == value:
+                problems.append(f"{function_id} repeats {name} from Globals")
+    return problems
+
+
+def test_function_settings_are_said_once(tpl: dict[str, Any]) -> None:
+    assert repeated_function_settings(tpl) == []
+    broken = copy.deepcopy(tpl)
+    broken["Resources"]["IngestFunction"]["Properties"]["MemorySize"] = 512
+    broken["Resources"]["SyncFunction"]["Properties"]["Timeout"] = 15
+    assert repeated_function_settings(broken) == [
+        "both functions set Timeout",
+        "IngestFunction repeats MemorySize from Globals",
+    ]
+
+
+def test_every_deploy_moves_the_live_alias(tpl: dict[str, Any]) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert function_property(tpl, function_id, "AutoPublishAlias") == "live"
+        # A layer or setting change publishes a version too, not only a code change.
+        assert function_property(tpl, function_id, "AutoPublishAliasAllProperties") is True
+    assert "DeploymentPreference" not in props(tpl, "SyncFunction")
+
+
+def test_ingest_deploys_gradually_and_rolls_back_on_its_alarms(tpl: dict[str, Any]) -> None:
+    preference = props(tpl, "IngestFunction")["DeploymentPreference"]
+    deployment_type = resolve(tpl, preference["Type"])
+    assert deployment_type.startswith(("Canary", "Linear")), "the default shifts traffic gradually"
+    assert "AllAtOnce" in tpl["Parameters"]["IngestDeploymentType"]["AllowedValues"]  # for a test stack
+    watched = [
+        (props(tpl, alarm_id)["MetricName"], dimension["Value"])
+        for alarm_id in (target(a) for a in preference["Alarms"])
+        for dimension in props(tpl, alarm_id)["Dimensions"]
+    ]
+    assert ("Errors", {"Ref": "IngestFunction"}) in watched
+    assert ("5XXError", props(tpl, "Api")["Name"]) in watched
+
+
+def test_tags_propagate_from_globals(tpl: dict[str, Any]) -> None:
+    assert tpl["Globals"]["Function"]["PropagateTags"] is True
+    assert tpl["Globals"]["Function"]["Tags"]
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert "Tags" not in props(tpl, function_id)
 
 
 def test_visibility_timeout_is_at_least_six_times_the_sync_timeout(tpl: dict[str, Any]) -> None:
@@ -644,6 +704,69 @@ def test_api(tpl: dict[str, Any]) -> None:
     assert tpl["Resources"]["ApiGatewayAccount"]["DeletionPolicy"] == "Retain"
 
 
+def test_api_lets_anyone_call_the_ingest_routes_and_nothing_else(tpl: dict[str, Any]) -> None:
+    """The resource policy states the open endpoint (the function authenticates every request), which also
+    keeps `sam deploy --guided` from asking whether the missing API Gateway authorizer is okay."""
+    (statement,) = props(tpl, "Api")["Auth"]["ResourcePolicy"]["CustomStatements"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Allow", "*", "execute-api:Invoke")
+    events = props(tpl, "IngestFunction")["Events"].values()
+    routes = {e["Properties"]["Path"] for e in events if e["Type"] == "Api"}
+    assert set(statement["Resource"]) == {f"execute-api:/*/*{path}" for path in routes}
+
+
+def test_endpoint_url_is_declared_empty_for_sam_local_only(
+    tpl: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for function_id in ("IngestFunction", "SyncFunction"):
+        assert function_env(tpl, function_id)["AWS_ENDPOINT_URL"] == ""
+    # What the empty value does on Lambda: boto3 takes it as unset and calls AWS's own endpoints.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    for service in ("sqs", "secretsmanager", "dynamodb"):
+        client = boto3.client(service, region_name="eu-west-1")
+        assert client.meta.endpoint_url == f"https://{service}.eu-west-1.amazonaws.com"
+
+
+def check_samconfig(t: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    problems = []
+    stacks = set()
+    for env in ("default", "dev", "prod"):
+        if env not in config:
+            problems.append(f"no [{env}] environment")
+            continue
+        stacks.add(config[env]["global"]["parameters"]["stack_name"])
+        if config[env]["build"]["parameters"].get("cached", False):
+            problems.append(f"[{env}] caches builds: a changed constraints.txt would not rebuild the layer")
+        deploy = config[env]["deploy"]["parameters"]
+        if deploy.get("capabilities") != "CAPABILITY_IAM" or deploy.get("resolve_s3") is not True:
+            problems.append(f"[{env}] deploy needs capabilities CAPABILITY_IAM and resolve_s3")
+        for override in deploy.get("parameter_overrides", []):
+            name, value = override.split("=", 1)
+            param = t["Parameters"].get(name)
+            if param is None:
+                problems.append(f"[{env}] overrides {name}, which the template does not have")
+            elif "AllowedValues" in param and value not in [str(v) for v in param["AllowedValues"]]:
+                problems.append(f"[{env}] {name}={value} is not one of the allowed values")
+            elif param["Type"] == "Number" and not (
+                float(param.get("MinValue", value)) <= float(value) <= float(param.get("MaxValue", value))
+            ):
+                problems.append(f"[{env}] {name}={value} is out of range")
+    if len(stacks) != 3:
+        problems.append(f"the environments share stacks: {sorted(stacks)}")
+    return problems
+
+
+def test_samconfig_has_one_stack_per_environment(tpl: dict[str, Any]) -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert check_samconfig(tpl, config) == []
+    broken = copy.deepcopy(config)
+    broken["prod"]["global"]["parameters"]["stack_name"] = "ld-audiences"
+    broken["dev"]["deploy"]["parameters"]["parameter_overrides"] = ["LogRetentionInDays=8", "AwsEndpointUrl=x"]
+    problems = check_samconfig(tpl, broken)
+    assert any("share stacks" in p for p in problems)
+    assert any("LogRetentionInDays=8" in p for p in problems)
+    assert any("AwsEndpointUrl" in p for p in problems)
+
+
 def test_alarms(tpl: dict[str, Any]) -> None:
     alarms = [a["Properties"] for a in resources(tpl, "AWS::CloudWatch::Alarm").values()]
 
@@ -662,6 +785,12 @@ def test_alarms(tpl: dict[str, Any]) -> None:
     for function_id in ("IngestFunction", "SyncFunction"):
         assert watching("AWS/Lambda", "Errors", function_id)
         assert watching("AWS/Lambda", "Throttles", function_id)
+    # The service dimension's value is sync's POWERTOOLS_SERVICE_NAME (tests/integration/test_dashboard_metrics.py
+    # checks the code emits exactly these).
+    sync_service = function_env(tpl, "SyncFunction")["POWERTOOLS_SERVICE_NAME"]
+    (rate_limited,) = watching("LdAudiences", "LaunchDarklyRequests", sync_service)
+    assert {d["Name"]: d["Value"] for d in rate_limited["Dimensions"]}["status"] == "429"
+    assert watching("LdAudiences", "RecordsFailed", sync_service)
     (api_alarm,) = [a for a in alarms if (a["Namespace"], a["MetricName"]) == ("AWS/ApiGateway", "5XXError")]
     dims = {d["Name"]: d["Value"] for d in api_alarm["Dimensions"]}
     # the alarm must watch the API and stage this template creates
@@ -685,8 +814,11 @@ def test_outputs(tpl: dict[str, Any]) -> None:
         "WebhookSecretArn",
         "LaunchDarklyTokenSecretArn",
         "SharedLayerArn",
+        "DashboardUrl",
     }
     assert required <= outputs.keys()
+    assert "${Dashboard}" in outputs["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert tpl["Resources"]["Dashboard"]["Type"] == "AWS::CloudWatch::Dashboard"
     stage = props(tpl, "Api")["StageName"]
     assert outputs["EndpointUrl"]["Value"]["Fn::Sub"].endswith(f"/{stage}/events")
     assert outputs["BatchEndpointUrl"]["Value"]["Fn::Sub"].endswith(f"/{stage}/v1/batch")
