@@ -236,7 +236,7 @@ def observed(aws: Aws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
         assert functions.sync(launchdarkly) == {"batchItemFailures": []}
         launchdarkly.default = Scripted(500, body={"code": "internal", "message": "down"})
         assert functions.ingest([engage_event(user_id="failing", audience_id="aud_failing")]) == 200
-        assert len(functions.sync(launchdarkly, timeout=4)["batchItemFailures"]) == 1
+        assert len(functions.sync(launchdarkly, timeout=6)["batchItemFailures"]) == 1
     finally:
         launchdarkly.close()
     yield functions.observed
