@@ -1,7 +1,7 @@
 """`python -m bench`: run every benchmark and rewrite BENCHMARKS.md.
 
 .venv/bin/python -m bench                  # everything (make bench)
-.venv/bin/python -m bench --only sync      # one or more sections: cold, ingest, sync, e2e
+.venv/bin/python -m bench --only sync      # one or more sections: cold, ingest, sync, first_sync, e2e
 .venv/bin/python -m bench --quick          # smoke run on tiny sizes; prints, writes nothing
 """
 
@@ -24,6 +24,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "cold": ("bench.cold_start", "Cold init"),
     "ingest": ("bench.ingest", "Ingest throughput"),
     "sync": ("bench.sync", "Sync efficiency"),
+    "first_sync": ("bench.first_sync", "First sync of a large audience (simulated)"),
     "e2e": ("bench.e2e", "End to end on the local stack"),
 }
 

@@ -56,6 +56,8 @@ class InMemoryStateStore:
         result = ClaimResult()
         lease_until = deadline + LEASE_MARGIN_SECONDS
         for change in changes:
+            if change.reassert:
+                raise NotImplementedError("the in-memory store models the claim of a change, not a reassert")
             self.calls["claim"] += 1
             item = self.items.setdefault(self.key(change), _Item())
             order, now = change.order, self._clock()
@@ -91,6 +93,11 @@ class InMemoryStateStore:
             item = self.items.get(self.key(change))
             if item is not None and item.lease_owner == change.order:
                 item.lease_owner = item.lease_until = None
+
+    def record_write(
+        self, audience_id: str, audience_key: str, context_kind: str, written: Sequence[MembershipChange]
+    ) -> None:
+        self.calls["record_write"] += 1
 
     def newest_known(self, change: MembershipChange) -> str:
         """The newest order claimed or applied for this change's context ("" when none)."""

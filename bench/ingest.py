@@ -193,18 +193,15 @@ class _FakeContext:
 
 
 def load_ingest(sink: io.TextIOBase) -> ModuleType:
-    """The real functions/ingest/app.py, loaded with stdout (its log lines and EMF metrics) going to `sink`.
-    Powertools' Secrets Manager provider is replaced by one with a stub client; `parameters.clear_caches()`
-    puts the default back."""
+    """The real functions/ingest/app.py, loaded with stdout (its log lines and EMF metrics) going to `sink`,
+    its Secrets Manager provider given a stub client."""
     from aws_lambda_powertools.utilities import parameters
-    from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 
     from ld_audiences_local.handlers import load_function
 
     with environment(HANDLER_ENV, CLEARED_ENV), contextlib.redirect_stdout(sink):
         module = load_function("ingest")
-        parameters.clear_caches()
-        DEFAULT_PROVIDERS["secrets"] = parameters.SecretsProvider(boto3_client=FakeSecretsClient(WEBHOOK_SECRET))  # type: ignore[arg-type]
+        module.secrets = parameters.SecretsProvider(boto3_client=FakeSecretsClient(WEBHOOK_SECRET))  # type: ignore[arg-type]
     return module
 
 
@@ -221,47 +218,42 @@ def bench_handler(settings: Settings) -> tuple[list[Figure], dict[str, Any]]:
     context = _FakeContext()
     figures: list[Figure] = []
     info: dict[str, Any] = {"request_bytes": body_bytes, "per_request": per_request}
-    from aws_lambda_powertools.utilities import parameters
-
     sink = Discard()
+    module = load_ingest(sink)
+    original_queue = module.queue
     try:
-        module = load_ingest(sink)
-        original_queue = module.queue
-        try:
-            for label, client, target in (
-                ("fake SQS client", FakeSqsClient(), HANDLER_TARGET),
-                ("real botocore SQS client, HTTP answered in process", botocore_sqs_client(), None),
-            ):
-                module.queue = SqsChangeQueue(client, QUEUE_URL)
-                cpu, wall = [], []
-                with contextlib.redirect_stdout(sink), one_core():
-                    _check(module.lambda_handler(api_events[0], context), per_request)  # warm-up
-                    for _ in range(settings.runs):
-                        t0, c0 = time.perf_counter(), time.process_time()
-                        for event in api_events:
-                            module.lambda_handler(event, context)
-                        c1, t1 = time.process_time(), time.perf_counter()
-                        cpu.append(_rate(len(events), c1 - c0))
-                        wall.append(_rate(len(events), t1 - t0))
-                    _check(module.lambda_handler(api_events[-1], context), per_request)
-                figures.append(
-                    Figure(
-                        f"full handler, {per_request}-event requests, {label}, per CPU-second",
-                        "events/s",
-                        cpu,
-                        target,
-                        "higher",
-                        digits=0,
-                    )
+        for label, client, target in (
+            ("fake SQS client", FakeSqsClient(), HANDLER_TARGET),
+            ("real botocore SQS client, HTTP answered in process", botocore_sqs_client(), None),
+        ):
+            module.queue = SqsChangeQueue(client, QUEUE_URL, executor=module.send_pool)
+            cpu, wall = [], []
+            with contextlib.redirect_stdout(sink), one_core():
+                _check(module.lambda_handler(api_events[0], context), per_request)  # warm-up
+                for _ in range(settings.runs):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    for event in api_events:
+                        module.lambda_handler(event, context)
+                    c1, t1 = time.process_time(), time.perf_counter()
+                    cpu.append(_rate(len(events), c1 - c0))
+                    wall.append(_rate(len(events), t1 - t0))
+                _check(module.lambda_handler(api_events[-1], context), per_request)
+            figures.append(
+                Figure(
+                    f"full handler, {per_request}-event requests, {label}, per CPU-second",
+                    "events/s",
+                    cpu,
+                    target,
+                    "higher",
+                    digits=0,
                 )
-                figures.append(Figure("  same, wall clock (pinned to 1 CPU)", "events/s", wall, digits=0))
-                if isinstance(client, FakeSqsClient):
-                    info["sqs_calls_per_request"] = client.calls / max(1, settings.runs * len(api_events) + 2)
-                    info["message_bytes"] = client.bytes // max(1, client.messages)
-        finally:
-            module.queue = original_queue
+            )
+            figures.append(Figure("  same, wall clock (pinned to 1 CPU)", "events/s", wall, digits=0))
+            if isinstance(client, FakeSqsClient):
+                info["sqs_calls_per_request"] = client.calls / max(1, settings.runs * len(api_events) + 2)
+                info["message_bytes"] = client.bytes // max(1, client.messages)
     finally:
-        parameters.clear_caches()  # drop the stubbed provider
+        module.queue = original_queue
     return figures, info
 
 

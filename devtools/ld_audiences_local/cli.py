@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ld_audiences.aws_clients import LONG_POLL_READ_TIMEOUT, client_config
 from ld_audiences_local import defaults
 from ld_audiences_local.urls import loopback_origin
 
@@ -359,7 +360,7 @@ def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) ->
         if loopback_origin(endpoint_url):
             # moto accepts any credentials; real ones have no business going there.
             kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
-    return boto3.client("sqs", **kwargs)
+    return boto3.client("sqs", config=client_config(threads=1, read_timeout=LONG_POLL_READ_TIMEOUT), **kwargs)
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:

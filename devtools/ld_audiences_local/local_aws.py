@@ -13,9 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ld_audiences.aws_clients import LONG_POLL_READ_TIMEOUT, client_config
 from ld_audiences.state_table import table_definition
 from ld_audiences_local.defaults import (
     ACCESS_KEY,
@@ -76,7 +76,8 @@ class LocalAws:
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
-            config=Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=20),
+            # moto answers one DynamoDB transaction at a time, slower than DynamoDB: a longer read timeout.
+            config=client_config(threads=20, read_timeout=LONG_POLL_READ_TIMEOUT),
         )
 
     def create_resources(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,8 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ld_audiences.auth import WebhookCredentials
-from ld_audiences.config import IngestSettings
+from ld_audiences.aws_clients import client_config
+from ld_audiences.config import INGEST_SEND_THREADS, IngestSettings
 from ld_audiences.ingest import IngestReport, RequestError, handle
 from ld_audiences.sqs_queue import SqsChangeQueue
 
@@ -30,14 +32,20 @@ metrics = Metrics()
 # debug=False, not left to POWERTOOLS_DEV: in debug mode the resolver prints every event, the Authorization
 # header (the webhook secret) and the body (e-mail addresses) included.
 app = APIGatewayRestResolver(debug=False)
-queue = SqsChangeQueue(boto3.client("sqs"), settings.queue_url)
+# Made once per execution environment and reused: a 4,000-event request is 400 SendMessageBatch calls,
+# sent several at once to answer within Segment's 10 s timeout.
+send_pool = ThreadPoolExecutor(max_workers=INGEST_SEND_THREADS, thread_name_prefix="send")
+queue = SqsChangeQueue(
+    boto3.client("sqs", config=client_config(threads=INGEST_SEND_THREADS)), settings.queue_url, executor=send_pool
+)
+secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager", config=client_config(threads=1)))
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def webhook_credentials() -> WebhookCredentials:
     try:
-        secret = parameters.get_secret(settings.webhook_secret_id, max_age=settings.secrets_max_age)
+        secret = secrets.get(settings.webhook_secret_id, max_age=settings.secrets_max_age)
         return WebhookCredentials.from_secret(str(secret))
     except (parameters.exceptions.GetParameterError, ValueError) as exc:
         # No traceback: a JSON error would carry the secret's text along with it.

@@ -22,6 +22,7 @@ from ld_audiences.change import MembershipChange
 from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
 from ld_audiences.normalize import normalize
 from ld_audiences.state import StateStore
+from ld_audiences.state_table import table_definition
 
 QUICK = Settings(quick=True, runs=2)
 
@@ -86,12 +87,7 @@ def test_importtime_parser_reads_the_handler_imports_only() -> None:
 def dynamodb() -> Iterator[object]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="state",
-            BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )
+        client.create_table(**table_definition("state"))
         yield client
 
 

@@ -967,7 +967,10 @@ def dependencies(t: dict[str, Any]) -> dict[str, set[str]]:
 
     graph = {}
     for logical_id, resource in t["Resources"].items():
-        named = references(resource.get("Properties", {})) | set(listify(resource.get("DependsOn", [])))
+        # SAM moves a function's DeploymentPreference (its rollback alarms) to the CodeDeploy deployment group
+        # it generates: those references are not the function's.
+        properties = {k: v for k, v in resource.get("Properties", {}).items() if k != "DeploymentPreference"}
+        named = references(properties) | set(listify(resource.get("DependsOn", [])))
         graph[logical_id] = {name for name in named if name in t["Resources"]}
     return graph
 

@@ -19,6 +19,8 @@ DEFAULT_CHUNK_SIZE = 1000
 # rate-limit window), and the threads that run one segment's state-table calls at once.
 SEGMENTS_AT_ONCE = 4
 STATE_THREADS = 16
+# SendMessageBatch calls one ingest invocation makes at once.
+INGEST_SEND_THREADS = 8
 # What template.yaml deploys in the token secret until the operator puts the real token there.
 TOKEN_PLACEHOLDER = "REPLACE_ME"  # noqa: S105 - a placeholder, not a credential
 
