@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from ld_audiences import limits
+from ld_audiences.change import MembershipChange
 from ld_audiences.config import IngestSettings, NormalizeSettings
 from ld_audiences.normalize import format_time, parse_timestamp
 from ld_audiences.state_table import table_definition
@@ -352,7 +353,7 @@ def check_batching(t: dict[str, Any]) -> list[str]:
         problems.append(f"default batch size {batch} > 10 needs a batching window >= 1 s, got {window}")
     if window > 300:
         problems.append(f"batching window {window} above 300 s")
-    for name, limit in (("SyncBatchSize", 10000), ("SyncBatchingWindowSeconds", 300)):
+    for name, limit in (("SyncBatchSize", limits.MAX_SYNC_BATCH), ("SyncBatchingWindowSeconds", 300)):
         param = t["Parameters"][name]
         if as_int(param.get("MaxValue", 10**9)) > limit:
             problems.append(f"{name} MaxValue above {limit}")
@@ -1057,7 +1058,7 @@ def test_checks_catch_large_batches_without_window(tpl: dict[str, Any]) -> None:
     broken["Parameters"]["SyncBatchingWindowSeconds"]["Default"] = 0
     assert any("needs a batching window" in p for p in check_batching(broken))
     huge = copy.deepcopy(tpl)
-    huge["Parameters"]["SyncBatchSize"]["MaxValue"] = 20000
+    huge["Parameters"]["SyncBatchSize"]["MaxValue"] = 10000
     assert any("SyncBatchSize MaxValue" in p for p in check_batching(huge))
     no_partial = copy.deepcopy(tpl)
     no_partial["Resources"]["SyncFunction"]["Properties"]["Events"]["Changes"]["Properties"][
@@ -1248,3 +1249,14 @@ def test_segment_fixture_is_valid_engage_traffic(path: Path) -> None:
     assert events
     for event in events:
         check_segment_event(event)
+
+
+def test_the_largest_batch_size_fits_lambdas_event() -> None:
+    """A typical record as Lambda's SQS event carries it (the bundled fixture's envelope with a receipt handle
+    of SQS's real length and a change keyed by an e-mail address): SyncBatchSize's maximum of them fits 6 MB."""
+    record = load_json(EVENTS / "lambda" / "sync_batch.json")["Records"][0]
+    change = MembershipChange.from_message(record["body"]).model_copy(
+        update={"context_key": "firstname.lastname+segment@example-company.com", "message_id": "personas_" + "x" * 27}
+    )
+    record = {**record, "receiptHandle": "A" * 400, "body": change.to_message()}
+    assert limits.MAX_SYNC_BATCH * len(json.dumps(record)) <= limits.LAMBDA_PAYLOAD_BYTES

@@ -52,6 +52,11 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 # ------------------------------------------------------------------------ AWS
 
 SQS_BATCH_ENTRIES = 10  # entries per SendMessageBatch call
+# An SQS-triggered invocation's records must fit Lambda's 6 MB event; Lambda stops gathering a batch there, so
+# a larger batch size is never reached. A typical change is about 1.3 KB in the event (its body, a receipt
+# handle of about 400 characters, the attributes): 4,000 fit with room to spare (tests/unit/test_template.py).
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_SYNC_BATCH = 4000
 SQS_BATCH_BYTES = 1024 * 1024  # SendMessageBatch: all bodies together (and each message)
 DYNAMODB_PARTITION_KEY_BYTES = 2048
 
