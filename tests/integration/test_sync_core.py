@@ -6,14 +6,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
 from ld_audiences.retry import RetryPolicy
 from ld_audiences.state import LEASE_MARGIN_SECONDS, StateStore
+from ld_audiences.state_table import context_hash
 from ld_audiences.sync import ISOLATED_KEYS_BUDGET, QueuedRecord, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
@@ -294,3 +297,42 @@ def test_a_refusal_of_every_key_stops_at_the_isolation_budget(
     report = make_sync(aws, writer).sync(records(*(change(k, True, 1) for k in keys)), deadline(60))
     assert (report.added, report.dead_lettered, report.failed) == (0, 1000, [])
     assert writer.requests <= 1 + 2 * ISOLATED_KEYS_BUDGET * math.ceil(math.log2(1000))
+
+
+class RefusesOneContext:
+    """DynamoDB as it treats an item it cannot store: the whole call refused (ValidationException), nothing
+    written; every other call goes to moto."""
+
+    def __init__(self, real: Any, context_key: str) -> None:
+        self._real, self._sort_key = real, context_hash(context_key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if any(item["Update"]["Key"]["sk"]["S"] == self._sort_key for item in kwargs["TransactItems"]):
+            error = {"Error": {"Code": "ValidationException", "Message": "Item size has exceeded the maximum"}}
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return self._real.transact_write_items(**kwargs)
+
+
+def test_a_context_dynamodb_refuses_fails_alone_and_leaves_no_lease(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    keys = [f"u{i:02d}" for i in range(40)]
+    store = StateStore(RefusesOneContext(aws.dynamodb, "u17"), aws.table)  # type: ignore[arg-type]
+    sync = Synchronizer(
+        writer=SegmentAudiencesWriter(client, CLIENT_SIDE_ID),
+        store=store,
+        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
+        chunk_size=1000,
+    )
+    report = sync.sync(records(*(change(k, True, 1) for k in keys)), deadline())
+    assert (report.added, report.dead_lettered, report.failed) == (39, 1, [])
+    assert members(emulator) == set(keys) - {"u17"}
+    [letter] = aws.queue_messages(aws.dlq_url)
+    assert letter["MessageAttributes"]["failure_reason"]["StringValue"] == "state_refused"
+    assert MembershipChange.from_message(letter["Body"]).context_key == "u17"
+    # Nothing of the batch is left leased: a newer change to any context claims at once.
+    newer = [change(k, False, 2) for k in keys if k != "u17"]
+    assert StateStore(aws.dynamodb, aws.table).claim(newer, time.time() + 20).claimed == newer
