@@ -5,16 +5,19 @@ are `make bench`'s business."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import boto3
 import pytest
+import yaml
 from moto import mock_aws
 
 from bench.__main__ import run_sections
 from bench.cold_start import parse_importtime
 from bench.common import Settings, machine
 from bench.fakes import InMemoryStateStore, RecordingSession
+from bench.first_sync import DEFAULTS, simulate
 from bench.report import render
 from bench.sync import naive, run_sync
 from bench.workload import engage_events, sync_batch
@@ -23,6 +26,7 @@ from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
 from ld_audiences.normalize import normalize
 from ld_audiences.state import StateStore
 from ld_audiences.state_table import table_definition
+from tests.unit.test_template import TEMPLATE, CfnLoader
 
 QUICK = Settings(quick=True, runs=2)
 
@@ -138,3 +142,37 @@ def test_in_memory_store_answers_like_the_dynamodb_store(dynamodb: object) -> No
         else:
             getattr(fake, action)(changes)
             getattr(real, action)(changes)
+
+
+# ----------------------------------------------------------------------------------------- first-sync simulation
+
+
+def test_the_first_sync_simulation_runs_the_product_to_an_exact_segment() -> None:
+    outcome = simulate(replace(DEFAULTS, changes=3000, arrival_rate=5000))
+    assert outcome.exact and outcome.dead_lettered == 0
+    assert outcome.launchdarkly_requests == outcome.optimum_requests == 3
+    assert 0 < outcome.calls_per_change <= 0.1
+    assert outcome.cpu_seconds > 0 and outcome.total_seconds > outcome.arrival_seconds
+
+
+def test_the_simulated_launchdarkly_limit_is_met_and_shared() -> None:
+    """Many instances and a LaunchDarkly that publishes no remaining count: 429s happen, the shared window
+    keeps them to about one per window, and nothing is lost or dead-lettered."""
+    outcome = simulate(replace(DEFAULTS, changes=6000, batch_size=100, concurrency=10, remaining_headers=False))
+    assert outcome.exact and outcome.dead_lettered == 0
+    assert 0 < outcome.launchdarkly_429 < outcome.launchdarkly_requests / 3
+
+
+def test_the_simulation_defaults_are_the_template_defaults() -> None:
+    parameters = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)["Parameters"]  # noqa: S506 (safe loader)
+    assert {
+        "memory_mb": int(parameters["SyncMemorySize"]["Default"]),
+        "batch_size": int(parameters["SyncBatchSize"]["Default"]),
+        "window": float(parameters["SyncBatchingWindowSeconds"]["Default"]),
+        "concurrency": int(parameters["SyncMaximumConcurrency"]["Default"]),
+        "timeout": int(parameters["SyncTimeoutSeconds"]["Default"]),
+        "max_receive_count": int(parameters["MaxReceiveCount"]["Default"]),
+    } == {
+        name: getattr(DEFAULTS, name)
+        for name in ("memory_mb", "batch_size", "window", "concurrency", "timeout", "max_receive_count")
+    }

@@ -2,13 +2,19 @@
 
 LaunchDarkly publishes no numbers for its limits; it asks clients to pace themselves by the headers on
 every answer (DESIGN.md): `X-Ratelimit-Route-Remaining` / `X-Ratelimit-Global-Remaining` (requests left
-in the current window) and `X-Ratelimit-Reset` (when the window ends, epoch ms), and answers 429 past
-the limit. Every concurrent invocation spends the same token's budget, so the window lives in one item
-of the state table: an invocation *acquires* a request from it before sending (an atomic decrement that
-fails once nothing is left, and then says how long until the reset), and *learns* from every answer
-(the smaller remaining count of one window wins, a later window replaces it). A 429 seen by one
-invocation therefore stops all of them until the reset, and raising concurrency does not multiply 429s.
+in the current window), `X-Ratelimit-Reset` (when the window ends, epoch ms), and 429 past the limit.
+Every concurrent invocation spends the same token's budget, so the window lives in one item of the state
+table, and one rule (`WindowState`) decides from it:
 
+* *take* a request before sending: one of the window's remaining requests, or, when none is left, wait
+  until the reset. A window that has ended starts the next one at once with the budget learned so far
+  (the largest window seen), so invocations released by a reset do not all rush LaunchDarkly at once;
+* *learn* from every answer: its window replaces an older one, the smaller count of one window wins, and
+  the window's length and size are remembered. A 429 empties the window for everyone until its reset;
+  where LaunchDarkly sends no remaining count, a 429 also teaches the size (what this window had let
+  through before it).
+
+So a 429 seen by one invocation slows all of them, and raising concurrency does not multiply 429s.
 When the window item cannot be read or written, requests go out anyway: LaunchDarkly's own 429s still
 pace them, only less smoothly.
 """
@@ -16,10 +22,11 @@ pace them, only less smoothly.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,14 +41,19 @@ logger = logging.getLogger(__name__)
 REMAINING_HEADERS = ("X-Ratelimit-Route-Remaining", "X-Ratelimit-Global-Remaining")
 # SQS cannot delay a message longer, and no LaunchDarkly window lasts that long.
 MAX_WAIT_SECONDS = 900.0
+# LaunchDarkly's route and token windows last ten seconds (DESIGN.md) until answers say otherwise.
+DEFAULT_PERIOD_SECONDS = 10.0
+# What a window allows before anything is known about its size: more than any window has.
+UNKNOWN_BUDGET = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """What one answer said about the rate-limit window: requests left, and when it resets (epoch s)."""
+    """What one answer said: requests left in its window (None: not said) and when the window resets."""
 
-    remaining: int
+    remaining: int | None
     reset_at: float
+    limited: bool = False  # the answer was a 429
 
 
 def window_from(status: int, headers: Mapping[str, str], now: float) -> Window | None:
@@ -62,10 +74,68 @@ def window_from(status: int, headers: Mapping[str, str], now: float) -> Window |
             continue
     if status == 429:
         # Past the limit: nothing left until the reset (one second when LaunchDarkly names no reset).
-        return Window(0, reset_at if reset_at is not None else now + 1.0)
-    if reset_at is None or not counts:
+        return Window(0, reset_at if reset_at is not None else now + 1.0, limited=True)
+    if reset_at is None:
         return None
-    return Window(min(counts), reset_at)
+    return Window(min(counts) if counts else None, reset_at)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """The shared window: until when it runs, what is left of it, what it started with, whether it is a guess
+    (started by us when the last one ended) or LaunchDarkly's own, and what has been learned about
+    LaunchDarkly's windows (their size and length)."""
+
+    reset_at: float = 0.0
+    remaining: int = 0
+    budget: int = UNKNOWN_BUDGET
+    guessed: bool = False
+    limit: int | None = None
+    period: float | None = None
+
+    def take(self, now: float) -> tuple[WindowState | None, float]:
+        """(the state after taking one request, 0), or (None, seconds to wait) when none is left."""
+        if self.reset_at > now:
+            if self.remaining > 0:
+                return replace(self, remaining=self.remaining - 1), 0.0
+            return None, min(self.reset_at - now, MAX_WAIT_SECONDS)
+        # The window has ended: the next one starts now, with the size learned so far; the first answer
+        # from it tells its real end.
+        period = self.period or DEFAULT_PERIOD_SECONDS
+        ends = (
+            self.reset_at + period * max(1, math.ceil((now - self.reset_at) / period))
+            if self.reset_at
+            else now + period
+        )
+        budget = self.limit if self.limit is not None else UNKNOWN_BUDGET
+        return replace(self, reset_at=ends, remaining=budget - 1, budget=budget, guessed=True), 0.0
+
+    def learn(self, window: Window) -> WindowState | None:
+        """The state after an answer, or None when the answer changes nothing."""
+        if window.reset_at < self.reset_at and not self.guessed:
+            return None  # an answer from an earlier window
+        # A guessed window is LaunchDarkly's current one, whatever end LaunchDarkly gives it.
+        same = window.reset_at == self.reset_at or self.guessed
+        limit, period = self.limit, self.period
+        if window.remaining is not None and not window.limited:
+            limit = max(limit or 0, window.remaining + 1)  # the first answer of a window shows its size
+        elif window.limited and limit is None and same:
+            # No count published: the window let through what was taken from it before this 429.
+            limit = max(1, self.budget - self.remaining - 1)
+        if not same:
+            gap = window.reset_at - self.reset_at
+            period = min(period, gap) if period and self.reset_at else gap if self.reset_at else period
+        if same:
+            remaining, budget = self.remaining, self.budget
+            if window.remaining is not None:
+                remaining = min(remaining, window.remaining)
+        elif window.remaining is not None:
+            remaining, budget = window.remaining, window.remaining + 1
+        else:
+            budget = limit if limit is not None else UNKNOWN_BUDGET
+            remaining = budget - 1
+        learned = WindowState(window.reset_at, remaining, budget, False, limit, period)
+        return None if learned == self else learned
 
 
 class RateLimit(Protocol):
@@ -81,32 +151,31 @@ class LocalRateLimit:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._window: Window | None = None
+        self._state = WindowState()
 
     def acquire(self, now: float) -> float:
         with self._lock:
-            window = self._window
-            if window is None or window.reset_at <= now:
-                return 0.0
-            if window.remaining > 0:
-                self._window = Window(window.remaining - 1, window.reset_at)
-                return 0.0
-            return min(window.reset_at - now, MAX_WAIT_SECONDS)
+            state, wait = self._state.take(now)
+            if state is not None:
+                self._state = state
+            return wait
 
     def learn(self, window: Window) -> None:
         with self._lock:
-            if _replaces(self._window, window):
-                self._window = window
-
-
-def _replaces(current: Window | None, new: Window) -> bool:
-    if current is None or new.reset_at > current.reset_at:
-        return True
-    return new.reset_at == current.reset_at and new.remaining < current.remaining
+            state = self._state.learn(window)
+            if state is not None:
+                self._state = state
 
 
 class SharedRateLimit:
-    """The window in the state table (`state_table.RATE_LIMIT_KEY`), shared by every invocation."""
+    """The window in the state table (`state_table.RATE_LIMIT_KEY`), shared by every invocation: each
+    change of it is a write conditioned on the version it was computed from (optimistic concurrency), so
+    concurrent invocations never both spend the last request."""
+
+    ATTEMPTS = 5
+    # After ATTEMPTS lost races in a row, a taker steps back this long and tries again (through the caller's
+    # wait): many invocations are taking at the same moment.
+    CONTENDED_WAIT = 0.05
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
@@ -114,56 +183,81 @@ class SharedRateLimit:
         self.calls = 0
 
     def acquire(self, now: float) -> float:
+        return self._change(lambda state: state.take(now), contended=self.CONTENDED_WAIT)
+
+    def learn(self, window: Window) -> None:
+        self._change(lambda state: (state.learn(window), 0.0), contended=0.0)
+
+    def _change(self, rule: Callable[[WindowState], tuple[WindowState | None, float]], contended: float) -> float:
+        try:
+            version, state = self._read()
+            for _ in range(self.ATTEMPTS):
+                new, wait = rule(state)
+                if new is None:
+                    return wait
+                conflict = self._write(version, new)
+                if conflict is None:
+                    return wait
+                version, state = conflict
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("rate-limit window unavailable, going ahead", extra={"error": type(exc).__name__})
+            return 0.0
+        return contended
+
+    def _read(self) -> tuple[int, WindowState]:
+        self.calls += 1
+        item = self._client.get_item(TableName=self._table, Key=t.RATE_LIMIT_KEY, ConsistentRead=True).get("Item")
+        return _decode(item or {})
+
+    def _write(self, version: int, state: WindowState) -> tuple[int, WindowState] | None:
+        """Write `state` if the item is still at `version`; else the item as it is now."""
+        values: dict[str, Any] = {":v": {"N": str(version)}, ":next": {"N": str(version + 1)}}
+        # Names through placeholders: "limit" is one of DynamoDB's reserved words.
+        names = {f"#{f.name}": f.name for f in fields(WindowState)}
+        assignments = ["version = :next"]
+        removals = []
+        for f in fields(WindowState):
+            value = getattr(state, f.name)
+            if value is None:
+                removals.append(f"#{f.name}")
+                continue
+            if isinstance(value, bool):
+                value = int(value)
+            values[f":{f.name}"] = {"N": repr(value) if isinstance(value, float) else str(value)}
+            assignments.append(f"#{f.name} = :{f.name}")
+        update = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removals) if removals else "")
         try:
             self.calls += 1
             self._client.update_item(
                 TableName=self._table,
                 Key=t.RATE_LIMIT_KEY,
-                # Outside a known window the count means nothing (the next answer replaces it): spend freely.
-                UpdateExpression="SET remaining = if_not_exists(remaining, :zero) - :one",
-                ConditionExpression="attribute_not_exists(reset_at) OR reset_at <= :now OR remaining > :zero",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}, ":now": {"N": f"{now:.3f}"}},
+                UpdateExpression=update,
+                ConditionExpression="attribute_not_exists(version) OR version = :v",
+                ExpressionAttributeNames={name: attribute for name, attribute in names.items() if name in update},
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                logger.warning("rate-limit window unavailable, sending anyway", extra={"error": _code(exc)})
-                return 0.0
-            item: Any = exc.response.get("Item", {})
-            try:
-                reset_at = float(item["reset_at"]["N"])
-            except (KeyError, TypeError, ValueError):
-                return 0.0
-            return min(max(reset_at - now, 0.0), MAX_WAIT_SECONDS)
-        except BotoCoreError as exc:
-            logger.warning("rate-limit window unavailable, sending anyway", extra={"error": type(exc).__name__})
-        return 0.0
+                raise
+            return _decode(exc.response.get("Item", {}))  # type: ignore[arg-type]
+        return None
 
-    def learn(self, window: Window) -> None:
-        try:
-            self.calls += 1
-            self._client.update_item(
-                TableName=self._table,
-                Key=t.RATE_LIMIT_KEY,
-                UpdateExpression="SET remaining = :remaining, reset_at = :reset",
-                ConditionExpression=(
-                    "attribute_not_exists(reset_at) OR reset_at < :reset"
-                    " OR (reset_at = :reset AND remaining > :remaining)"
-                ),
-                ExpressionAttributeValues={
-                    ":remaining": {"N": str(window.remaining)},
-                    ":reset": {"N": f"{window.reset_at:.3f}"},
-                },
+
+def _decode(item: Mapping[str, Any]) -> tuple[int, WindowState]:
+    def number(name: str) -> float | None:
+        value = item.get(name, {}).get("N")
+        return float(value) if value is not None else None
+
+    version = int(number("version") or 0)
+    values: dict[str, Any] = {}
+    for f in fields(WindowState):
+        value = number(f.name)
+        if value is not None:
+            values[f.name] = (
+                value if f.name in ("reset_at", "period") else bool(value) if f.name == "guessed" else int(value)
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                logger.warning("could not share the rate-limit window", extra={"error": _code(exc)})
-        except BotoCoreError as exc:
-            logger.warning("could not share the rate-limit window", extra={"error": type(exc).__name__})
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+    return version, WindowState(**values)
 
 
 def wait_for_window(
