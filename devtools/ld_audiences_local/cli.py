@@ -1,4 +1,5 @@
-"""`ld-audiences`: the developer CLI (local stack, demo, replay, emulator, credential check, redrive).
+"""`ld-audiences`: the developer and operator CLI (local stack, demo, replay, emulator, credential check,
+redrive; status, resync and audit of a deployment).
 
 A thin layer: every command parses its options and calls the module that does the work.
 """
@@ -17,11 +18,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ld_audiences.aws_clients import LONG_POLL_READ_TIMEOUT, client_config
 from ld_audiences_local import defaults
-from ld_audiences_local.urls import loopback_origin
 
 if TYPE_CHECKING:
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences_local.deployment import Deployment
     from ld_audiences_local.stack import LocalStack
 
 EMULATOR_PORT = 8765
@@ -204,6 +205,7 @@ def _ready_to_paste(local: LocalStack) -> list[str]:
         "try:",
         f"  ld-audiences replay {events} --endpoint {local.url} --secret {secret}",
         f"  ld-audiences redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
+        f"  ld-audiences status --queue-url {local.queue_url} --dlq-url {local.dlq_url}",
     ]
 
 
@@ -343,32 +345,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- redrive
 
 
-def _sqs_client(endpoint_url: str | None, region: str | None, queue_url: str) -> Any:
-    import boto3
-
-    # moto builds a queue URL from the address it was reached at, so the local stack's loopback queue URLs
-    # name moto's endpoint themselves: no state file to go stale, no flag to copy.
-    endpoint_url = endpoint_url or loopback_origin(queue_url)
-    if region is None:
-        host = queue_url.split("//", 1)[-1].split("/", 1)[0]
-        parts = host.split(".")
-        if len(parts) >= 4 and parts[0] == "sqs":
-            region = parts[1]
-    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION") or defaults.REGION}
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-        if loopback_origin(endpoint_url):
-            # moto accepts any credentials; real ones have no business going there.
-            kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
-    return boto3.client("sqs", config=client_config(threads=1, read_timeout=LONG_POLL_READ_TIMEOUT), **kwargs)
-
-
 def cmd_redrive(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from ld_audiences_local import deployment
     from ld_audiences_local.redrive import redrive
 
-    sqs = _sqs_client(args.endpoint_url, args.region, args.dlq_url)
+    # moto builds a queue URL from the address it was reached at, so the local stack's loopback queue URLs
+    # name moto's endpoint themselves: no state file to go stale, no flag to copy.
+    where = deployment.find(
+        queue_url=args.queue_url, dlq_url=args.dlq_url, endpoint_url=args.endpoint_url, region=args.region
+    )
+    sqs = where.client("sqs")
     try:
         result = redrive(sqs, args.queue_url, args.dlq_url, dry_run=args.dry_run, limit=args.max, reason=args.reason)
     except (BotoCoreError, ClientError) as exc:
@@ -392,6 +380,196 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if result.kept:
         _print(f"{len(result.kept)} message(s) with another reason left in the DLQ")
     return 1 if result.failed else 0
+
+
+# ----------------------------------------------------------------------------------------- status, resync, audit
+
+
+class _Refused(Exception):
+    """What the command needs is missing or wrong: the message says which option gives it."""
+
+
+def _deployment(args: argparse.Namespace, *needed: str) -> Deployment:
+    from ld_audiences_local import deployment
+
+    try:
+        found = deployment.find(
+            stack_name=args.stack_name,
+            table=args.table,
+            queue_url=args.queue_url,
+            dlq_url=args.dlq_url,
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+        )
+        found.need(*needed)
+    except deployment.DeploymentError as exc:
+        raise _Refused(str(exc)) from None
+    return found
+
+
+def _audience(reader: AudienceReader, args: argparse.Namespace, *, need_key: bool) -> tuple[str, str]:
+    """The audience's context kind and key: as given, else from its summary item in the state table."""
+    known = [a for a in reader.audiences() if a.audience_id == args.audience]
+    kind = args.context_kind
+    if kind is None:
+        kinds = sorted({a.context_kind for a in known})
+        if len(kinds) != 1:
+            found = f"has context kinds {', '.join(kinds)}" if kinds else "has no summary in the state table"
+            raise _Refused(f"audience {args.audience} {found}: give --context-kind")
+        kind = kinds[0]
+    summary = next((a for a in known if a.context_kind == kind), None)
+    key = args.audience_key or (summary.audience_key if summary else "")
+    if need_key and not key:
+        raise _Refused(f"audience {args.audience} ({kind}) has no summary in the state table: give --audience-key")
+    return kind, key
+
+
+def _operation(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A status, resync or audit command: what it lacks (2) and AWS or LaunchDarkly failures (1) are one error
+    line, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from ld_audiences_local.audit import AuditError
+
+        try:
+            return command(args)
+        except _Refused as exc:
+            _error(str(exc))
+            return 2
+        except (BotoCoreError, ClientError) as exc:
+            _error(f"AWS call failed: {exc}")
+            return 1
+        except AuditError as exc:
+            _error(str(exc))
+            return 1
+
+    return run
+
+
+@_operation
+def cmd_status(args: argparse.Namespace) -> int:
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences_local import status
+
+    where = _deployment(args, "table")
+    reader = AudienceReader(where.client("dynamodb", threads=4), str(where.table))
+    sqs = where.client("sqs") if where.queue_url or where.dlq_url else None
+    report = status.collect(
+        reader, sqs, where.queue_url, where.dlq_url, audience_id=args.audience, dead_letter_limit=args.dlq_max
+    )
+    if args.audience is not None and not report.audiences:
+        raise _Refused(f"audience {args.audience} is not in the state table, nor in the dead-letter queue")
+    _print(status.to_json(report) if args.json else "\n".join(status.lines(report)))
+    return 0
+
+
+@_operation
+def cmd_resync(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences.sqs_queue import SqsChangeQueue
+    from ld_audiences.state_table import SHARDS
+    from ld_audiences_local.resync import Progress, resync
+
+    where = _deployment(args, "table") if args.dry_run else _deployment(args, "table", "queue_url")
+    reader = AudienceReader(where.client("dynamodb"), str(where.table))
+    kind, key = _audience(reader, args, need_key=True)
+    verb = "would queue" if args.dry_run else "queued"
+    _print(
+        f"resync of audience {args.audience} ({key}, context kind {kind}): a reassert for every known context, "
+        f"members and contexts that left, {'not sent (dry run)' if args.dry_run else f'on {where.queue_url}'}"
+    )
+    progress = Progress(cursor=args.resume)
+    reported = [0]
+
+    def on_page(progress: Progress) -> None:
+        if progress.queued - reported[0] >= args.progress_every and progress.cursor is not None:
+            reported[0] = progress.queued
+            _print(
+                f"{verb} {progress.queued} ({progress.members} members), {progress.shards_done} of {SHARDS} shards "
+                f"read; to continue from here: --resume {progress.cursor}"
+            )
+
+    with ThreadPoolExecutor(8) as pool:
+        queue = None if args.dry_run else SqsChangeQueue(where.client("sqs", threads=8), str(where.queue_url), pool)
+        try:
+            result = resync(reader, queue, args.audience, key, kind, progress=progress, on_page=on_page)
+        except KeyboardInterrupt:
+            resume = f" with --resume {progress.cursor}" if progress.cursor else ""
+            _print(f"interrupted after {progress.queued} {verb}; run it again{resume} (reasserts are idempotent)")
+            return 130
+    if result.unsent:
+        resume = f" with --resume {result.cursor}" if result.cursor else ""
+        _error(f"SQS did not accept {result.unsent} message(s) after {result.queued} queued: run it again{resume}")
+        return 1
+    _print(
+        f"{verb} {result.queued} reasserts ({result.members} members, {result.queued - result.members} that left); "
+        "the sync writes each context's newest desired state"
+    )
+    return 0
+
+
+def _launchdarkly_settings(args: argparse.Namespace, where: Deployment) -> tuple[str, str, str, str]:
+    """Writer, project key, environment key and base URL: the options, the environment, the stack's parameters."""
+    stack = where.parameters
+    writer = args.segment_writer or stack.get("LaunchDarklyWriter") or "segment-audiences"
+    project = args.project_key or os.environ.get("LD_PROJECT_KEY") or stack.get("LaunchDarklyProjectKey")
+    environment = (
+        args.environment_key or os.environ.get("LD_ENVIRONMENT_KEY") or stack.get("LaunchDarklyEnvironmentKey")
+    )
+    if not (project and environment):
+        raise _Refused(
+            "give --project-key and --environment-key: where the segment is (for the segment-audiences writer, "
+            "the project and environment of the client-side ID)"
+        )
+    base_url = args.base_url or stack.get("LaunchDarklyBaseUrl") or "https://app.launchdarkly.com"
+    return writer, project, environment, base_url
+
+
+@_operation
+def cmd_audit(args: argparse.Namespace) -> int:
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences.launchdarkly import LaunchDarklyClient
+    from ld_audiences.sqs_queue import SqsChangeQueue
+    from ld_audiences_local import audit
+    from ld_audiences_local.resync import queue_reasserts
+
+    token = args.token or os.environ.get("LD_API_TOKEN", "")
+    if not token:
+        raise _Refused("no access token: pass --token or set LD_API_TOKEN (a read-only token is enough)")
+    where = _deployment(args, "table", "queue_url") if args.repair else _deployment(args, "table")
+    writer, project, environment, base_url = _launchdarkly_settings(args, where)
+    reader = AudienceReader(where.client("dynamodb", threads=4), str(where.table))
+    kind, key = _audience(reader, args, need_key=writer == "rest" or args.repair)
+    segment_key = args.segment_key or audit.segment_key(writer, args.audience, key, kind)
+    client = LaunchDarklyClient(base_url, token, rate_limit=audit.ReservedRateLimit(args.reserve))
+    membership = audit.SegmentMembership(client, project, environment, segment_key)
+    result = audit.audit(
+        reader,
+        membership,
+        args.audience,
+        kind,
+        sample=None if args.all else args.sample,
+        rng=random.Random(args.seed),
+        confidence=args.confidence,
+        threads=args.threads,
+        on_checked=lambda checked: _print(f"checked {checked} contexts…"),
+    )
+    _print(*audit.lines(result, show=args.show))
+    if args.repair and result.to_repair:
+        with ThreadPoolExecutor(8) as pool:
+            queue = SqsChangeQueue(where.client("sqs", threads=8), str(where.queue_url), pool)
+            unsent = queue_reasserts(queue, result.to_repair, args.audience, key, kind)
+        _print(f"repair: queued {len(result.to_repair) - unsent} reasserts on {where.queue_url}")
+        if unsent:
+            _error(f"SQS did not accept {unsent} reassert(s): run the audit with --repair again")
+    return 1 if result.drift else 0
 
 
 # ----------------------------------------------------------------------------------------- parser
@@ -753,7 +931,174 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max", type=_non_negative_int, metavar="N", help="move at most N messages")
     p.add_argument("--reason", metavar="R", help="only messages with this failure_reason")
     p.set_defaults(func=cmd_redrive)
+    _add_operation_commands(commands)
     return parser
+
+
+def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group(
+        "where the deployment is",
+        "a stack by name (its outputs StateTableName, QueueUrl, DeadLetterQueueUrl), or each resource; the local "
+        "stack's loopback queue URLs name its moto server, used with moto's dummy credentials, and its table "
+        f"is {defaults.TABLE_NAME}",
+    )
+    where.add_argument("--stack-name", metavar="S", help="the deployed CloudFormation stack (DescribeStacks)")
+    where.add_argument("--table", metavar="T", help="state table name (overrides the stack's output)")
+    where.add_argument("--queue-url", metavar="Q", help="main queue URL (overrides the stack's output)")
+    where.add_argument("--dlq-url", metavar="D", help="dead-letter queue URL (overrides the stack's output)")
+    where.add_argument(
+        "--endpoint-url", metavar="URL", help="AWS endpoint (default: the one a loopback queue URL names, else AWS's)"
+    )
+    where.add_argument("--region", help="AWS region (default: from the queue URL, then your AWS configuration)")
+
+
+def _add_audience_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audience", required=True, metavar="ID", help="the Engage audience id (computation_id)")
+    parser.add_argument(
+        "--context-kind", metavar="KIND", help="its context kind (default: the only one the state table has for it)"
+    )
+    parser.add_argument(
+        "--audience-key",
+        metavar="KEY",
+        help="its Engage audience key (default: from the state table's audience summary)",
+    )
+
+
+def _add_operation_commands(commands: Any) -> None:
+    p = commands.add_parser(
+        "status",
+        help="per audience: desired members, last change written, changes waiting, dead letters",
+        formatter_class=_Formatter,
+        description=(
+            "One line per audience (id, key, context kind): its exact number of desired members (the\n"
+            "state table, one Query per shard), the last change written to LaunchDarkly and when, the\n"
+            "changes waiting (the main queue's depth: SQS cannot count one audience's changes without\n"
+            "receiving them, so it is the whole queue's) and its dead-lettered changes by reason (the DLQ's\n"
+            "messages are received and made visible again at once, like `redrive --dry-run`).\n"
+            "Reads only: dynamodb:Query on the table, sqs:GetQueueAttributes on both queues,\n"
+            "sqs:ReceiveMessage and sqs:ChangeMessageVisibility on the DLQ, cloudformation:DescribeStacks."
+        ),
+        epilog=(
+            "example: ld-audiences status --stack-name ld-audiences\n"
+            "local:   ld-audiences status --queue-url <queue URL> --dlq-url <DLQ URL>  (as `ld-audiences local` prints)"
+        ),
+    )
+    _add_deployment_options(p)
+    p.add_argument("--audience", metavar="ID", help="only this audience id")
+    p.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    p.add_argument(
+        "--dlq-max",
+        type=_non_negative_int,
+        default=10_000,
+        metavar="N",
+        help="read at most N dead letters to count them by audience (default 10000; 0: only the total)",
+    )
+    p.set_defaults(func=cmd_status)
+
+    p = commands.add_parser(
+        "resync",
+        help="write an audience's desired state to LaunchDarkly again, through the queue",
+        formatter_class=_Formatter,
+        description=(
+            "Queue one reassert per context the state table knows for the audience (members, and\n"
+            "contexts that left: those are removed again): the sync function then writes each context's\n"
+            "newest desired state as it is when the message is handled, through the normal path\n"
+            "(ordering, leases, LaunchDarkly's rate limit, the DLQ). A resync racing live Engage traffic\n"
+            "never lets an older state win. For a segment deleted or edited in LaunchDarkly, a new\n"
+            "environment, or changes lost in the DLQ. Prints progress every --progress-every contexts\n"
+            "with a cursor to continue from; safe to interrupt and run again (reasserts are idempotent).\n"
+            "Needs dynamodb:Query on the table and sqs:SendMessage on the main queue."
+        ),
+        epilog="example: ld-audiences resync --stack-name ld-audiences --audience aud_2f8Yx --dry-run",
+    )
+    _add_deployment_options(p)
+    _add_audience_options(p)
+    p.add_argument("--dry-run", action="store_true", help="read and count only; queue nothing")
+    p.add_argument("--resume", metavar="CURSOR", help="continue from a cursor a progress line printed")
+    p.add_argument(
+        "--progress-every",
+        type=_bounded(int, 1),
+        default=10_000,
+        metavar="N",
+        help="print a progress line every N contexts (default 10000)",
+    )
+    p.set_defaults(func=cmd_resync)
+
+    p = commands.add_parser(
+        "audit",
+        help="compare an audience's desired membership with its LaunchDarkly segment",
+        formatter_class=_Formatter,
+        description=(
+            "Read each known context's membership in the audience's LaunchDarkly segment (GET\n"
+            ".../segments/{project}/{environment}/{segment}/contexts/{key}, one request per context) and\n"
+            "compare it with the desired state: every context of an audience with at most --sample of\n"
+            "them, a uniform random sample of --sample otherwise, with the Wilson score interval of the\n"
+            "drift rate. Prints missing and extra members (a few of each); differences whose newest\n"
+            "change is not written yet are reported apart. Exit status 1 on drift. --repair queues a\n"
+            "reassert for each difference, like resync. The reads share LaunchDarkly's rate limit with\n"
+            "the sync: they are paced by its headers and leave --reserve requests of each window to it.\n"
+            "A read-only token is enough (role Reader, or viewProject on the project)."
+        ),
+        epilog=(
+            "example: ld-audiences audit --stack-name ld-audiences --audience aud_2f8Yx \\\n"
+            "           --project-key default --environment-key production --sample 1000\n" + EPILOG_ENV
+        ),
+    )
+    _add_deployment_options(p)
+    _add_audience_options(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--sample",
+        type=_bounded(int, 1),
+        default=1000,
+        metavar="N",
+        help="check every context of an audience with at most N, else a uniform random sample of N (default 1000)",
+    )
+    how.add_argument("--all", action="store_true", help="check every context, however many")
+    p.add_argument("--repair", action="store_true", help="queue a reassert for each difference found")
+    p.add_argument("--show", type=_non_negative_int, default=10, metavar="N", help="context keys listed per kind")
+    p.add_argument("--seed", type=int, help="random seed of the sample, to draw the same one again")
+    p.add_argument(
+        "--confidence",
+        type=_bounded(float, 0.5, 0.999),
+        default=0.95,
+        metavar="C",
+        help="confidence level of the drift rate's interval (default 0.95)",
+    )
+    ld = p.add_argument_group("LaunchDarkly")
+    ld.add_argument("--token", metavar="T", help="API access token, read-only is enough (env LD_API_TOKEN)")
+    ld.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="LaunchDarkly API base (default: the stack's LaunchDarklyBaseUrl, else https://app.launchdarkly.com)",
+    )
+    ld.add_argument(
+        "--project-key", metavar="KEY", help="the segment's project (env LD_PROJECT_KEY; default: the stack's)"
+    )
+    ld.add_argument(
+        "--environment-key",
+        metavar="KEY",
+        help="the segment's environment (env LD_ENVIRONMENT_KEY; default: the stack's)",
+    )
+    ld.add_argument(
+        "--writer",
+        dest="segment_writer",
+        choices=("segment-audiences", "rest"),
+        help="how the deployment writes segments, which decides the segment's key (default: the stack's "
+        "LaunchDarklyWriter, else segment-audiences)",
+    )
+    ld.add_argument("--segment-key", metavar="KEY", help="the segment's key, when it is not the writer's")
+    ld.add_argument(
+        "--reserve",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="requests of each rate-limit window left to the sync function (default 10)",
+    )
+    ld.add_argument(
+        "--threads", type=_bounded(int, 1, 16), default=4, metavar="N", help="reads at once, 1 to 16 (default 4)"
+    )
+    p.set_defaults(func=cmd_audit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -28,6 +29,7 @@ from ld_audiences_local.defaults import (
     WEBHOOK_SECRET_NAME,
 )
 from ld_audiences_local.moto_patches import prepare_moto
+from ld_audiences_local.status import queue_depth
 
 if TYPE_CHECKING:
     from moto.server import ThreadedMotoServer
@@ -109,19 +111,7 @@ class LocalAws:
 
     def queue_counts(self, queue_url: str) -> dict[str, int]:
         assert self.sqs is not None, "no resources created"
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )["Attributes"]
-        return {
-            "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
-            "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
-        }
+        return asdict(queue_depth(self.sqs, queue_url))
 
     def _queue_arn(self, queue_url: str) -> str:
         assert self.sqs is not None

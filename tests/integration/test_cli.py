@@ -25,7 +25,7 @@ from tests.recording_server import Recorded, RecordingServer, Scripted
 
 CLI = Path(sys.executable).with_name("ld-audiences")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("emulator", "local", "replay", "demo", "check", "redrive")
+COMMANDS = ("emulator", "local", "replay", "demo", "check", "redrive", "status", "resync", "audit")
 SECRET = "cli-test-secret-6f1c"
 FIXTURE = REPO_ROOT / "events" / "segment" / "01_beta_testers_identify_single.json"
 
@@ -414,8 +414,9 @@ def test_local_serves_the_pipeline_until_sigterm() -> None:
 
 
 def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> None:
-    """The default webhook secret is printed (it is no real secret), and the replay and redrive lines run as
-    they are, in a shell with no AWS settings at all: redrive finds moto from the loopback queue URL."""
+    """The default webhook secret is printed (it is no real secret), and the replay, redrive and status lines run
+    as they are, in a shell with no AWS settings at all: redrive and status find moto from the loopback queue URL
+    (and status the local table)."""
     env = {name: value for name, value in clean_env().items() if not name.startswith("AWS_")}
     process = subprocess.Popen(  # noqa: S603
         [str(CLI), "local", "--port", "0", "--batching-window", "0.2", "--log-level", "WARNING"],
@@ -428,6 +429,7 @@ def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> Non
         assert reader.wait_for("webhook secret: ", 30) == "webhook secret: local-webhook-secret (the local default)"
         replay_line = reader.wait_for("  ld-audiences replay ", 5)
         redrive_line = reader.wait_for("  ld-audiences redrive ", 5)
+        status_line = reader.wait_for("  ld-audiences status ", 5)
         reader.wait_for("listening on ", 30)
         replayed = run(*shlex.split(replay_line)[1:], env=env)
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
@@ -435,6 +437,14 @@ def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> Non
         listed = run(*shlex.split(redrive_line)[1:], env=env)
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert "dry run: 0 message(s) would be moved back" in listed.stdout
+        ends = time.monotonic() + 30
+        while True:  # the replayed changes reach LaunchDarkly, and the audience summaries, a moment later
+            status = run(*shlex.split(status_line)[1:], env=env)
+            assert status.returncode == 0, status.stdout + status.stderr
+            if "beta_testers" in status.stdout or time.monotonic() > ends:
+                break
+            time.sleep(0.5)
+        assert "beta_testers" in status.stdout and "dead-letter queue: 0 message(s)" in status.stdout
     finally:
         _terminate(process, reader)
 

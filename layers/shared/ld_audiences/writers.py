@@ -50,6 +50,12 @@ class SegmentAudiencesWriter:
         self._client = client
         self._client_side_id = client_side_id
 
+    @staticmethod
+    def segment_key(target: Target) -> str:
+        """The key LaunchDarkly gives the synced segment it creates: its integration's key and the Engage
+        audience id (docs/LAUNCHDARKLY.md: the best public evidence, unverified in production)."""
+        return f"segment-audiences-{target.audience_id}"
+
     def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
         # LaunchDarkly names the segment after the batch's first item: every item is one audience.
         def item(key: str, value: bool) -> dict[str, object]:
