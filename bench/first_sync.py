@@ -35,7 +35,7 @@ from typing import Any
 import boto3
 
 from bench.common import PYTHON, REPO_ROOT, Figure, Section, Settings, fmt, table
-from bench.sim_aws import InProcessDynamoDB, InProcessSqs, SentMessage, attach
+from bench.sim_aws import InProcessDynamoDB, InProcessSqs, SentMessage, Usage, attach
 from bench.sim_launchdarkly import LaunchDarklyModel, session_for
 from bench.virtual_time import Cpu, VirtualExecutor, VirtualTime
 from ld_audiences.aws_clients import client_config
@@ -69,6 +69,9 @@ class Scenario:
     max_receive_count: int = 5
     ld_limit: int = 5
     remaining_headers: bool = True
+    # Resync instead of a first sync: the table already holds the audience (every member applied), the
+    # segment was deleted in LaunchDarkly, and `ld-audiences resync` queues one reassert per context.
+    resync: bool = False
 
     def label(self) -> str:
         return (
@@ -94,6 +97,7 @@ class Outcome:
     peak_partition_wcu: float
     cpu_seconds: float  # this machine's CPU time of our code
     real_seconds: float  # how long the simulation took to run
+    reads: dict[str, float] = field(default_factory=dict)  # resync: what status, resync and audit read
 
     @property
     def calls_per_change(self) -> float:
@@ -105,6 +109,17 @@ class Outcome:
 
 
 # ------------------------------------------------------------------------------------------ SQS + ESM
+
+
+def first_sync_body(index: int) -> str:
+    """The message ingest queues for member `index` (MembershipChange.to_message), made without the model."""
+    micros = f"{index % 1_000_000:06d}"
+    return (
+        f'{{"v":1,"audience_id":"{AUDIENCE_ID}","audience_key":"first_sync","context_kind":"user",'
+        f'"context_key":"user-{index:08d}","included":true,'
+        f'"event_time":"2026-11-20T10:{index // 60_000_000 % 60:02d}:{index // 1_000_000 % 60:02d}.{micros}000Z",'
+        f'"message_id":"personas_{index:010d}"}}'
+    )
 
 
 @dataclass(order=True)
@@ -119,8 +134,11 @@ class _Message:
 class SimulatedQueue:
     """The queue, its DLQ and the arrivals, as SQS and Lambda's event source mapping treat them."""
 
-    def __init__(self, scenario: Scenario, start: float, visibility_timeout: float) -> None:
+    def __init__(
+        self, scenario: Scenario, start: float, visibility_timeout: float, bodies: list[str] | None = None
+    ) -> None:
         self._s = scenario
+        self._bodies = bodies  # what arrives, when it is not a first sync's generated changes
         self._start = start
         self._visibility = visibility_timeout
         self._fresh = 0  # arrivals handed out so far
@@ -135,14 +153,9 @@ class SimulatedQueue:
         return self._start + index / self._s.arrival_rate
 
     def _fresh_body(self, index: int) -> str:
-        # The message ingest queues (MembershipChange.to_message), made without the model for speed.
-        micros = f"{index % 1_000_000:06d}"
-        return (
-            f'{{"v":1,"audience_id":"{AUDIENCE_ID}","audience_key":"first_sync","context_kind":"user",'
-            f'"context_key":"user-{index:08d}","included":true,'
-            f'"event_time":"2026-11-20T10:{index // 60_000_000 % 60:02d}:{index // 1_000_000 % 60:02d}.{micros}000Z",'
-            f'"message_id":"personas_{index:010d}"}}'
-        )
+        if self._bodies is not None:
+            return self._bodies[index]
+        return first_sync_body(index)
 
     def finished(self) -> bool:
         return self._fresh >= self._s.changes and not self._ready and not self.in_flight
@@ -207,9 +220,12 @@ def simulate(scenario: Scenario) -> Outcome:
     clock = VirtualTime()
     start = clock.now
     visibility = 6 * scenario.timeout
-    queue = SimulatedQueue(scenario, start, visibility)
     dynamodb = InProcessDynamoDB(clock.time)
     dynamodb.create_table(table_definition(TABLE))
+    reads: dict[str, float] = {}
+    bodies = prepare_resync(scenario, dynamodb, reads) if scenario.resync else None
+    dynamodb.usage = Usage()  # what the sync does from here on
+    queue = SimulatedQueue(scenario, start, visibility, bodies)
     sqs = InProcessSqs(lambda sent: queue.send(sent, clock.time()))
     launchdarkly = LaunchDarklyModel(
         clock=clock.time,
@@ -318,6 +334,8 @@ def simulate(scenario: Scenario) -> Outcome:
     began = time.perf_counter()
     clock.run(main, cpu=Cpu(scenario.memory_mb))
     real = time.perf_counter() - began
+    if scenario.resync:
+        audit_after_resync(dynamodb, launchdarkly, reads)
     members = launchdarkly.members.get(AUDIENCE_ID, set())
     exact = len(members) == scenario.changes and all(f"user-{i:08d}" in members for i in range(scenario.changes))
     return Outcome(
@@ -337,6 +355,83 @@ def simulate(scenario: Scenario) -> Outcome:
         peak_partition_wcu=dynamodb.usage.peak_partition_wcu(),
         cpu_seconds=sum(cpu.used for cpu in cpus),
         real_seconds=real,
+        reads=reads,
+    )
+
+
+# ------------------------------------------------------------------------------------------ resync
+
+
+def _plain_client(service: str, answering: Any) -> Any:
+    """A real boto3 client answered in process, outside virtual time (the tools are not timed here)."""
+    session = boto3.session.Session(
+        aws_access_key_id="simulated",
+        aws_secret_access_key="simulated",  # noqa: S106 (nothing checks them: no network)
+        region_name="us-east-1",
+    )
+    return attach(session.client(service, config=client_config(threads=STATE_THREADS)), answering)
+
+
+def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[str, float]) -> list[str]:
+    """The state a resync starts from (every member claimed and applied by the real store), what `status`
+    reads of it, and the reasserts `ld-audiences resync` queues (their bodies, in order)."""
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences.change import MembershipChange
+    from ld_audiences.sqs_queue import SqsChangeQueue
+    from ld_audiences.state import StateStore
+    from ld_audiences_local import resync, status
+
+    client = _plain_client("dynamodb", dynamodb)
+    store = StateStore(client, TABLE)
+    for start in range(0, scenario.changes, 1000):
+        changes = [
+            MembershipChange.from_message(first_sync_body(i)) for i in range(start, min(start + 1000, scenario.changes))
+        ]
+        store.claim(changes, time.time() + 600)
+        store.confirm(changes)
+        store.record_write(AUDIENCE_ID, "first_sync", "user", changes)
+    reader = AudienceReader(client, TABLE)
+    before = reader.usage
+    status.collect(reader, None, None, None, audience_id=AUDIENCE_ID)
+    after = reader.usage
+    reads["status_read_units"], reads["status_calls"] = after.read_units - before.read_units, after.calls - before.calls
+    bodies: list[str] = []
+    queue = SqsChangeQueue(_plain_client("sqs", InProcessSqs(lambda sent: bodies.append(sent.body))), QUEUE_URL)
+    progress = resync.resync(reader, queue, AUDIENCE_ID, "first_sync", "user")
+    done = reader.usage
+    reads["resync_read_units"], reads["resync_calls"] = done.read_units - after.read_units, done.calls - after.calls
+    if progress.queued != scenario.changes or len(bodies) != scenario.changes:
+        raise AssertionError(f"resync queued {progress.queued} of {scenario.changes}")
+    return bodies
+
+
+def audit_after_resync(dynamodb: InProcessDynamoDB, launchdarkly: LaunchDarklyModel, reads: dict[str, float]) -> None:
+    """`ld-audiences audit --sample 1000` against the segment the resync restored: its reads and GETs."""
+    import random
+
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences.launchdarkly import LaunchDarklyClient
+    from ld_audiences_local import audit
+
+    # LaunchDarkly's reads, answered at once: the audit's time is its GETs at the rate limit (reported).
+    model = LaunchDarklyModel(clock=time.time, block=lambda seconds: None, limit=10**9, members=launchdarkly.members)
+    client = LaunchDarklyClient("https://app.launchdarkly.com", TOKEN, session=session_for(model))
+    key = audit.segment_key("segment-audiences", AUDIENCE_ID, "first_sync", "user")
+    reader = AudienceReader(_plain_client("dynamodb", dynamodb), TABLE)
+    result = audit.audit(
+        reader,
+        audit.SegmentMembership(client, "default", "production", key),
+        AUDIENCE_ID,
+        "user",
+        sample=1000,
+        rng=random.Random(1),
+    )
+    reads.update(
+        audit_read_units=result.read_units,
+        audit_calls=reader.usage.calls,
+        audit_gets=model.reads,
+        audit_checked=result.checked,
+        audit_drift=result.drift,
     )
 
 
@@ -413,14 +508,22 @@ def scenarios(changes: int) -> list[tuple[str, Scenario]]:
     return fast + slow
 
 
+RESYNC_MEMBERS = 100_000
+
+
 def run(settings: Settings) -> Section:
     section = Section(
         "first_sync", "First sync of a large audience (simulated)", ".venv/bin/python -m bench --only first_sync"
     )
     changes = settings.size(1_000_000, 3_000)
     chosen = scenarios(changes)
+    resync_scenario = replace(
+        DEFAULTS, changes=settings.size(RESYNC_MEMBERS, 3_000), arrival_rate=10_000.0, resync=True
+    )
     with ThreadPoolExecutor(max_workers=2) as pool:  # one scenario per core
+        resynced = pool.submit(run_child, resync_scenario)
         outcomes = list(pool.map(lambda item: (item[0], run_child(item[1])), chosen))
+        resync_outcome = resynced.result()
     rows = []
     for label, o in outcomes:
         s = o.scenario
@@ -502,8 +605,69 @@ def run(settings: Settings) -> Section:
             rows,
         )
     )
+    section.details.append(resync_details(resync_outcome))
+    section.figures.append(
+        Figure(
+            f"resync of a {fmt(resync_outcome.scenario.changes, 0)}-member audience whose segment was deleted",
+            "s",
+            [resync_outcome.total_seconds],
+            note=f"{fmt(resync_outcome.launchdarkly_requests, 0)} LaunchDarkly requests, exact: {resync_outcome.exact}",
+        )
+    )
     section.details.append(
         "Reproduce one row: `.venv/bin/python -m bench.first_sync "
         f"'{json.dumps(asdict(replace(DEFAULTS, changes=changes)))}'` (prints the outcome as JSON)."
     )
     return section
+
+
+def resync_details(o: Outcome) -> str:
+    r = o.reads
+    n = o.scenario.changes
+    gets_seconds = r["audit_gets"] / o.scenario.ld_limit
+    return (
+        f"**Resync and audit of a {fmt(n, 0)}-member audience** (issue 12): the state table holds the audience "
+        "(every member claimed, written and confirmed by the real store), the segment was deleted in LaunchDarkly, "
+        "`ld-audiences resync` (devtools/ld_audiences_local/resync.py, the real function) reads the audience and "
+        "queues one reassert per context, and the sync writes them back on the same simulated clock, LaunchDarkly "
+        "and settings as the first-sync rows (the defaults). DynamoDB read units are what the in-process stand-in "
+        "bills (eventually consistent Query pages: ½ unit per 4 KB read).\n\n"
+        + table(
+            ["what", "DynamoDB calls", "read units", "LaunchDarkly requests", "time", "result"],
+            [
+                [
+                    "`status --audience` (exact member count: one COUNT Query per shard)",
+                    fmt(r["status_calls"], 0),
+                    fmt(r["status_read_units"], 1),
+                    "0",
+                    "—",
+                    "",
+                ],
+                [
+                    "`resync`: read every context, queue a reassert each",
+                    fmt(r["resync_calls"], 0),
+                    fmt(r["resync_read_units"], 1),
+                    "0",
+                    "—",
+                    f"{fmt(n, 0)} queued",
+                ],
+                [
+                    "sync of the reasserts (read the desired state, claim, write, confirm)",
+                    f"{fmt(o.dynamodb_calls, 0)} ({o.calls_per_change:.3f} a context)",
+                    "—",
+                    f"{fmt(o.launchdarkly_requests, 0)} (optimum {fmt(o.optimum_requests, 0)}), "
+                    f"{o.launchdarkly_429} answered 429",
+                    f"{o.total_seconds:.0f} s",
+                    f"segment exact: {'yes' if o.exact else '**NO**'}, dead-lettered {o.dead_lettered}",
+                ],
+                [
+                    f"`audit --sample 1000` afterwards (counts, then a uniform sample of {fmt(r['audit_checked'], 0)})",
+                    fmt(r["audit_calls"], 0),
+                    fmt(r["audit_read_units"], 1),
+                    f"{fmt(r['audit_gets'], 0)} GETs",
+                    f"about {gets_seconds:.0f} s at {o.scenario.ld_limit} requests/s",
+                    f"drift {fmt(r['audit_drift'], 0)}",
+                ],
+            ],
+        )
+    )

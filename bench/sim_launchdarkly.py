@@ -37,6 +37,7 @@ class LaunchDarklyModel:
     members: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     statuses: Counter[int] = field(default_factory=Counter)
     keys_written: int = 0
+    reads: int = 0
     _window_index: int = -1
     _used: int = 0
 
@@ -63,6 +64,22 @@ class LaunchDarklyModel:
         self.statuses[204] += 1
         return 204, headers, b""
 
+    def read(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """Big-segment reads (docs/LAUNCHDARKLY.md): the segment, and one context's membership. A synced
+        segment is keyed `segment-audiences-<audience id>`."""
+        self.reads += 1
+        parts = path.split("?")[0].strip("/").split("/")  # api v2 segments proj env key [contexts ctx]
+        key = parts[5] if len(parts) > 5 else ""
+        cohort = key.removeprefix("segment-audiences-")
+        members = self.members.get(cohort)
+        if members is None:
+            return 404, {}, json.dumps({"code": "not_found", "message": "Unknown segment"}).encode()
+        if len(parts) == 6:
+            return 200, {}, json.dumps({"key": key, "unbounded": True, "unboundedContextKind": "user"}).encode()
+        context = requests.utils.unquote(parts[7])
+        answer = {"userKey": context, "included": context in members, "excluded": False}
+        return 200, {}, json.dumps(answer).encode()
+
     def latency(self, body: dict[str, Any]) -> float:
         return self.base_latency + self.per_key_latency * len(body.get("batch", []))
 
@@ -75,15 +92,19 @@ class _Adapter(BaseAdapter):
     def send(self, request: requests.PreparedRequest, **_: Any) -> requests.Response:  # type: ignore[override]
         model = self._model
         with model.uncounted():
-            body = json.loads(request.body or b"{}")
-            # The limit counts a request when it arrives; the answer comes after LaunchDarkly's work.
-            status, headers, payload = model.answer(body)
+            if request.method == "GET":
+                body: dict[str, Any] = {}
+                status, headers, payload = model.read(request.path_url)
+            else:
+                body = json.loads(request.body or b"{}")
+                # The limit counts a request when it arrives; the answer comes after LaunchDarkly's work.
+                status, headers, payload = model.answer(body)
         model.block(model.latency(body))
         response = requests.Response()
         response.status_code, response._content, response.url = status, payload, request.url or ""
         response.headers.update(headers)
         response.request = request
-        response.reason = "Too Many Requests" if status == 429 else "No Content"
+        response.reason = {429: "Too Many Requests", 404: "Not Found", 200: "OK"}.get(status, "No Content")
         return response
 
     def close(self) -> None:
