@@ -96,9 +96,10 @@ class LocalStack:
     max_receive_count: int = MAX_RECEIVE_COUNT
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT
     sync_concurrency: int = 1
-    # Seconds after the leases of a write with an unknown outcome end when it is written again (None: the
-    # template's 30 and 900); tests shorten them.
-    late_apply_rechecks: tuple[int, ...] | None = None
+    # Seconds after the leases of a write with an unknown outcome end when its contexts are written again.
+    # The template waits 30 and 900 s for LaunchDarkly; the emulator applies a write at once or, with its
+    # late-apply fault, after the seconds it is given: 5 and 30 s keep a local run from waiting 15 minutes.
+    late_apply_rechecks: tuple[int, ...] = (5, 30)
     log_level: str = "WARNING"
     metrics: bool = False
     access_log: bool = False
@@ -234,7 +235,7 @@ class LocalStack:
             "LD_CHUNK_SIZE": str(self.chunk_size),
             "STATE_TABLE_NAME": TABLE_NAME,
             "DLQ_URL": self.aws.dlq_url,
-            "LATE_APPLY_RECHECK_SECONDS": ",".join(map(str, self.late_apply_rechecks or ())) or None,
+            "LATE_APPLY_RECHECK_SECONDS": ",".join(map(str, self.late_apply_rechecks)),
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": self.log_level.upper(),
             "POWERTOOLS_TRACE_DISABLED": "true",

@@ -92,6 +92,11 @@ class WindowState:
     guessed: bool = False
     limit: int | None = None
     period: float | None = None
+    # Where LaunchDarkly sends no remaining count: requests this window had let through when the first 429
+    # came, and the 429s since. The window's size is at most the first less the second.
+    taken: int | None = None
+    refused: int = 0
+    counted: bool = False  # the limit came from remaining counts, not from 429s
 
     def take(self, now: float) -> tuple[WindowState | None, float]:
         """(the state after taking one request, 0), or (None, seconds to wait) when none is left."""
@@ -116,12 +121,16 @@ class WindowState:
             return None  # an answer from an earlier window
         # A guessed window is LaunchDarkly's current one, whatever end LaunchDarkly gives it.
         same = window.reset_at == self.reset_at or self.guessed
-        limit, period = self.limit, self.period
+        limit, period, counted = self.limit, self.period, self.counted
+        taken, refused = (self.taken, self.refused) if same else (None, 0)
         if window.remaining is not None and not window.limited:
-            limit = max(limit or 0, window.remaining + 1)  # the first answer of a window shows its size
-        elif window.limited and limit is None and same:
-            # No count published: the window let through what was taken from it before this 429.
-            limit = max(1, self.budget - self.remaining - 1)
+            # The first answer of a window shows its size.
+            limit, counted = max(limit if counted and limit else 0, window.remaining + 1), True
+        elif window.limited and same and not counted:
+            # No count published: what this window took before its first 429, less the 429s, is its size.
+            taken = self.budget - self.remaining if taken is None else taken
+            refused += 1
+            limit = max(1, min(limit if limit is not None else taken, taken - refused))
         if not same:
             gap = window.reset_at - self.reset_at
             period = min(period, gap) if period and self.reset_at else gap if self.reset_at else period
@@ -134,7 +143,9 @@ class WindowState:
         else:
             budget = limit if limit is not None else UNKNOWN_BUDGET
             remaining = budget - 1
-        learned = WindowState(window.reset_at, remaining, budget, False, limit, period)
+        if window.limited:
+            remaining = 0
+        learned = WindowState(window.reset_at, remaining, budget, False, limit, period, taken, refused, counted)
         return None if learned == self else learned
 
 
@@ -170,7 +181,11 @@ class LocalRateLimit:
 class SharedRateLimit:
     """The window in the state table (`state_table.RATE_LIMIT_KEY`), shared by every invocation: each
     change of it is a write conditioned on the version it was computed from (optimistic concurrency), so
-    concurrent invocations never both spend the last request."""
+    concurrent invocations never both spend the last request.
+
+    The common case costs one call a request: taking from a live window is a conditional decrement, and
+    an answer that says nothing this instance has not seen already is not written back.
+    """
 
     ATTEMPTS = 5
     # After ATTEMPTS lost races in a row, a taker steps back this long and tries again (through the caller's
@@ -180,23 +195,55 @@ class SharedRateLimit:
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
+        self._seen = WindowState()  # the window as this instance last read or wrote it
         self.calls = 0
 
     def acquire(self, now: float) -> float:
-        return self._change(lambda state: state.take(now), contended=self.CONTENDED_WAIT)
+        try:
+            self.calls += 1
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=t.RATE_LIMIT_KEY,
+                UpdateExpression="SET remaining = remaining - :one, version = version + :one",
+                ConditionExpression="reset_at > :now AND remaining > :zero",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":zero": {"N": "0"}, ":now": {"N": repr(now)}},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                logger.warning("rate-limit window unavailable, going ahead", extra={"error": _code(exc)})
+                return 0.0
+            # The window is spent, has ended, or was never seen: decide from the item as it is.
+            current = _decode(exc.response.get("Item", {}))  # type: ignore[arg-type]
+            return self._change(lambda state: state.take(now), contended=self.CONTENDED_WAIT, current=current)
+        except BotoCoreError as exc:
+            logger.warning("rate-limit window unavailable, going ahead", extra={"error": type(exc).__name__})
+            return 0.0
+        self._seen = _decode(answer.get("Attributes", {}))[1]
+        return 0.0
 
     def learn(self, window: Window) -> None:
+        if self._seen.learn(window) is None:
+            return  # nothing this instance did not know: no write
         self._change(lambda state: (state.learn(window), 0.0), contended=0.0)
 
-    def _change(self, rule: Callable[[WindowState], tuple[WindowState | None, float]], contended: float) -> float:
+    def _change(
+        self,
+        rule: Callable[[WindowState], tuple[WindowState | None, float]],
+        contended: float,
+        current: tuple[int, WindowState] | None = None,
+    ) -> float:
         try:
-            version, state = self._read()
+            version, state = current or self._read()
             for _ in range(self.ATTEMPTS):
+                self._seen = state
                 new, wait = rule(state)
                 if new is None:
                     return wait
                 conflict = self._write(version, new)
                 if conflict is None:
+                    self._seen = new
                     return wait
                 version, state = conflict
         except (ClientError, BotoCoreError) as exc:
@@ -242,6 +289,10 @@ class SharedRateLimit:
                 raise
             return _decode(exc.response.get("Item", {}))  # type: ignore[arg-type]
         return None
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
 def _decode(item: Mapping[str, Any]) -> tuple[int, WindowState]:
