@@ -114,7 +114,8 @@ def test_samples_estimate_a_share_without_bias_and_reach_every_context(reader: A
         sample = reader.sample("aud_a", "user", 25, counts, rng)
         shares.append(sum(not c.included for c in sample) / len(sample))
         seen |= {c.context_key for c in sample}
-    assert abs(sum(shares) / len(shares) - 45 / 165) < 0.03
+    # One sample's share varies by about 0.08 (25 of 165), the mean of 40 by about 0.013: four of those.
+    assert abs(sum(shares) / len(shares) - 45 / 165) < 0.05
     assert len(seen) >= 0.9 * 165
 
 
