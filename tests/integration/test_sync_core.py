@@ -166,7 +166,7 @@ def test_a_failed_write_releases_its_contexts_at_once(aws: Aws, client: LaunchDa
     emulator.set_faults(Faults(rate_5xx=1.0, seed=3))
     first = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), busy_wait=0)
     batch = records(change("u1", True, 1))
-    assert first.sync(batch, deadline(1)).failed == [batch[0].record_id]
+    assert first.sync(batch, deadline(4)).failed == [batch[0].record_id]
     emulator.set_faults(Faults())
     assert first.sync(records(change("u1", False, 2)), deadline()).failed == []  # not blocked by a lease
     assert members(emulator) == set()

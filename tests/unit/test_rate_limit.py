@@ -48,12 +48,14 @@ def test_the_next_window_starts_with_the_size_learned_so_no_herd_follows_a_reset
     assert 0 < limiter.acquire(NOW + 2.5) <= 1.0
 
 
-def test_without_a_remaining_count_a_429_teaches_the_window_s_size() -> None:
+def test_without_a_remaining_count_a_429_stops_everyone_until_its_reset() -> None:
     limiter = LocalRateLimit()
-    assert sends(limiter, 6, NOW) == 6  # nothing known yet: everything goes
-    limiter.learn(Window(0, NOW + 1, limited=True))  # the sixth was refused: five fit
+    assert sends(limiter, 6, NOW) == 6  # nothing known: everything goes
+    limiter.learn(Window(None, NOW + 1))  # an answer with a reset but no count teaches no size
+    assert sends(limiter, 6, NOW) == 6
+    limiter.learn(Window(0, NOW + 1, limited=True))
     assert limiter.acquire(NOW + 0.5) == 0.5  # nobody goes until the reset
-    assert sends(limiter, 10, NOW + 1.2) == 5  # then windows of what fit
+    assert sends(limiter, 3, NOW + 1.2) == 3  # then, with no size to go by, everyone does
 
 
 def test_an_answer_from_an_earlier_window_changes_nothing() -> None:

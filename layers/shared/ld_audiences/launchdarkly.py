@@ -115,8 +115,11 @@ class LaunchDarklyClient:
         unanswered = False  # an attempt went out and got no answer
         failure: WriteError | None = None
         while True:
-            # A request started this close to the deadline could not see its answer: do not start it.
+            # A request started this close to the deadline could not see its answer: do not start it (and do
+            # not take a request from the shared window for it).
             latest_start = deadline - self.policy.min_request_seconds
+            if self._clock() > latest_start:
+                raise failure or _out_of_time(unanswered)
             wait = wait_for_window(
                 self._rate_limit,
                 clock=self._clock,
@@ -132,9 +135,7 @@ class LaunchDarklyClient:
                 )
             remaining = deadline - self._clock()
             if remaining < self.policy.min_request_seconds:
-                raise failure or WriteError(
-                    False, None, DEADLINE, "no time left in this invocation", outcome_unknown=unanswered, retry_after=0
-                )
+                raise failure or _out_of_time(unanswered)
             timeout = (min(self.policy.connect_timeout, remaining), min(self.policy.read_timeout, remaining))
             try:
                 response = self._session.request(
@@ -183,6 +184,12 @@ def json_object(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _out_of_time(unanswered: bool) -> WriteError:
+    return WriteError(
+        False, None, DEADLINE, "no time left in this invocation", outcome_unknown=unanswered, retry_after=0
+    )
 
 
 def error_details(response: requests.Response, context_keys: Iterable[str] = ()) -> tuple[str, str]:

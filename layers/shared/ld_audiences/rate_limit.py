@@ -7,12 +7,12 @@ Every concurrent invocation spends the same token's budget, so the window lives 
 table, and one rule (`WindowState`) decides from it:
 
 * *take* a request before sending: one of the window's remaining requests, or, when none is left, wait
-  until the reset. A window that has ended starts the next one at once with the budget learned so far
-  (the largest window seen), so invocations released by a reset do not all rush LaunchDarkly at once;
+  until the reset. A window that has ended starts the next one at once with the size LaunchDarkly's
+  counts showed, so invocations released by a reset do not all rush LaunchDarkly at once;
 * *learn* from every answer: its window replaces an older one, the smaller count of one window wins, and
-  the window's length and size are remembered. A 429 empties the window for everyone until its reset;
-  where LaunchDarkly sends no remaining count, a 429 also teaches the size (what this window had let
-  through before it).
+  the window's length and size are remembered. A 429 empties the window for everyone until its reset.
+  Where LaunchDarkly sends no remaining count, 429s are all there is to pace by: a reset then releases
+  every waiting invocation at once (BENCHMARKS.md measures what that costs).
 
 So a 429 seen by one invocation slows all of them, and raising concurrency does not multiply 429s.
 When the window item cannot be read or written, requests go out anyway: LaunchDarkly's own 429s still
@@ -43,8 +43,6 @@ REMAINING_HEADERS = ("X-Ratelimit-Route-Remaining", "X-Ratelimit-Global-Remainin
 MAX_WAIT_SECONDS = 900.0
 # LaunchDarkly's route and token windows last ten seconds (DESIGN.md) until answers say otherwise.
 DEFAULT_PERIOD_SECONDS = 10.0
-# What a window allows before anything is known about its size: more than any window has.
-UNKNOWN_BUDGET = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,70 +80,54 @@ def window_from(status: int, headers: Mapping[str, str], now: float) -> Window |
 
 @dataclass(frozen=True, slots=True)
 class WindowState:
-    """The shared window: until when it runs, what is left of it, what it started with, whether it is a guess
-    (started by us when the last one ended) or LaunchDarkly's own, and what has been learned about
-    LaunchDarkly's windows (their size and length)."""
+    """The shared window: until when it runs, what is left of it, whether it is a guess (started by us when
+    the last one ended) or LaunchDarkly's own, and what LaunchDarkly's counts have shown of its windows
+    (their size and length)."""
 
     reset_at: float = 0.0
     remaining: int = 0
-    budget: int = UNKNOWN_BUDGET
     guessed: bool = False
     limit: int | None = None
     period: float | None = None
-    # Where LaunchDarkly sends no remaining count: requests this window had let through when the first 429
-    # came, and the 429s since. The window's size is at most the first less the second.
-    taken: int | None = None
-    refused: int = 0
-    counted: bool = False  # the limit came from remaining counts, not from 429s
 
     def take(self, now: float) -> tuple[WindowState | None, float]:
-        """(the state after taking one request, 0), or (None, seconds to wait) when none is left."""
+        """(the state after taking one request, 0), (None, 0) to send without recording anything, or
+        (None, seconds to wait) when the window has nothing left."""
         if self.reset_at > now:
             if self.remaining > 0:
                 return replace(self, remaining=self.remaining - 1), 0.0
             return None, min(self.reset_at - now, MAX_WAIT_SECONDS)
-        # The window has ended: the next one starts now, with the size learned so far; the first answer
+        if self.limit is None:
+            return None, 0.0  # no count seen yet: nothing to pace by but 429s
+        # The window has ended: the next one starts now with the size its counts showed; the first answer
         # from it tells its real end.
         period = self.period or DEFAULT_PERIOD_SECONDS
-        ends = (
-            self.reset_at + period * max(1, math.ceil((now - self.reset_at) / period))
-            if self.reset_at
-            else now + period
-        )
-        budget = self.limit if self.limit is not None else UNKNOWN_BUDGET
-        return replace(self, reset_at=ends, remaining=budget - 1, budget=budget, guessed=True), 0.0
+        ends = self.reset_at + period * max(1, math.ceil((now - self.reset_at) / period))
+        return replace(self, reset_at=ends, remaining=self.limit - 1, guessed=True), 0.0
 
     def learn(self, window: Window) -> WindowState | None:
         """The state after an answer, or None when the answer changes nothing."""
         if window.reset_at < self.reset_at and not self.guessed:
             return None  # an answer from an earlier window
+        if window.remaining is None and not window.limited and self.limit is None:
+            return None  # a reset without a count: nothing to pace by yet
         # A guessed window is LaunchDarkly's current one, whatever end LaunchDarkly gives it.
         same = window.reset_at == self.reset_at or self.guessed
-        limit, period, counted = self.limit, self.period, self.counted
-        taken, refused = (self.taken, self.refused) if same else (None, 0)
+        limit, period = self.limit, self.period
+        counted = window.remaining is not None and not window.limited
         if window.remaining is not None and not window.limited:
-            # The first answer of a window shows its size.
-            limit, counted = max(limit if counted and limit else 0, window.remaining + 1), True
-        elif window.limited and same and not counted:
-            # No count published: what this window took before its first 429, less the 429s, is its size.
-            taken = self.budget - self.remaining if taken is None else taken
-            refused += 1
-            limit = max(1, min(limit if limit is not None else taken, taken - refused))
-        if not same:
+            # The first answer of a window shows its size (remaining + 1); a count is LaunchDarkly's own.
+            limit = max(limit or 0, window.remaining + 1)
+        if not same and self.reset_at and (counted or self.limit is not None):
             gap = window.reset_at - self.reset_at
-            period = min(period, gap) if period and self.reset_at else gap if self.reset_at else period
-        if same:
-            remaining, budget = self.remaining, self.budget
-            if window.remaining is not None:
-                remaining = min(remaining, window.remaining)
-        elif window.remaining is not None:
-            remaining, budget = window.remaining, window.remaining + 1
-        else:
-            budget = limit if limit is not None else UNKNOWN_BUDGET
-            remaining = budget - 1
+            period = min(period, gap) if period else gap
         if window.limited:
             remaining = 0
-        learned = WindowState(window.reset_at, remaining, budget, False, limit, period, taken, refused, counted)
+        elif window.remaining is None:
+            remaining = self.remaining if same else (limit or 1) - 1
+        else:
+            remaining = min(self.remaining, window.remaining) if same else window.remaining
+        learned = WindowState(window.reset_at, remaining, False, limit, period)
         return None if learned == self else learned
 
 

@@ -33,6 +33,8 @@ from ld_audiences.writers import SegmentWriter, Target
 
 logger = logging.getLogger(__name__)
 
+# A segment is not started with less time than this left: a claim, a request and a confirmation.
+MIN_SEGMENT_SECONDS = 2.0
 # How long a batch waits for contexts that another invocation is writing before deferring them.
 BUSY_WAIT_SECONDS = 5.0
 # When deferred busy contexts come back: the other writer's lease ends within its invocation.
@@ -198,9 +200,9 @@ class Synchronizer:
 
     def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float) -> SyncReport:
         report = SyncReport()
-        if self._clock() >= deadline:
-            # No time left to write: claiming would only take leases and spend the safety margin
-            # (past the timeout Lambda drops the whole response and every record comes back).
+        if self._clock() + MIN_SEGMENT_SECONDS >= deadline:
+            # No time left to claim, write and confirm: claiming would only take leases and spend the safety
+            # margin (past the timeout Lambda drops the whole response and every record comes back).
             _note_all(pending.values(), DEFERRED, "deadline", report)
             return report
         leased: dict[str, MembershipChange] = {}  # claimed and not yet confirmed or released
@@ -211,11 +213,23 @@ class Synchronizer:
             _note_all((pending[c.context_key] for c in claim.busy), BUSY, "", report, delay=BUSY_DELAY_SECONDS)
             self._state_refused(target, claim.failed, pending, report)
             leased.update((c.context_key, c) for c in claim.claimed)
-            for chunk in _chunks(claim.claimed, self._chunk_size):
+            chunks = list(_chunks(claim.claimed, self._chunk_size))
+            for index, chunk in enumerate(chunks):
                 failure = self._write(target, chunk, pending, deadline, report, leased)
-                if failure is not None:
-                    budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
-                    self._isolate(target, chunk, failure, pending, deadline, report, leased, budget)
+                if failure is None:
+                    continue
+                budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
+                self._isolate(target, chunk, failure, pending, deadline, report, leased, budget)
+                if failure.retry_after is not None:
+                    # Out of time or rate-limit window: the rest would fail the same way, each after a call.
+                    rest = [c for later in chunks[index + 1 :] for c in later]
+                    self._store.release(rest)
+                    for c in rest:
+                        leased.pop(c.context_key, None)
+                    _note_all(
+                        (pending[c.context_key] for c in rest), DEFERRED, failure.code, report, failure.retry_after
+                    )
+                    break
         except Exception:
             # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only, and no
             # lease it took outlives the batch.
