@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ld_audiences.launchdarkly import API_VERSION, LaunchDarklyClient, WriteError
+from ld_audiences.launchdarkly import API_VERSION, LaunchDarklyClient, WriteError, unanswered_before
 from ld_audiences.rate_limit import LocalRateLimit
 from ld_audiences.retry import RetryPolicy
 from tests.recording_server import RecordingServer, Scripted
@@ -163,6 +163,16 @@ def test_an_unanswered_attempt_leaves_the_outcome_unknown_whatever_the_retry_ans
         client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
     assert (caught.value.status, caught.value.permanent, caught.value.outcome_unknown) == (400, True, True)
     assert len(server.requests) == 2
+
+
+def test_a_success_after_an_unanswered_attempt_says_so(server: RecordingServer) -> None:
+    """The retry landed, but the first attempt may still be applied later (over a newer write): the answer
+    carries that, so the caller can look again."""
+    server.script = [Scripted(delay=POLICY.read_timeout + 0.3)]
+    response = client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5)
+    assert response.status_code == 204 and unanswered_before(response)
+    server.script = []
+    assert not unanswered_before(client_for(server.url).request("POST", "/x", {}, deadline=time.time() + 5))
 
 
 def test_a_refusal_without_earlier_silence_is_a_known_outcome(server: RecordingServer) -> None:

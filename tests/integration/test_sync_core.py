@@ -336,3 +336,26 @@ def test_a_context_dynamodb_refuses_fails_alone_and_leaves_no_lease(
     # Nothing of the batch is left leased: a newer change to any context claims at once.
     newer = [change(k, False, 2) for k in keys if k != "u17"]
     assert StateStore(aws.dynamodb, aws.table).claim(newer, time.time() + 20).claimed == newer
+
+
+class LandsAfterSilence:
+    """A write that landed on a retry after an attempt that got no answer (which may still be applied)."""
+
+    def __init__(self, real: SegmentWriter) -> None:
+        self.real = real
+
+    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> bool:
+        self.real.write(target, add, remove, deadline)
+        return True
+
+
+def test_a_write_that_landed_after_an_unanswered_attempt_is_written_again_later(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    sync = make_sync(aws, LandsAfterSilence(SegmentAudiencesWriter(client, CLIENT_SIDE_ID)))
+    report = sync.sync(records(change("u1", True, 1), change("u2", False, 1)), deadline())
+    assert (report.added, report.removed, report.failed) == (1, 1, [])
+    rechecks = sorted((c.context_key, c.reassert, round(delay)) for c, delay in report.reasserts)
+    lease_end = 20 + LEASE_MARGIN_SECONDS
+    assert [(key, reassert) for key, reassert, _ in rechecks] == [("u1", True)] * 2 + [("u2", True)] * 2
+    assert {delay for _, _, delay in rechecks} <= {round(lease_end + 30), round(lease_end + 30) - 1, 900}

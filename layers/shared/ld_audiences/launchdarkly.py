@@ -155,6 +155,7 @@ class LaunchDarklyClient:
                 if window is not None:
                     self._rate_limit.learn(window)
                 if 200 <= status < 300 or status in expected:
+                    setattr(response, _UNANSWERED, unanswered)
                     return response
                 code, message = error_details(response, context_keys)
                 transient = is_transient(status) and (status != 409 or conflict_is_transient)
@@ -184,6 +185,14 @@ def json_object(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+_UNANSWERED = "ld_audiences_unanswered_before"
+
+
+def unanswered_before(response: requests.Response) -> bool:
+    """Whether an attempt before this answer got none: LaunchDarkly may still apply that one, later."""
+    return bool(getattr(response, _UNANSWERED, False))
 
 
 def _out_of_time(unanswered: bool) -> WriteError:

@@ -256,10 +256,14 @@ class Synchronizer:
         add = [c.context_key for c in chunk if c.included]
         remove = [c.context_key for c in chunk if not c.included]
         try:
-            self._writer.write(target, add, remove, deadline)
+            late = self._writer.write(target, add, remove, deadline)
         except WriteError as exc:
             return exc
         self._store.confirm(chunk)
+        if late:
+            # An attempt before the one that landed got no answer: LaunchDarkly may apply it later, over a newer
+            # write. Look again once that cannot happen any more.
+            self._recheck(chunk, deadline, report)
         for change in chunk:
             leased.pop(change.context_key, None)
             p = pending[change.context_key]
@@ -341,11 +345,7 @@ class Synchronizer:
         if exc.outcome_unknown:
             # The write may still land, even after our leases end: keep them until then (no newer write
             # of these contexts can go first), and look again afterwards.
-            lease_left = max(deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
-            for delay in self._late_apply_rechecks:
-                report.reasserts += [
-                    (c.model_copy(update={"reassert": True}), min(lease_left + delay, MAX_DELAY_SECONDS)) for c in chunk
-                ]
+            self._recheck(chunk, deadline, report)
         else:
             self._store.release(chunk)
         records = [pending[c.context_key] for c in chunk]
@@ -366,6 +366,15 @@ class Synchronizer:
         else:
             logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
             _note_all(records, RETRY, exc.code, report)
+
+    def _recheck(self, chunk: list[MembershipChange], deadline: float, report: SyncReport) -> None:
+        """Write these contexts' newest desired state again after a write of theirs may have been applied late:
+        after the leases end, then the configured seconds after that."""
+        lease_left = max(deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
+        for delay in self._late_apply_rechecks:
+            report.reasserts += [
+                (c.model_copy(update={"reassert": True}), min(lease_left + delay, MAX_DELAY_SECONDS)) for c in chunk
+            ]
 
     def _dead_letter(
         self,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from ld_audiences.config import LaunchDarklySettings, WriterMode
-from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, error_details, json_object
+from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, error_details, json_object, unanswered_before
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ class Target:
 
 
 class SegmentWriter(Protocol):
-    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
-        """Add and remove context keys from the target's included list; raises WriteError."""
+    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> bool:
+        """Add and remove context keys from the target's included list; raises WriteError. True when the write
+        landed after an attempt that got no answer: that attempt may still be applied later."""
 
 
 class SegmentAudiencesWriter:
@@ -56,16 +57,17 @@ class SegmentAudiencesWriter:
         audience id (docs/LAUNCHDARKLY.md: the best public evidence, unverified in production)."""
         return f"segment-audiences-{target.audience_id}"
 
-    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
+    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> bool:
         # LaunchDarkly names the segment after the batch's first item: every item is one audience.
         def item(key: str, value: bool) -> dict[str, object]:
             return {"userId": key, "cohortName": target.cohort_name, "cohortId": target.audience_id, "value": value}
 
         batch = [item(k, True) for k in add] + [item(k, False) for k in remove]
         if not batch:
-            return
+            return False
         body = {"environmentId": self._client_side_id, "contextKind": target.context_kind, "batch": batch}
-        self._client.request("POST", self.PATH, body, deadline=deadline, context_keys=[*add, *remove])
+        response = self._client.request("POST", self.PATH, body, deadline=deadline, context_keys=[*add, *remove])
+        return unanswered_before(response)
 
 
 _INVALID_KEY_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
@@ -106,9 +108,9 @@ class RestWriter:
         identity = {"audience_id": target.audience_id, "context_kind": target.context_kind}
         return "ld-audiences:" + json.dumps(identity, sort_keys=True, separators=(",", ":"))
 
-    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
+    def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> bool:
         if not add and not remove:
-            return
+            return False
         key = self.segment_key(target)
         if key not in self._ours:
             self._claim(target, key, deadline)
@@ -116,6 +118,7 @@ class RestWriter:
         body = {"included": {"add": list(add), "remove": list(remove)}}
         path = f"{self._base}/{quote(key, safe='')}/contexts"
         response = self._client.request("POST", path, body, deadline=deadline, expected={404}, context_keys=keys)
+        late = unanswered_before(response)
         if response.status_code == 404:
             # Deleted in LaunchDarkly since we created it: create it again and retry once.
             self._ours.discard(key)
@@ -123,7 +126,8 @@ class RestWriter:
             response = self._client.request("POST", path, body, deadline=deadline, expected={404}, context_keys=keys)
             if response.status_code == 404:
                 code, message = error_details(response, keys)
-                raise WriteError(True, 404, code, message)
+                raise WriteError(True, 404, code, message, outcome_unknown=late)
+        return late or unanswered_before(response)
 
     def _claim(self, target: Target, key: str, deadline: float) -> None:
         """Create the segment, or, if the key is taken, make sure the segment there is ours."""
