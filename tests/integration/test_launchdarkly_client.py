@@ -200,3 +200,13 @@ def test_error_text_is_scrubbed_of_the_requests_context_keys_the_token_and_email
         "keys <context key> and <context key> refused (token <token>), also <email>; batch[3] too long"
     )
     assert "u-1" not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_read_timeout_the_deadline_cut_short_is_a_deferral_not_a_failure(server: RecordingServer) -> None:
+    """Started with 1.5 s left, the request may wait only that long for an answer that takes 2 s: the write is
+    deferred (no receive spent), its outcome unknown (it may have landed)."""
+    server.script = [Scripted(delay=2.0)]
+    client = LaunchDarklyClient(server.url, TOKEN, policy=RetryPolicy(read_timeout=10.0))
+    with pytest.raises(WriteError) as caught:
+        client.request("POST", "/x", {}, deadline=time.time() + 1.5)
+    assert (caught.value.permanent, caught.value.outcome_unknown, caught.value.retry_after) == (False, True, 0)

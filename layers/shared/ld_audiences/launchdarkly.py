@@ -144,8 +144,16 @@ class LaunchDarklyClient:
             except requests.RequestException as exc:
                 self._count("error")
                 unanswered = True
+                # A read timeout the deadline cut short is the invocation's lack of time, not LaunchDarkly's
+                # failure: the records are deferred (and looked at again, the outcome being unknown).
+                cut_short = isinstance(exc, requests.ReadTimeout) and timeout[1] < self.policy.read_timeout
                 failure = WriteError(
-                    False, None, type(exc).__name__, "connection failed or timed out", outcome_unknown=True
+                    False,
+                    None,
+                    type(exc).__name__,
+                    "connection failed or timed out",
+                    outcome_unknown=True,
+                    retry_after=0 if cut_short else None,
                 )
                 wait = self.policy.backoff(attempt, self._rng)
             else:

@@ -213,23 +213,7 @@ class Synchronizer:
             _note_all((pending[c.context_key] for c in claim.busy), BUSY, "", report, delay=BUSY_DELAY_SECONDS)
             self._state_refused(target, claim.failed, pending, report)
             leased.update((c.context_key, c) for c in claim.claimed)
-            chunks = list(_chunks(claim.claimed, self._chunk_size))
-            for index, chunk in enumerate(chunks):
-                failure = self._write(target, chunk, pending, deadline, report, leased)
-                if failure is None:
-                    continue
-                budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
-                self._isolate(target, chunk, failure, pending, deadline, report, leased, budget)
-                if failure.retry_after is not None:
-                    # Out of time or rate-limit window: the rest would fail the same way, each after a call.
-                    rest = [c for later in chunks[index + 1 :] for c in later]
-                    self._store.release(rest)
-                    for c in rest:
-                        leased.pop(c.context_key, None)
-                    _note_all(
-                        (pending[c.context_key] for c in rest), DEFERRED, failure.code, report, failure.retry_after
-                    )
-                    break
+            self._write_chunks(target, claim.claimed, pending, deadline, report, leased)
         except Exception:
             # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only, and no
             # lease it took outlives the batch.
@@ -242,6 +226,31 @@ class Synchronizer:
                 except Exception:
                     logger.exception("could not release the leases of a failed segment: they run out by themselves")
         return report
+
+    def _write_chunks(
+        self,
+        target: Target,
+        claimed: list[MembershipChange],
+        pending: dict[str, _Pending],
+        deadline: float,
+        report: SyncReport,
+        leased: dict[str, MembershipChange],
+    ) -> None:
+        chunks = list(_chunks(claimed, self._chunk_size))
+        for index, chunk in enumerate(chunks):
+            failure = self._write(target, chunk, pending, deadline, report, leased)
+            if failure is None:
+                continue
+            budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
+            self._isolate(target, chunk, failure, pending, deadline, report, leased, budget)
+            if failure.retry_after is not None:
+                # Out of time or rate-limit window: the rest would fail the same way, each after a call.
+                rest = [c for later in chunks[index + 1 :] for c in later]
+                self._store.release(rest)
+                for c in rest:
+                    leased.pop(c.context_key, None)
+                _note_all((pending[c.context_key] for c in rest), DEFERRED, failure.code, report, failure.retry_after)
+                return
 
     def _write(
         self,
