@@ -368,6 +368,37 @@ def test_emulator_refuses_a_malformed_environment() -> None:
     assert "PROJECT_KEY/ENVIRONMENT_KEY" in result.stderr
 
 
+def test_emulator_rate_limit_flags() -> None:
+    process = subprocess.Popen(  # noqa: S603
+        [str(CLI), "emulator", "--port", "0", "--rate-limit", "2", "--rate-limit-window", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    reader = LineReader(process)
+    try:
+        url = reader.wait_for("listening on ", 20).removeprefix("listening on ")
+        answers = [
+            requests.get(f"{url}/api/v2/versions", headers={"Authorization": "api-local-token"}, timeout=5)
+            for _ in range(3)
+        ]
+        assert [(a.status_code, a.headers.get("X-Ratelimit-Route-Remaining")) for a in answers] == [
+            (200, "1"),
+            (200, "0"),
+            (429, "0"),
+        ]
+        assert int(answers[2].headers["X-Ratelimit-Reset"]) > (time.time() + 50) * 1000
+    finally:
+        _terminate(process, reader)
+    assert process.returncode == 0
+
+
+def test_local_rate_limit_is_the_in_process_emulators() -> None:
+    result = run("local", "--rate-limit", "5", "--launchdarkly-url", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert "--rate-limit limits the in-process emulator" in result.stderr
+
+
 def test_local_serves_the_pipeline_until_sigterm() -> None:
     process = subprocess.Popen(  # noqa: S603
         [
