@@ -46,6 +46,8 @@ SYNCED_SEGMENT_SOURCE = "segment-audiences"
 # Far above any sane request; guards the emulator against a runaway client filling memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
+# What the rate limit counts over every token and route: windows opened, those that answered a 429, 429s.
+_LIMIT_COUNTS = ("windows", "windows_with_429", "429")
 # How often a 429 carries a reset time that has already passed (the real service does this too).
 _PAST_RESET_PROBABILITY = 0.2
 _RETRY_AFTER_PROBABILITY = 0.5
@@ -515,10 +517,9 @@ class Emulator:
         self._faults = faults or Faults()
         self._rng, self._late_rng = _fault_streams(self._faults.seed)
         self._rate_limit = rate_limit
-        # (token, route) → (end of its window, epoch s; requests counted in it)
-        self._windows: dict[tuple[str, str], tuple[float, int]] = {}
-        self._rate_limited = 0  # 429s answered by the rate limit
-        self._rate_limit_windows = 0  # windows opened, over every token and route
+        # (token, route) → (end of its window, epoch s; requests counted in it; whether it answered 429)
+        self._windows: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
         self._late_applied = 0  # late writes applied so far
         self._epoch = 0  # reset() counts up: a late write from before a reset is never applied
         self._segments: dict[tuple[str, str, str], _Segment] = {}
@@ -611,8 +612,7 @@ class Emulator:
                 "requests": {k: dict(v) for k, v in sorted(self._requests.items())},
                 "faults": dict(self._fault_counts),
                 "writes": self._writes,
-                "rate_limited": self._rate_limited,
-                "rate_limit_windows": self._rate_limit_windows,
+                "rate_limit": dict(self._limit_counts),
                 "late_applied": self._late_applied,
             }
 
@@ -624,7 +624,8 @@ class Emulator:
             self._generations.clear()
             self._requests.clear()
             self._fault_counts = dict.fromkeys(self._fault_counts, 0)
-            self._writes = self._rate_limited = self._rate_limit_windows = self._late_applied = 0
+            self._writes = self._late_applied = 0
+            self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
             self._windows.clear()
             self._epoch += 1
             self._rng, self._late_rng = _fault_streams(self._faults.seed)
@@ -701,16 +702,18 @@ class Emulator:
                 return {}
             now = time.time()
             key = (req.headers.get("authorization", ""), f"{req.method} {route.template}")
-            ends, used = self._windows.get(key, (0.0, 0))
+            ends, used, refused = self._windows.get(key, (0.0, 0, False))
             if now >= ends:
-                ends, used = now + limit.window_seconds, 0
-                self._rate_limit_windows += 1
+                ends, used, refused = now + limit.window_seconds, 0, False
+                self._limit_counts["windows"] += 1
             allowed = used < limit.requests
             if allowed:
                 used += 1
             else:
-                self._rate_limited += 1
-            self._windows[key] = (ends, used)
+                self._limit_counts["429"] += 1
+                self._limit_counts["windows_with_429"] += not refused
+                refused = True
+            self._windows[key] = (ends, used, refused)
         # Rounded up: a client that waits for the reset must not arrive before it.
         reset = {"X-Ratelimit-Reset": str(math.ceil(ends * 1000))}
         if not limit.publish_remaining:

@@ -541,8 +541,7 @@ def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
         },
         "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0, "late": 0},
         "writes": 2,
-        "rate_limited": 0,
-        "rate_limit_windows": 0,
+        "rate_limit": {"windows": 0, "windows_with_429": 0, "429": 0},
         "late_applied": 0,
     }
 
@@ -560,8 +559,7 @@ def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
         "requests": {},
         "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0, "late": 0},
         "writes": 0,
-        "rate_limited": 0,
-        "rate_limit_windows": 0,
+        "rate_limit": {"windows": 0, "windows_with_429": 0, "429": 0},
         "late_applied": 0,
     }
 
@@ -736,7 +734,7 @@ def test_rate_limit_counts_down_then_answers_429_until_the_reset(emu: Emulator, 
     assert_error(answers[3], 429, "rate_limited")
     assert emu.included(f"{CSID}/aud_1") == {"u0", "u1", "u2"}  # a 429 changes nothing
     stats = emu.stats()
-    assert (stats["rate_limited"], stats["rate_limit_windows"]) == (2, 1)
+    assert stats["rate_limit"] == {"windows": 1, "windows_with_429": 1, "429": 2}
     assert stats["requests"][f"POST {SA_PATH}"] == {"204": 3, "429": 2}
     assert stats["faults"]["429"] == 0  # not an injected fault
 
@@ -756,8 +754,7 @@ def test_rate_limit_is_per_token_and_route_and_counts_every_answer(emu: Emulator
     for _ in range(3):
         assert http.head(f"{emu.url}/sdk/goals/{CSID}").status_code == 200
         assert http.get(f"{emu.url}/emulator/stats").status_code == 200
-    stats = emu.stats()
-    assert (stats["rate_limited"], stats["rate_limit_windows"]) == (1, 3)  # (token, route) pairs
+    assert emu.stats()["rate_limit"] == {"windows": 3, "windows_with_429": 1, "429": 1}  # (token, route) pairs
 
 
 def test_rate_limit_window_resets_at_the_time_it_announced(emu: Emulator, http: requests.Session) -> None:
@@ -770,7 +767,7 @@ def test_rate_limit_window_resets_at_the_time_it_announced(emu: Emulator, http: 
     again = post_sa(http, emu, sa_body(item("u3")))
     assert again.status_code == 204
     assert limit_headers(again)[0] == "0" and int(limit_headers(again)[1] or 0) > reset_ms
-    assert emu.stats()["rate_limit_windows"] == 2
+    assert emu.stats()["rate_limit"] == {"windows": 2, "windows_with_429": 1, "429": 1}
 
 
 def test_rate_limit_without_remaining_headers(emu: Emulator, http: requests.Session) -> None:
