@@ -3,8 +3,10 @@ emulator over HTTP."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +33,50 @@ os.environ.update(
     POWERTOOLS_TRACE_DISABLED="true",
     POWERTOOLS_DEV="false",
 )
+
+
+class PoolFullWarnings(logging.Handler):
+    """urllib3's "Connection pool is full" warning means a client has more threads than pooled connections
+    and opens a new connection for each request over the pool (issue 9, item 2): no test run may log one.
+    Checked after every test (background threads' warnings go to the test running then) and once more
+    when the session ends."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._seen: list[str] = []
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("Connection pool is full"):
+            with self._guard:
+                self._seen.append(f"{record.threadName}: {record.getMessage()}")
+
+    def take(self) -> list[str]:
+        with self._guard:
+            seen, self._seen = self._seen, []
+        return seen
+
+
+POOL_FULL = PoolFullWarnings()
+_pool_logger = logging.getLogger("urllib3.connectionpool")  # botocore and requests both pool through it
+_pool_logger.addHandler(POOL_FULL)
+if not _pool_logger.isEnabledFor(logging.WARNING):
+    _pool_logger.setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def no_connection_pool_full() -> Iterator[None]:
+    yield
+    seen = POOL_FULL.take()
+    if seen:
+        pytest.fail(f"urllib3 warned {len(seen)} time(s) that a connection pool is full: {seen[:3]}", pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    seen = POOL_FULL.take()
+    if seen:
+        print(f"\nurllib3 warned {len(seen)} time(s) after the last test that a connection pool is full: {seen[:3]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port() -> int:

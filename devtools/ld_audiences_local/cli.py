@@ -23,6 +23,7 @@ from ld_audiences_local import defaults
 if TYPE_CHECKING:
     from ld_audiences.audiences import AudienceReader
     from ld_audiences_local.deployment import Deployment
+    from ld_audiences_local.emulator import RouteRateLimit
     from ld_audiences_local.stack import LocalStack
 
 EMULATOR_PORT = 8765
@@ -73,6 +74,7 @@ _function_timeout = _bounded(float, 1.0, 900.0)
 _visibility_timeout = _bounded(int, 0, 43200)
 _max_receive_count = _bounded(int, 1, 1000)
 _sync_concurrency = _bounded(int, 1, 64)
+_rate_limit_window = _bounded(float, 0.1, 3600.0)
 
 
 def _print(*lines: str) -> None:
@@ -99,6 +101,14 @@ def _stop_event_on_signals() -> threading.Event:
 # ----------------------------------------------------------------------------------------- emulator
 
 
+def _rate_limit(args: argparse.Namespace) -> RouteRateLimit | None:
+    from ld_audiences_local.emulator import RouteRateLimit
+
+    if not args.rate_limit:
+        return None
+    return RouteRateLimit(args.rate_limit, args.rate_limit_window, publish_remaining=not args.rate_limit_hide_remaining)
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from ld_audiences_local.emulator import DEFAULT_ENVIRONMENTS, Faults, serve
 
@@ -109,6 +119,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         rate_slow=args.rate_slow,
         slow_seconds=args.slow_seconds,
         rate_drop=args.rate_drop,
+        rate_late=args.rate_late,
+        late_seconds=args.late_seconds,
         seed=args.seed,
     )
 
@@ -127,6 +139,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             environments=args.environment or DEFAULT_ENVIRONMENTS,
             reader_tokens=args.reader_token or (),
+            rate_limit=_rate_limit(args),
         )
     except ValueError as exc:
         _error(str(exc))
@@ -146,6 +159,7 @@ def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> LocalStack:
     options: dict[str, Any] = {
         "port": args.port,
         "launchdarkly_url": args.launchdarkly_url,
+        "launchdarkly_rate_limit": _rate_limit(args),
         "launchdarkly_token": args.launchdarkly_token or os.environ.get("LD_API_TOKEN") or defaults.DEFAULT_LD_TOKEN,
         "client_side_id": args.client_side_id or os.environ.get("LD_CLIENT_SIDE_ID") or defaults.DEFAULT_CLIENT_SIDE_ID,
         "webhook_secret": args.webhook_secret
@@ -575,6 +589,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- parser
 
 
+def _add_rate_limit_options(group: argparse._ActionsContainer, prefix: str = "") -> None:
+    group.add_argument(
+        "--rate-limit",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help=f"{prefix}requests per window per token and API route (URL pattern + method), then 429 "
+        "rate_limited until the window ends; every answer carries X-Ratelimit-Route-Remaining and "
+        "X-Ratelimit-Reset (default 0: no limit)",
+    )
+    group.add_argument(
+        "--rate-limit-window",
+        type=_rate_limit_window,
+        default=10.0,
+        metavar="S",
+        help="seconds of a rate-limit window, from its first request (default 10, as LaunchDarkly's)",
+    )
+    group.add_argument(
+        "--rate-limit-hide-remaining",
+        action="store_true",
+        help="a route that publishes no counts: no rate-limit headers on answers, only X-Ratelimit-Reset on 429s",
+    )
+
+
 def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = True) -> None:
     s = defaults
     if with_port:
@@ -619,6 +657,7 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
         metavar="N",
         help="context keys per LaunchDarkly request, 1 to 10000 (default 1000)",
     )
+    _add_rate_limit_options(ld, "the in-process emulator's (not with --launchdarkly-url): ")
     ingest = parser.add_argument_group("ingest")
     ingest.add_argument(
         "--webhook-secret",
@@ -781,6 +820,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="share of writes whose connection is dropped (default 0)",
     )
+    p.add_argument(
+        "--rate-late",
+        type=_rate,
+        default=0.0,
+        metavar="R",
+        help="share of writes whose connection is dropped and that are applied --late-seconds later (default 0)",
+    )
+    p.add_argument(
+        "--late-seconds", type=_seconds, default=14.0, metavar="S", help="delay of a late write (default 14)"
+    )
     p.add_argument("--seed", type=int, help="random seed, for a reproducible fault sequence")
     p.add_argument(
         "--reject-cohort",
@@ -790,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cohort id (or segment key) whose writes get a permanent 400 (repeatable)",
     )
     p.add_argument("--access-log", action="store_true", help="log each request line on stderr")
+    _add_rate_limit_options(p.add_argument_group("rate limit"))
     p.set_defaults(func=cmd_emulator)
 
     p = commands.add_parser(
@@ -1109,6 +1159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     visibility, sync_timeout = getattr(args, "visibility_timeout", None), getattr(args, "sync_timeout", 0)
     if visibility is not None and visibility < sync_timeout:
         parser.error(f"--visibility-timeout must be at least --sync-timeout ({sync_timeout:g} s): Lambda refuses less")
+    if getattr(args, "launchdarkly_url", None) and getattr(args, "rate_limit", 0):
+        parser.error("--rate-limit limits the in-process emulator: not with --launchdarkly-url")
     result: int = args.func(args)
     return result
 

@@ -4,7 +4,9 @@ It implements the endpoints ld-audiences talks to (segment-audiences, the big-se
 membership reads, projects and environments, the credential checks) with real state, LaunchDarkly's
 field names, validation and error bodies, and rate-limit headers (docs/LAUNCHDARKLY.md says where each
 comes from), and it can inject faults into the write endpoints so the product's real HTTP client can be
-exercised against 429s, 5xx, slow answers and dropped connections.
+exercised against 429s, 5xx, slow answers, dropped connections and writes applied after the connection
+dropped. A deterministic route rate limit (`RouteRateLimit`) answers 429 like LaunchDarkly past N requests
+per window.
 
 Stdlib only: the local stack and the tests must not need anything the Lambda layer does not have.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -43,6 +46,8 @@ SYNCED_SEGMENT_SOURCE = "segment-audiences"
 # Far above any sane request; guards the emulator against a runaway client filling memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
+# What the rate limit counts over every token and route: windows opened, those that answered a 429, 429s.
+_LIMIT_COUNTS = ("windows", "windows_with_429", "429")
 # How often a 429 carries a reset time that has already passed (the real service does this too).
 _PAST_RESET_PROBABILITY = 0.2
 _RETRY_AFTER_PROBABILITY = 0.5
@@ -52,7 +57,10 @@ _JSONValue = Any
 
 @dataclass
 class Faults:
-    """Fault injection for the three write endpoints. Every rate is a probability in [0, 1]."""
+    """Fault injection for the three write endpoints. Every rate is a probability in [0, 1].
+
+    `rate_late`: the connection drops without an answer, as with `rate_drop`, but the write is applied
+    `late_seconds` later (LaunchDarkly applying a request after its client gave up on it)."""
 
     rate_429: float = 0.0
     reset_ms: int = 200
@@ -60,23 +68,44 @@ class Faults:
     rate_slow: float = 0.0
     slow_seconds: float = 2.0
     rate_drop: float = 0.0
+    rate_late: float = 0.0
+    late_seconds: float = 14.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rate_429", "rate_5xx", "rate_slow", "rate_drop"):
+        for name in ("rate_429", "rate_5xx", "rate_slow", "rate_drop", "rate_late"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1]")
         if isinstance(self.reset_ms, bool) or not isinstance(self.reset_ms, int) or self.reset_ms < 0:
             raise ValueError("reset_ms must be an integer >= 0")
-        if (
-            isinstance(self.slow_seconds, bool)
-            or not isinstance(self.slow_seconds, int | float)
-            or self.slow_seconds < 0
-        ):
-            raise ValueError("slow_seconds must be a number >= 0")
+        for name in ("slow_seconds", "late_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError("seed must be an integer or null")
+
+
+@dataclass(frozen=True)
+class RouteRateLimit:
+    """LaunchDarkly's route rate limit, made deterministic: `requests` per window of `window_seconds`
+    for each token on each route (URL pattern + method) of the API. A window starts with the first
+    request after the previous one ended. Every answer carries `X-Ratelimit-Route-Remaining` and
+    `X-Ratelimit-Reset` (epoch ms of the window's end); past the limit the answer is 429 `rate_limited`
+    with the same headers. `publish_remaining=False` is a route that publishes no counts: no headers on
+    answers, only `X-Ratelimit-Reset` on 429s."""
+
+    requests: int
+    window_seconds: float = 10.0
+    publish_remaining: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.requests, bool) or not isinstance(self.requests, int) or self.requests < 1:
+            raise ValueError("requests must be an integer >= 1")
+        window = self.window_seconds
+        if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= 3600:
+            raise ValueError("window_seconds must be a number in (0, 3600]")
 
 
 class _ApiError(Exception):
@@ -301,6 +330,11 @@ def _parse_environments(environments: Iterable[str], client_side_ids: Iterable[s
     return parsed
 
 
+def _fault_streams(seed: int | None) -> tuple[random.Random, random.Random]:
+    """The random streams of the faults and of the late writes, both from one seed."""
+    return random.Random(seed), random.Random(None if seed is None else f"late-{seed}")
+
+
 def _error_body(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
@@ -457,6 +491,7 @@ class Emulator:
     `environments` are the projects and environments that exist (`project/environment` keys; by default
     what a new LaunchDarkly account starts with); `client_side_ids[i]` is the client-side ID of the i-th.
     `tokens` may do everything; `reader_tokens` may only read (LaunchDarkly's Reader role).
+    `rate_limit` limits every token on every API route (None: unlimited).
     """
 
     def __init__(
@@ -469,6 +504,7 @@ class Emulator:
         *,
         environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
         reader_tokens: Iterable[str] = (),
+        rate_limit: RouteRateLimit | None = None,
     ) -> None:
         self._tokens = frozenset(tokens)
         self._reader_tokens = frozenset(reader_tokens)
@@ -479,11 +515,17 @@ class Emulator:
         self.access_log = access_log
         self._lock = threading.Lock()
         self._faults = faults or Faults()
-        self._rng = random.Random(self._faults.seed)
+        self._rng, self._late_rng = _fault_streams(self._faults.seed)
+        self._rate_limit = rate_limit
+        # (token, route) → (end of its window, epoch s; requests counted in it; whether it answered 429)
+        self._windows: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
+        self._late_applied = 0  # late writes applied so far
+        self._epoch = 0  # reset() counts up: a late write from before a reset is never applied
         self._segments: dict[tuple[str, str, str], _Segment] = {}
         self._generations: dict[tuple[str, str, str], int] = {}  # creations per key, deletions included
         self._requests: dict[str, dict[str, int]] = {}
-        self._fault_counts = {"429": 0, "5xx": 0, "slow": 0, "drop": 0}
+        self._fault_counts = {"429": 0, "5xx": 0, "slow": 0, "drop": 0, "late": 0}
         self._writes = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -510,7 +552,7 @@ class Emulator:
         server, thread = self._server, self._thread
         if server is None:
             return
-        self._stopping.set()  # wakes handlers sleeping in a slow fault
+        self._stopping.set()  # wakes handlers sleeping in a slow fault; late writes are never applied
         server.shutdown()
         server.server_close()
         if thread is not None:
@@ -537,7 +579,13 @@ class Emulator:
         faults.__post_init__()  # a caller may have mutated fields after construction
         with self._lock:
             self._faults = faults
-            self._rng = random.Random(faults.seed)
+            self._rng, self._late_rng = _fault_streams(faults.seed)
+
+    def set_rate_limit(self, rate_limit: RouteRateLimit | None) -> None:
+        """Limit every token on every API route from now on (None: unlimited); windows start afresh."""
+        with self._lock:
+            self._rate_limit = rate_limit
+            self._windows.clear()
 
     @property
     def faults(self) -> Faults:
@@ -564,17 +612,23 @@ class Emulator:
                 "requests": {k: dict(v) for k, v in sorted(self._requests.items())},
                 "faults": dict(self._fault_counts),
                 "writes": self._writes,
+                "rate_limit": dict(self._limit_counts),
+                "late_applied": self._late_applied,
             }
 
     def reset(self) -> None:
-        """Forget segments and stats; faults stay, with the random stream restarted from their seed."""
+        """Forget segments, stats, rate-limit windows and late writes not yet applied; faults and the rate
+        limit stay, with the random streams restarted from their seed."""
         with self._lock:
             self._segments.clear()
             self._generations.clear()
             self._requests.clear()
             self._fault_counts = dict.fromkeys(self._fault_counts, 0)
-            self._writes = 0
-            self._rng = random.Random(self._faults.seed)
+            self._writes = self._late_applied = 0
+            self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
+            self._windows.clear()
+            self._epoch += 1
+            self._rng, self._late_rng = _fault_streams(self._faults.seed)
 
     def _count(self, key: str, status: str) -> None:
         with self._lock:
@@ -601,19 +655,31 @@ class Emulator:
 
     def _dispatch(self, route: _Route, req: _Request) -> _Response:
         self._authorize(route, req)
+        limit_headers = self._spend_rate_limit(route, req)
+        try:
+            response = self._dispatch_within_limit(route, req)
+        except _ApiError as err:
+            response = _Response(err.status, _error_body(err.code, err.message), err.headers)
+        if limit_headers:
+            response.headers = {**limit_headers, **(response.headers or {})}
+        return response
+
+    def _dispatch_within_limit(self, route: _Route, req: _Request) -> _Response:
         write = route.writes(req.method)
         slow = False
+        handler: Callable[[_Request], _Response] = getattr(self, route.handlers[req.method])
         if write:
             if req.method == "POST" and req.content_type != "application/json":
                 raise _ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
             fault = self._draw_fault()
-            if fault is not None:
-                if fault == "slow":
-                    slow = True
-                else:
-                    return self._fault_response(fault)
+            if fault == "late":
+                self._apply_late(handler, req)
+                return _Response(0, drop=True)
+            if fault == "slow":
+                slow = True
+            elif fault is not None:
+                return self._fault_response(fault)
 
-        handler: Callable[[_Request], _Response] = getattr(self, route.handlers[req.method])
         try:
             response = handler(req)
         except _ApiError as err:
@@ -627,14 +693,74 @@ class Emulator:
                 response.delay = self._faults.slow_seconds
         return response
 
+    def _spend_rate_limit(self, route: _Route, req: _Request) -> dict[str, str]:
+        """Count the request in its token's window on this route: the headers every answer carries, or
+        429 past the limit. Requests that fail authentication are not counted (no token to count them for)."""
+        with self._lock:
+            limit = self._rate_limit
+            if limit is None or route.auth == "none":
+                return {}
+            now = time.time()
+            key = (req.headers.get("authorization", ""), f"{req.method} {route.template}")
+            ends, used, refused = self._windows.get(key, (0.0, 0, False))
+            if now >= ends:
+                ends, used, refused = now + limit.window_seconds, 0, False
+                self._limit_counts["windows"] += 1
+            allowed = used < limit.requests
+            if allowed:
+                used += 1
+            else:
+                self._limit_counts["429"] += 1
+                self._limit_counts["windows_with_429"] += not refused
+                refused = True
+            self._windows[key] = (ends, used, refused)
+        # Rounded up: a client that waits for the reset must not arrive before it.
+        reset = {"X-Ratelimit-Reset": str(math.ceil(ends * 1000))}
+        if not limit.publish_remaining:
+            if allowed:
+                return {}
+            raise _ApiError(429, "rate_limited", "Rate limit exceeded", reset)
+        headers = {**reset, "X-Ratelimit-Route-Remaining": str(limit.requests - used)}
+        if not allowed:
+            raise _ApiError(429, "rate_limited", "Rate limit exceeded", headers)
+        return headers
+
+    def _apply_late(self, handler: Callable[[_Request], _Response], req: _Request) -> None:
+        """Apply the write `late_seconds` from now, in a thread of its own; never if the emulator stops or
+        is reset first."""
+        with self._lock:
+            delay, epoch = self._faults.late_seconds, self._epoch
+
+        def apply() -> None:
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._epoch != epoch:
+                    return
+            try:
+                status = handler(req).status
+            except _ApiError as err:
+                status = err.status
+            with self._lock:
+                if self._epoch == epoch:
+                    self._late_applied += 1
+                    self._writes += 200 <= status < 300
+
+        threading.Thread(target=apply, name="ld-emulator-late-write", daemon=True).start()
+
     def _draw_fault(self) -> str | None:
         with self._lock:
             f = self._faults
-            # Draw every number on every write so a seed gives the same sequence whatever the rates.
+            # Draw every number on every write so a seed gives the same sequence whatever the rates (late
+            # writes draw from a stream of their own, so the other faults' sequences stay what they were).
             d_drop, d_5xx, d_429, d_slow = (self._rng.random() for _ in range(4))
+            d_late = self._late_rng.random()
             if d_drop < f.rate_drop:
                 self._fault_counts["drop"] += 1
                 return "drop"
+            if d_late < f.rate_late:
+                self._fault_counts["late"] += 1
+                return "late"
             if d_5xx < f.rate_5xx:
                 self._fault_counts["5xx"] += 1
                 return "5xx"

@@ -53,7 +53,7 @@ from ld_audiences_local.moto_patches import prepare_moto
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-    from ld_audiences_local.emulator import Emulator
+    from ld_audiences_local.emulator import Emulator, RouteRateLimit
 
 # Also importable from here, as before the stack was split into modules.
 __all__ = ["REGION", "SYNC_FUNCTION", "LocalStack", "SqsEventSource", "bearer_secret", "prepare_moto"]
@@ -81,6 +81,7 @@ class LocalStack:
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
     launchdarkly_url: str | None = None  # the emulator's once started, unless given
+    launchdarkly_rate_limit: RouteRateLimit | None = None  # the in-process emulator's (None: unlimited)
     launchdarkly_token: str = DEFAULT_LD_TOKEN
     client_side_id: str = DEFAULT_CLIENT_SIDE_ID
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
@@ -119,6 +120,8 @@ class LocalStack:
         if not 1 <= self.max_receive_count <= 1000:
             raise ValueError("max_receive_count must be between 1 and 1000")
         bearer_secret(self.webhook_secret)  # fail now on a JSON secret without "current"
+        if self.launchdarkly_url and self.launchdarkly_rate_limit is not None:
+            raise ValueError("launchdarkly_rate_limit sets the in-process emulator's: not with launchdarkly_url")
         self._external_launchdarkly = self.launchdarkly_url.rstrip("/") if self.launchdarkly_url else None
         self.emulator: Emulator | None = None  # the in-process emulator, when this stack started one
         self.aws = LocalAws()
@@ -215,7 +218,10 @@ class LocalStack:
             (f"{self.project_key}/{self.environment_key}",) if self.writer == "rest" else DEFAULT_ENVIRONMENTS
         )
         self.emulator = Emulator(
-            tokens=(self.launchdarkly_token,), client_side_ids=(self.client_side_id,), environments=environments
+            tokens=(self.launchdarkly_token,),
+            client_side_ids=(self.client_side_id,),
+            environments=environments,
+            rate_limit=self.launchdarkly_rate_limit,
         )
         self.launchdarkly_url = self.emulator.start(host="127.0.0.1", port=0)
 
@@ -361,6 +367,9 @@ class LocalStack:
         yield f"dead letters: {self.dlq_url} (after {self.max_receive_count} receives)"
         yield f"state table:  {TABLE_NAME}"
         where = "in-process emulator" if self.emulator is not None else "external"
+        limit = self.launchdarkly_rate_limit
+        if limit is not None:
+            where += f", {limit.requests} requests per {limit.window_seconds:g} s per route"
         yield f"LaunchDarkly: {self.launchdarkly_url} ({where}, writer {self.writer})"
         yield (
             f"sync:         batch size {self.batch_size}, batching window {self.batching_window:g} s, "

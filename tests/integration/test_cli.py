@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import os
 import queue
@@ -337,16 +338,22 @@ def _terminate(process: subprocess.Popen[str], reader: LineReader) -> str:
     return reader.rest()
 
 
-def test_emulator_serves_until_sigterm() -> None:
+@contextlib.contextmanager
+def emulator_serving(*args: str) -> Iterator[str]:
+    """`ld-audiences emulator --port 0 ARGS` until SIGTERM; yields its URL, then checks it exited cleanly."""
     process = subprocess.Popen(  # noqa: S603
-        [str(CLI), "emulator", "--port", "0", "--token", "t-1", "--client-side-id", "c-1", "--environment", "p/e"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
+        [str(CLI), "emulator", "--port", "0", *args], stdout=subprocess.PIPE, text=True, env=clean_env()
     )
     reader = LineReader(process)
     try:
-        url = reader.wait_for("listening on ", 20).removeprefix("listening on ")
+        yield reader.wait_for("listening on ", 20).removeprefix("listening on ")
+    finally:
+        _terminate(process, reader)
+    assert process.returncode == 0
+
+
+def test_emulator_serves_until_sigterm() -> None:
+    with emulator_serving("--token", "t-1", "--client-side-id", "c-1", "--environment", "p/e") as url:
         assert requests.get(f"{url}/api/v2/versions", headers={"Authorization": "t-1"}, timeout=5).status_code == 200
         assert requests.head(f"{url}/sdk/goals/c-1", timeout=5).status_code == 200
         environment = requests.get(
@@ -357,15 +364,32 @@ def test_emulator_serves_until_sigterm() -> None:
             f"{url}/api/v2/projects/default/environments/production", headers={"Authorization": "t-1"}
         )
         assert unknown.status_code == 404  # only the environments given exist
-    finally:
-        _terminate(process, reader)
-    assert process.returncode == 0
 
 
 def test_emulator_refuses_a_malformed_environment() -> None:
     result = run("emulator", "--port", "0", "--environment", "no-slash")
     assert result.returncode == 2
     assert "PROJECT_KEY/ENVIRONMENT_KEY" in result.stderr
+
+
+def test_emulator_rate_limit_flags() -> None:
+    with emulator_serving("--rate-limit", "2", "--rate-limit-window", "60") as url:
+        answers = [
+            requests.get(f"{url}/api/v2/versions", headers={"Authorization": "api-local-token"}, timeout=5)
+            for _ in range(3)
+        ]
+        assert [(a.status_code, a.headers.get("X-Ratelimit-Route-Remaining")) for a in answers] == [
+            (200, "1"),
+            (200, "0"),
+            (429, "0"),
+        ]
+        assert int(answers[2].headers["X-Ratelimit-Reset"]) > (time.time() + 50) * 1000
+
+
+def test_local_rate_limit_is_the_in_process_emulators() -> None:
+    result = run("local", "--rate-limit", "5", "--launchdarkly-url", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert "--rate-limit limits the in-process emulator" in result.stderr
 
 
 def test_local_serves_the_pipeline_until_sigterm() -> None:

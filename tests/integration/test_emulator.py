@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from ld_audiences_local.emulator import Emulator, Faults
+from ld_audiences_local.emulator import Emulator, Faults, RouteRateLimit
 
 TOKEN = "api-local-token"
 CSID = "local-client-side-id"
@@ -46,6 +46,7 @@ def emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def emu(emulator: Emulator) -> Emulator:
     emulator.set_faults(Faults())
+    emulator.set_rate_limit(None)
     emulator.reset()
     return emulator
 
@@ -538,8 +539,10 @@ def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
             f"POST {SA_PATH}": {"204": 1},
             "POST /api/v2/segments/{projectKey}/{environmentKey}": {"201": 1},
         },
-        "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0},
+        "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0, "late": 0},
         "writes": 2,
+        "rate_limit": {"windows": 0, "windows_with_429": 0, "429": 0},
+        "late_applied": 0,
     }
 
     assert http.post(f"{emu.url}/emulator/faults", json={"rate_5xx": 1, "seed": 3}).status_code == 204
@@ -554,8 +557,10 @@ def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
     assert http.get(f"{emu.url}/emulator/segments").json() == {"segments": []}
     assert emu.stats() == {
         "requests": {},
-        "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0},
+        "faults": {"429": 0, "5xx": 0, "slow": 0, "drop": 0, "late": 0},
         "writes": 0,
+        "rate_limit": {"windows": 0, "windows_with_429": 0, "429": 0},
+        "late_applied": 0,
     }
 
 
@@ -592,7 +597,7 @@ def test_fault_429_headers_and_state_unchanged(emu: Emulator, http: requests.Ses
     assert http.get(f"{emu.url}/api/v2/versions", headers=REST).status_code == 200
     assert emu.segments() == []
     stats = emu.stats()
-    assert stats["faults"] == {"429": 40, "5xx": 0, "slow": 0, "drop": 0}
+    assert stats["faults"] == {"429": 40, "5xx": 0, "slow": 0, "drop": 0, "late": 0}
     assert stats["requests"][f"POST {SA_PATH}"] == {"429": 40}
     assert stats["writes"] == 0
 
@@ -653,6 +658,143 @@ def test_faults_are_reproducible_with_a_seed(emu: Emulator, http: requests.Sessi
     assert stats["faults"]["5xx"] == sum(s >= 500 for s in first)
     assert stats["writes"] == first.count(204)
     assert len(emu.included(f"{CSID}/aud_1")) == first.count(204)
+
+
+def test_fault_late_drops_the_connection_then_applies_the_write(emu: Emulator, http: requests.Session) -> None:
+    emu.set_faults(Faults(rate_late=1.0, late_seconds=2.0, seed=1))
+    with pytest.raises(requests.ConnectionError):
+        post_sa(http, emu, sa_body(item("u1")), timeout=TIMEOUT)
+    assert emu.included(f"{CSID}/aud_1") == set()  # nothing yet: the client saw a dropped connection
+    assert wait_for(lambda: emu.stats()["late_applied"] == 1, 10)
+    assert emu.included(f"{CSID}/aud_1") == {"u1"}
+    stats = emu.stats()
+    assert (stats["faults"]["late"], stats["writes"]) == (1, 1)
+    assert stats["requests"][f"POST {SA_PATH}"] == {"dropped": 1}
+
+
+def test_a_late_write_lands_over_a_newer_one(emu: Emulator, http: requests.Session) -> None:
+    """What makes a late apply harmful: the newer write in between is overwritten."""
+    emu.set_faults(Faults(rate_late=1.0, late_seconds=2.0, seed=1))
+    with pytest.raises(requests.ConnectionError):
+        post_sa(http, emu, sa_body(item("u1", True)), timeout=TIMEOUT)
+    emu.set_faults(Faults())
+    assert post_sa(http, emu, sa_body(item("u1", False))).status_code == 204
+    assert wait_for(lambda: emu.stats()["late_applied"] == 1, 10)
+    assert emu.included(f"{CSID}/aud_1") == {"u1"}
+
+
+def test_late_writes_are_forgotten_by_reset(emu: Emulator, http: requests.Session) -> None:
+    emu.set_faults(Faults(rate_late=1.0, late_seconds=0.5, seed=1))
+    with pytest.raises(requests.ConnectionError):
+        post_sa(http, emu, sa_body(item("u1")), timeout=TIMEOUT)
+    emu.reset()
+    emu.set_faults(Faults())
+    assert post_sa(http, emu, sa_body(item("u2"))).status_code == 204  # the segment exists again
+    time.sleep(1.0)
+    assert emu.included(f"{CSID}/aud_1") == {"u2"}
+    assert emu.stats()["late_applied"] == 0
+
+
+def test_late_writes_do_not_change_the_other_faults_sequence(emu: Emulator, http: requests.Session) -> None:
+    """Late writes draw from their own stream: a seed gives the other faults where it gave them before."""
+
+    def statuses(faults: Faults) -> list[int]:
+        emu.reset()
+        emu.set_faults(faults)
+        return [post_sa(http, emu, sa_body(item(f"u{i}"))).status_code for i in range(30)]
+
+    assert statuses(Faults(rate_5xx=0.3, seed=5)) == statuses(Faults(rate_5xx=0.3, rate_late=0.0, seed=5))
+    assert 0 < sum(s >= 500 for s in statuses(Faults(rate_5xx=0.3, seed=5))) < 30
+
+
+# ----------------------------------------------------------------------------- rate limit
+
+
+def wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def limit_headers(resp: requests.Response) -> tuple[str | None, str | None]:
+    return resp.headers.get("X-Ratelimit-Route-Remaining"), resp.headers.get("X-Ratelimit-Reset")
+
+
+def test_rate_limit_counts_down_then_answers_429_until_the_reset(emu: Emulator, http: requests.Session) -> None:
+    emu.set_rate_limit(RouteRateLimit(requests=3, window_seconds=30))
+    started_ms = time.time() * 1000
+    answers = [post_sa(http, emu, sa_body(item(f"u{i}"))) for i in range(5)]
+    assert [r.status_code for r in answers] == [204, 204, 204, 429, 429]
+    assert [limit_headers(r)[0] for r in answers] == ["2", "1", "0", "0", "0"]
+    [reset] = {limit_headers(r)[1] for r in answers}  # one window: one reset, epoch ms of its end
+    assert reset is not None and started_ms + 30_000 <= int(reset) <= time.time() * 1000 + 30_000
+    assert_error(answers[3], 429, "rate_limited")
+    assert emu.included(f"{CSID}/aud_1") == {"u0", "u1", "u2"}  # a 429 changes nothing
+    stats = emu.stats()
+    assert stats["rate_limit"] == {"windows": 1, "windows_with_429": 1, "429": 2}
+    assert stats["requests"][f"POST {SA_PATH}"] == {"204": 3, "429": 2}
+    assert stats["faults"]["429"] == 0  # not an injected fault
+
+
+def test_rate_limit_is_per_token_and_route_and_counts_every_answer(emu: Emulator, http: requests.Session) -> None:
+    emu.set_rate_limit(RouteRateLimit(requests=2, window_seconds=30))
+    other = {"Authorization": "api-reader-token"}
+    assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=REST))[0] == "1"
+    invalid = post_sa(http, emu, {"batch": []})  # an error answer counts and carries the headers too
+    assert (invalid.status_code, limit_headers(invalid)[0]) == (400, "1")
+    assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=other))[0] == "1"  # another token
+    assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=REST))[0] == "0"
+    assert http.get(f"{emu.url}/api/v2/versions", headers=REST).status_code == 429
+    unauthorized = http.get(f"{emu.url}/api/v2/versions", headers={"Authorization": "nope"})
+    assert (unauthorized.status_code, limit_headers(unauthorized)) == (401, (None, None))
+    # Routes outside LaunchDarkly's API are not limited.
+    for _ in range(3):
+        assert http.head(f"{emu.url}/sdk/goals/{CSID}").status_code == 200
+        assert http.get(f"{emu.url}/emulator/stats").status_code == 200
+    assert emu.stats()["rate_limit"] == {"windows": 3, "windows_with_429": 1, "429": 1}  # (token, route) pairs
+
+
+def test_rate_limit_window_resets_at_the_time_it_announced(emu: Emulator, http: requests.Session) -> None:
+    emu.set_rate_limit(RouteRateLimit(requests=1, window_seconds=1.5))
+    first = post_sa(http, emu, sa_body(item("u1")))
+    reset_ms = int(limit_headers(first)[1] or 0)
+    refused = post_sa(http, emu, sa_body(item("u2")))
+    assert (refused.status_code, int(limit_headers(refused)[1] or 0)) == (429, reset_ms)
+    time.sleep(max(reset_ms / 1000 - time.time(), 0) + 0.01)
+    again = post_sa(http, emu, sa_body(item("u3")))
+    assert again.status_code == 204
+    assert limit_headers(again)[0] == "0" and int(limit_headers(again)[1] or 0) > reset_ms
+    assert emu.stats()["rate_limit"] == {"windows": 2, "windows_with_429": 1, "429": 1}
+
+
+def test_rate_limit_without_remaining_headers(emu: Emulator, http: requests.Session) -> None:
+    """A route that publishes no counts: nothing on answers, only X-Ratelimit-Reset on a 429."""
+    emu.set_rate_limit(RouteRateLimit(requests=1, window_seconds=30, publish_remaining=False))
+    ok = post_sa(http, emu, sa_body(item("u1")))
+    assert ok.status_code == 204
+    assert not [h for h in ok.headers if h.lower().startswith("x-ratelimit")]
+    refused = post_sa(http, emu, sa_body(item("u2")))
+    assert_error(refused, 429, "rate_limited")
+    assert [h for h in refused.headers if h.lower().startswith("x-ratelimit")] == ["X-Ratelimit-Reset"]
+    assert int(refused.headers["X-Ratelimit-Reset"]) > time.time() * 1000
+    emu.set_rate_limit(None)
+    assert post_sa(http, emu, sa_body(item("u2"))).status_code == 204
+
+
+def test_rate_limit_validates() -> None:
+    for bad in ({"requests": 0}, {"requests": 1.5}, {"requests": True}):
+        with pytest.raises(ValueError, match="requests"):
+            RouteRateLimit(**bad)  # type: ignore[arg-type]
+    for window in (0, -1, 3601, "1"):
+        with pytest.raises(ValueError, match="window_seconds"):
+            RouteRateLimit(requests=1, window_seconds=window)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="late_seconds"):
+        Faults(late_seconds=-1)
+    with pytest.raises(ValueError, match="rate_late"):
+        Faults(rate_late=2)
 
 
 # ----------------------------------------------------------------------------- concurrency, lifecycle
