@@ -79,13 +79,6 @@ def test_concurrent_pollers_within_a_shared_rate_limit_end_exact_with_nothing_de
     assert shared_run.refused <= WRITERS * shared_run.refusing_windows
 
 
-@pytest.mark.xfail(
-    reason="rate_limit.py: once a window has passed, every writer acquires freely until an answer of the new "
-    "window is learned, so each reset lets the writers waiting for it through at once (measured here: 5-9 of "
-    "~20 windows answered 429s, 17-57 429s in all; 56-59 429s with one limiter per poller; no 429 at all when "
-    "one probe request goes first after a reset)",
-    strict=True,
-)
 def test_only_the_first_window_can_refuse_concurrent_pollers(shared_run: SharedRun) -> None:
     """Before the first answer nothing is known, and each writer may be refused once; every later window is
     known to all invocations from the answers of the one before, so none of them refuses a request."""
@@ -133,18 +126,7 @@ def test_a_write_deferred_for_the_window_lands_when_it_resets_without_a_receive(
 
 @pytest.mark.parametrize(
     "slow_seconds",
-    [
-        1.0,
-        pytest.param(
-            1.5,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="launchdarkly.py starts a request with as little as min_request_seconds (1 s) left and cuts "
-                "its read timeout to what is left: an answer slower than that times out at the deadline, and "
-                "sync.py returns the records as failures (receive count spent) instead of deferring them",
-            ),
-        ),
-    ],
+    [1.0, 1.5],
 )
 def test_fifty_audiences_in_one_batch_against_a_slow_launchdarkly_dead_letter_nothing(slow_seconds: float) -> None:
     """Issue 9, item 7: every write is answered late and an invocation has 3 s for LaunchDarkly (a 6 s
