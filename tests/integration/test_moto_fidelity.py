@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
 from moto.sqs.models import Message, sqs_backends
 
 from ld_audiences_local.defaults import REGION
 from ld_audiences_local.moto_patches import prepare_moto
+from tests.conftest import Aws
 
 ACCOUNT = "123456789012"
 
@@ -71,3 +75,39 @@ def test_sqs_hands_a_message_to_one_of_two_concurrent_receivers() -> None:
     first = backend.receive_message(queue.name, 1, 0, 300)
     second.join(5)
     assert [len(first), *map(len, received)] == [1, 0]
+
+
+def test_transactions_are_all_or_nothing_and_name_each_failed_condition(aws: Aws) -> None:
+    """What the state store builds on (issue 9): TransactWriteItems with a condition per item applies nothing
+    when one fails, names every failed item with the item as its condition saw it (ALL_OLD) and the others
+    with "None", and refuses one item twice. moto answers as DynamoDB documents, with the local stack's
+    patches (a transaction backs up only the items it touches)."""
+    client = aws.dynamodb
+
+    def update(sk: str, order: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": aws.table,
+                "Key": {"pk": {"S": "fidelity"}, "sk": {"S": sk}},
+                "UpdateExpression": "SET desired_order = :o",
+                "ConditionExpression": "attribute_not_exists(desired_order) OR desired_order < :o",
+                "ExpressionAttributeValues": {":o": {"S": order}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+
+    client.transact_write_items(TransactItems=[update(f"{i:02d}", "2") for i in range(100)])
+    attempt = [update(f"{i:02d}", "1" if i in (3, 50, 97) else "3") for i in range(100)]
+    with pytest.raises(ClientError) as caught:
+        client.transact_write_items(TransactItems=attempt)
+    reasons = caught.value.response["CancellationReasons"]  # type: ignore[typeddict-item]
+    failed = {
+        i: r["Item"]["desired_order"]["S"] for i, r in enumerate(reasons) if r["Code"] == "ConditionalCheckFailed"
+    }
+    assert failed == {3: "2", 50: "2", 97: "2"}
+    assert {r["Code"] for i, r in enumerate(reasons) if i not in failed} == {"None"}
+    stored = client.get_item(TableName=aws.table, Key={"pk": {"S": "fidelity"}, "sk": {"S": "00"}})["Item"]
+    assert stored["desired_order"]["S"] == "2"  # nothing of the cancelled transaction was applied
+    with pytest.raises(ClientError) as twice:
+        client.transact_write_items(TransactItems=[update("00", "5"), update("00", "6")])
+    assert twice.value.response["Error"]["Code"] == "ValidationException"
