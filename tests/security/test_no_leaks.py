@@ -401,8 +401,9 @@ FAILURES = [
     Failure("launchdarkly-400-permanent", _rejecting_emulator, dead_lettered=True),
     Failure("launchdarkly-400-echoing-input", _echoing_400, dead_lettered=True),
     Failure("launchdarkly-403-bad-token", _wrong_token_emulator, dead_lettered=True),
-    Failure("launchdarkly-5xx-transient", _failing_emulator, dead_lettered=False, timeout=5.0),
-    Failure("launchdarkly-unreachable", _unreachable, dead_lettered=False, timeout=5.0),
+    # 8 s: the sync keeps 3 s for its answer and starts no segment in the last 2, so 3 s to fail in.
+    Failure("launchdarkly-5xx-transient", _failing_emulator, dead_lettered=False, timeout=8.0),
+    Failure("launchdarkly-unreachable", _unreachable, dead_lettered=False, timeout=8.0),
 ]
 
 
