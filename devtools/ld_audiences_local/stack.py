@@ -227,6 +227,8 @@ class LocalStack:
 
     def _function_environment(self) -> dict[str, str | None]:
         return {
+            # moto answers DynamoDB transactions one at a time, far slower than DynamoDB (aws_clients.py).
+            "LD_AUDIENCES_AWS_READ_TIMEOUT": "60",
             "QUEUE_URL": self.aws.queue_url,
             "WEBHOOK_SECRET_ARN": self.aws.webhook_secret_arn,
             "CONTEXT_KEY_POLICY": self.context_key_policy,

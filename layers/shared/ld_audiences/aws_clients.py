@@ -14,19 +14,25 @@ itself: a malformed one still fails, with the service's ValidationException.
 
 from __future__ import annotations
 
+import os
+
 from botocore.config import Config
 
 CONNECT_TIMEOUT = 2.0
+# DynamoDB and SQS answer in milliseconds: 5 s means a dead connection. The local stack's moto answers one
+# DynamoDB transaction at a time, in about half a second for 100 items, and sets this variable (as it sets
+# AWS_ENDPOINT_URL) to wait longer; a deployment never sets it.
 READ_TIMEOUT = 5.0
+READ_TIMEOUT_VARIABLE = "LD_AUDIENCES_AWS_READ_TIMEOUT"
 # An SQS long poll holds the connection up to 20 s; the read timeout must outlast it.
 LONG_POLL_READ_TIMEOUT = 25.0
 
 
-def client_config(*, threads: int, read_timeout: float = READ_TIMEOUT) -> Config:
+def client_config(*, threads: int, read_timeout: float | None = None) -> Config:
     """The Config for a client shared by `threads` threads."""
     return Config(
         connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=read_timeout,
+        read_timeout=read_timeout or float(os.environ.get(READ_TIMEOUT_VARIABLE) or READ_TIMEOUT),
         retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=max(threads, 10),
         tcp_keepalive=True,
