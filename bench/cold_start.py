@@ -40,6 +40,7 @@ FUNCTION_ENV = {
         "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ld-audiences/webhook-secret",
         "CONTEXT_KEY_POLICY": "user_id_only",
         "DEFAULT_CONTEXT_KIND": "user",
+        "ALLOWED_CONTEXT_KINDS": "",
         "MAX_BODY_BYTES": "5242880",
         "MAX_EVENTS_PER_REQUEST": "4000",
     },
@@ -54,6 +55,8 @@ FUNCTION_ENV = {
         "LD_CHUNK_SIZE": "1000",
         "STATE_TABLE_NAME": "ld-audiences-state",
         "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ld-audiences-changes-dlq",
+        "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ld-audiences-changes",
+        "LATE_APPLY_RECHECK_SECONDS": "30,900",
     },
 }
 
@@ -93,6 +96,8 @@ def lambda_environment(function: str, home: Path, code_root: Path) -> dict[str, 
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
         "SECRETS_MAX_AGE": "300",
+        "POWERTOOLS_LOGGER_SAMPLE_RATE": "0",
+        "AWS_ENDPOINT_URL": "",  # declared for `sam local`, empty on AWS
         # The layer's /opt/python: the core package is found on the path, not through the editable install.
         "PYTHONPATH": str(code_root / "layers" / "shared"),
     }

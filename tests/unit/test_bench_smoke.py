@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import boto3
 import pytest
@@ -14,7 +15,7 @@ import yaml
 from moto import mock_aws
 
 from bench.__main__ import run_sections
-from bench.cold_start import parse_importtime
+from bench.cold_start import lambda_environment, parse_importtime
 from bench.common import Settings, machine
 from bench.fakes import InMemoryStateStore, RecordingSession
 from bench.first_sync import DEFAULTS, simulate
@@ -26,7 +27,7 @@ from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
 from ld_audiences.normalize import normalize
 from ld_audiences.state import StateStore
 from ld_audiences.state_table import table_definition
-from tests.unit.test_template import TEMPLATE, CfnLoader
+from tests.unit.test_template import TEMPLATE, CfnLoader, function_env, load_template
 
 QUICK = Settings(quick=True, runs=2)
 
@@ -181,3 +182,9 @@ def test_the_simulation_defaults_are_the_template_defaults() -> None:
         name: getattr(DEFAULTS, name)
         for name in ("memory_mb", "batch_size", "window", "concurrency", "timeout", "max_receive_count")
     }
+
+
+@pytest.mark.parametrize(("function", "logical_id"), [("ingest", "IngestFunction"), ("sync", "SyncFunction")])
+def test_cold_init_runs_with_every_variable_the_template_sets(function: str, logical_id: str, tmp_path: Path) -> None:
+    template_vars = function_env(load_template(), logical_id).keys()
+    assert template_vars - lambda_environment(function, tmp_path, tmp_path).keys() == set()
