@@ -27,6 +27,7 @@ from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
 from ld_audiences.normalize import normalize
 from ld_audiences.state import StateStore
 from ld_audiences.state_table import table_definition
+from tests import audience_state
 from tests.unit.test_template import TEMPLATE, CfnLoader, function_env, load_template
 
 QUICK = Settings(quick=True, runs=2)
@@ -97,15 +98,7 @@ def dynamodb() -> Iterator[object]:
 
 
 def _change(second: int, included: bool = True, key: str = "user-1") -> MembershipChange:
-    return MembershipChange(
-        audience_id="aud_1",
-        audience_key="beta",
-        context_kind="user",
-        context_key=key,
-        included=included,
-        event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
-        message_id=f"personas_{second}",
-    )
+    return audience_state.change("aud_1", key, included, second=second)
 
 
 def test_in_memory_store_answers_like_the_dynamodb_store(dynamodb: object) -> None:

@@ -19,6 +19,7 @@ from ld_audiences.change import MembershipChange
 from ld_audiences.rate_limit import SharedRateLimit, Window
 from ld_audiences.state import StateStore
 from ld_audiences.state_table import audience_partitions, table_definition
+from tests import audience_state
 from tests.conftest import Aws
 
 
@@ -32,16 +33,7 @@ def clients(aws: Aws) -> tuple[Any, Any]:
 
 
 def change(key: str, second: int, included: bool = True, *, reassert: bool = False) -> MembershipChange:
-    return MembershipChange(
-        audience_id="aud_1",
-        audience_key="beta",
-        context_kind="user",
-        context_key=key,
-        included=included,
-        event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
-        message_id=f"personas_{key}_{second}",
-        reassert=reassert,
-    )
+    return audience_state.change("aud_1", key, included, second=second).model_copy(update={"reassert": reassert})
 
 
 def everything(client: Any, table: str) -> list[dict[str, Any]]:
