@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 import requests
 
-from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.state import StateStore
@@ -35,6 +34,7 @@ from ld_audiences.sync import QueuedRecord, Synchronizer
 from ld_audiences.writers import SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
 from ld_audiences_local.stack import SYNC_FUNCTION, LocalStack
+from tests import audience_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
 from tests.e2e.chaos_corpus import AUDIENCES, Corpus, Request, build_corpus
 
@@ -308,15 +308,7 @@ def test_a_second_copy_of_a_change_cannot_write_under_a_newer_change(aws: Aws, e
         return Synchronizer(writer=writer, store=store, dead_letters=dead_letters, chunk_size=100, busy_wait=0.2)
 
     def record(included: bool, second: int) -> QueuedRecord:
-        change = MembershipChange(
-            audience_id="aud_chaos",
-            audience_key="chaos",
-            context_kind="user",
-            context_key="u1",
-            included=included,
-            event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
-            message_id=f"personas_{second}",
-        )
+        change = audience_state.change("aud_chaos", "u1", included, second=second, audience_key="chaos")
         return QueuedRecord(f"sqs-{uuid.uuid4().hex}", change.to_message())
 
     entered, exited = record(True, 10), record(False, 20)

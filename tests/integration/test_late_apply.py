@@ -9,28 +9,20 @@ from typing import Any
 
 import requests
 
-from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.state import StateStore
 from ld_audiences.sync import QueuedRecord, Synchronizer
 from ld_audiences.writers import SegmentAudiencesWriter
 from ld_audiences_local.emulator import Emulator, Faults
+from tests import audience_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
 
 SEGMENT = f"{CLIENT_SIDE_ID}/aud_late"
 
 
 def record(included: bool, second: int) -> QueuedRecord:
-    change = MembershipChange(
-        audience_id="aud_late",
-        audience_key="late",
-        context_kind="user",
-        context_key="u1",
-        included=included,
-        event_time=f"2026-11-20T10:00:{second:02d}.000000000Z",
-        message_id=f"personas_{second}",
-    )
+    change = audience_state.change("aud_late", "u1", included, second=second, audience_key="late")
     return QueuedRecord(f"sqs-{uuid.uuid4().hex}", change.to_message())
 
 

@@ -138,6 +138,26 @@ class _Pending:
     record: QueuedRecord
 
 
+@dataclass(slots=True)
+class _Segment:
+    """One segment's part of a batch: its changes, its deadline, the leases it holds, what became of each."""
+
+    target: Target
+    pending: dict[str, _Pending]  # by context key
+    deadline: float
+    report: SyncReport = field(default_factory=SyncReport)
+    leased: dict[str, MembershipChange] = field(default_factory=dict)  # claimed, not yet confirmed or released
+
+    def note(self, changes: Iterable[MembershipChange], result: str, detail: str = "", delay: float = 0.0) -> None:
+        for change in changes:
+            p = self.pending[change.context_key]
+            self.report.note(p.record, p.change, result, detail, delay)
+
+    def unlease(self, changes: Iterable[MembershipChange]) -> None:
+        for change in changes:
+            self.leased.pop(change.context_key, None)
+
+
 class Synchronizer:
     def __init__(
         self,
@@ -163,15 +183,11 @@ class Synchronizer:
 
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
         report = SyncReport()
-        groups = list(self._newest_by_target(records, report).items())
-
-        def sync_one(group: tuple[Target, dict[str, _Pending]]) -> SyncReport:
-            return self._sync_target(*group, deadline)
-
+        segments = [_Segment(target, pending, deadline) for target, pending in self._newest_by_target(records, report)]
         parts = (
-            self._executor.map(sync_one, groups)
-            if self._executor is not None and len(groups) > 1
-            else map(sync_one, groups)
+            self._executor.map(self._sync_segment, segments)
+            if self._executor is not None and len(segments) > 1
+            else map(self._sync_segment, segments)
         )
         for part in parts:
             report.merge(part)
@@ -179,7 +195,7 @@ class Synchronizer:
 
     def _newest_by_target(
         self, records: Sequence[QueuedRecord], report: SyncReport
-    ) -> dict[Target, dict[str, _Pending]]:
+    ) -> Iterable[tuple[Target, dict[str, _Pending]]]:
         groups: dict[Target, dict[str, _Pending]] = defaultdict(dict)
         for record in records:
             try:
@@ -196,87 +212,71 @@ class Synchronizer:
                     report.note(current.record, current.change, SUPERSEDED)
             else:
                 report.note(record, change, SUPERSEDED)
-        return groups
+        return groups.items()
 
-    def _sync_target(self, target: Target, pending: dict[str, _Pending], deadline: float) -> SyncReport:
-        report = SyncReport()
-        if self._clock() + MIN_SEGMENT_SECONDS >= deadline:
+    def _sync_segment(self, segment: _Segment) -> SyncReport:
+        changes = [p.change for p in segment.pending.values()]
+        if self._clock() + MIN_SEGMENT_SECONDS >= segment.deadline:
             # No time left to claim, write and confirm: claiming would only take leases and spend the safety
             # margin (past the timeout Lambda drops the whole response and every record comes back).
-            _note_all(pending.values(), DEFERRED, "deadline", report)
-            return report
-        leased: dict[str, MembershipChange] = {}  # claimed and not yet confirmed or released
+            segment.note(changes, DEFERRED, "deadline")
+            return segment.report
         try:
-            claim = self._claim([p.change for p in pending.values()], deadline)
-            for changes, result in ((claim.stale, STALE), (claim.duplicate, DUPLICATE)):
-                _note_all((pending[c.context_key] for c in changes), result, "", report)
-            _note_all((pending[c.context_key] for c in claim.busy), BUSY, "", report, delay=BUSY_DELAY_SECONDS)
-            self._state_refused(target, claim.failed, pending, report)
-            leased.update((c.context_key, c) for c in claim.claimed)
-            self._write_chunks(target, claim.claimed, pending, deadline, report, leased)
+            claim = self._claim(changes, segment.deadline)
+            segment.note(claim.stale, STALE)
+            segment.note(claim.duplicate, DUPLICATE)
+            segment.note(claim.busy, BUSY, delay=BUSY_DELAY_SECONDS)
+            self._state_refused(segment, claim.failed)
+            segment.leased.update((c.context_key, c) for c in claim.claimed)
+            self._write_chunks(segment, claim.claimed)
         except Exception:
             # Isolation: an unexpected error (say DynamoDB throttling) retries this segment only, and no
             # lease it took outlives the batch.
-            logger.exception("segment sync failed", extra={"audience_id": target.audience_id})
-            noted = {o.record_id for o in report.outcomes}
-            _note_all((p for p in pending.values() if p.record.record_id not in noted), RETRY, "error", report)
-            if leased:
+            logger.exception("segment sync failed", extra={"audience_id": segment.target.audience_id})
+            noted = {o.record_id for o in segment.report.outcomes}
+            segment.note(
+                (c for c in changes if segment.pending[c.context_key].record.record_id not in noted), RETRY, "error"
+            )
+            if segment.leased:
                 try:
-                    self._store.release(list(leased.values()))
+                    self._store.release(list(segment.leased.values()))
                 except Exception:
                     logger.exception("could not release the leases of a failed segment: they run out by themselves")
-        return report
+        return segment.report
 
-    def _write_chunks(
-        self,
-        target: Target,
-        claimed: list[MembershipChange],
-        pending: dict[str, _Pending],
-        deadline: float,
-        report: SyncReport,
-        leased: dict[str, MembershipChange],
-    ) -> None:
+    def _write_chunks(self, segment: _Segment, claimed: list[MembershipChange]) -> None:
         chunks = list(_chunks(claimed, self._chunk_size))
         for index, chunk in enumerate(chunks):
-            failure = self._write(target, chunk, pending, deadline, report, leased)
+            failure = self._write(segment, chunk)
             if failure is None:
                 continue
             budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
-            self._isolate(target, chunk, failure, pending, deadline, report, leased, budget)
+            self._isolate(segment, chunk, failure, budget)
             if failure.retry_after is not None:
                 # Out of time or rate-limit window: the rest would fail the same way, each after a call.
                 rest = [c for later in chunks[index + 1 :] for c in later]
                 self._store.release(rest)
-                for c in rest:
-                    leased.pop(c.context_key, None)
-                _note_all((pending[c.context_key] for c in rest), DEFERRED, failure.code, report, failure.retry_after)
+                segment.unlease(rest)
+                segment.note(rest, DEFERRED, failure.code, failure.retry_after)
                 return
 
-    def _write(
-        self,
-        target: Target,
-        chunk: list[MembershipChange],
-        pending: dict[str, _Pending],
-        deadline: float,
-        report: SyncReport,
-        leased: dict[str, MembershipChange],
-    ) -> WriteError | None:
+    def _write(self, segment: _Segment, chunk: list[MembershipChange]) -> WriteError | None:
         """Write a chunk of claimed changes; on success record them as applied."""
         add = [c.context_key for c in chunk if c.included]
         remove = [c.context_key for c in chunk if not c.included]
         try:
-            late = self._writer.write(target, add, remove, deadline)
+            late = self._writer.write(segment.target, add, remove, segment.deadline)
         except WriteError as exc:
             return exc
         self._store.confirm(chunk)
         if late:
             # An attempt before the one that landed got no answer: LaunchDarkly may apply it later, over a newer
             # write. Look again once that cannot happen any more.
-            self._recheck(chunk, deadline, report)
-        for change in chunk:
-            leased.pop(change.context_key, None)
-            p = pending[change.context_key]
-            report.note(p.record, p.change, ADDED if change.included else REMOVED)
+            self._recheck(segment, chunk)
+        segment.unlease(chunk)
+        segment.note([c for c in chunk if c.included], ADDED)
+        segment.note([c for c in chunk if not c.included], REMOVED)
+        target = segment.target
         try:
             self._store.record_write(target.audience_id, target.audience_key, target.context_kind, chunk)
         except Exception:  # the summary is for `status`; the write itself is done and recorded
@@ -284,29 +284,21 @@ class Synchronizer:
         return None
 
     def _isolate(
-        self,
-        target: Target,
-        chunk: list[MembershipChange],
-        failure: WriteError,
-        pending: dict[str, _Pending],
-        deadline: float,
-        report: SyncReport,
-        leased: dict[str, MembershipChange],
-        budget: list[int],
+        self, segment: _Segment, chunk: list[MembershipChange], failure: WriteError, budget: list[int]
     ) -> None:
         """`chunk` failed with `failure`. LaunchDarkly refuses a whole request for one invalid key (400),
         and several bad keys in one chunk are normal: halve the chunk and write each half, and halve again
         every half that is refused, until each refused key stands alone. Good keys land; only refused
         ones are dead-lettered. At most 2 requests a level per bad key, within `budget` requests."""
         if failure.status != 400 or len(chunk) == 1 or budget[0] < 2:
-            self._write_failed(target, chunk, failure, pending, deadline, report, leased)
+            self._write_failed(segment, chunk, failure)
             return
         budget[0] -= 2
         middle = len(chunk) // 2
         for half in (chunk[:middle], chunk[middle:]):
-            half_failure = self._write(target, half, pending, deadline, report, leased)
+            half_failure = self._write(segment, half)
             if half_failure is not None:
-                self._isolate(target, half, half_failure, pending, deadline, report, leased, budget)
+                self._isolate(segment, half, half_failure, budget)
 
     def _claim(self, changes: list[MembershipChange], deadline: float) -> ClaimResult:
         """Claim, waiting a little for contexts another invocation is writing right now: that takes
@@ -321,45 +313,29 @@ class Synchronizer:
             result.extend(self._store.claim(busy, deadline))
         return result
 
-    def _state_refused(
-        self,
-        target: Target,
-        failed: list[tuple[MembershipChange, str]],
-        pending: dict[str, _Pending],
-        report: SyncReport,
-    ) -> None:
+    def _state_refused(self, segment: _Segment, failed: list[tuple[MembershipChange, str]]) -> None:
         """Contexts whose state DynamoDB would not update: each fails alone, never its neighbours."""
         for change, code in failed:
-            p = pending[change.context_key]
             if code.startswith("Validation"):
                 logger.error(
-                    "DynamoDB refused a context's state", extra={"audience_id": target.audience_id, "code": code}
+                    "DynamoDB refused a context's state",
+                    extra={"audience_id": segment.target.audience_id, "code": code},
                 )
-                self._dead_letter([(p.record, p.change)], "state_refused", code, report)
+                p = segment.pending[change.context_key]
+                self._dead_letter([(p.record, p.change)], "state_refused", code, segment.report)
             else:
-                report.note(p.record, p.change, RETRY, code)
+                segment.note([change], RETRY, code)
 
-    def _write_failed(
-        self,
-        target: Target,
-        chunk: list[MembershipChange],
-        exc: WriteError,
-        pending: dict[str, _Pending],
-        deadline: float,
-        report: SyncReport,
-        leased: dict[str, MembershipChange],
-    ) -> None:
-        for change in chunk:
-            leased.pop(change.context_key, None)
+    def _write_failed(self, segment: _Segment, chunk: list[MembershipChange], exc: WriteError) -> None:
+        segment.unlease(chunk)
         if exc.outcome_unknown:
             # The write may still land, even after our leases end: keep them until then (no newer write
             # of these contexts can go first), and look again afterwards.
-            self._recheck(chunk, deadline, report)
+            self._recheck(segment, chunk)
         else:
             self._store.release(chunk)
-        records = [pending[c.context_key] for c in chunk]
         extra = {
-            "audience_id": target.audience_id,
+            "audience_id": segment.target.audience_id,
             "status": exc.status,
             "ld_code": exc.code,
             "message_ids": [c.message_id for c in chunk][:20],
@@ -368,20 +344,21 @@ class Synchronizer:
         if exc.permanent:
             logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
             reason = f"launchdarkly_{exc.status}_{exc.code}"
-            self._dead_letter([(p.record, p.change) for p in records], reason, exc.message, report)
+            records = [segment.pending[c.context_key] for c in chunk]
+            self._dead_letter([(p.record, p.change) for p in records], reason, exc.message, segment.report)
         elif exc.retry_after is not None:
             logger.info("LaunchDarkly write deferred: %s", exc.code, extra=extra)
-            _note_all(records, DEFERRED, exc.code, report, delay=exc.retry_after)
+            segment.note(chunk, DEFERRED, exc.code, exc.retry_after)
         else:
             logger.warning("LaunchDarkly write failed, SQS will retry: %s", exc.code, extra=extra)
-            _note_all(records, RETRY, exc.code, report)
+            segment.note(chunk, RETRY, exc.code)
 
-    def _recheck(self, chunk: list[MembershipChange], deadline: float, report: SyncReport) -> None:
+    def _recheck(self, segment: _Segment, chunk: list[MembershipChange]) -> None:
         """Write these contexts' newest desired state again after a write of theirs may have been applied late:
         after the leases end, then the configured seconds after that."""
-        lease_left = max(deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
+        lease_left = max(segment.deadline + LEASE_MARGIN_SECONDS - self._clock(), 0.0)
         for delay in self._late_apply_rechecks:
-            report.reasserts += [
+            segment.report.reasserts += [
                 (c.model_copy(update={"reassert": True}), min(lease_left + delay, MAX_DELAY_SECONDS)) for c in chunk
             ]
 
@@ -398,11 +375,6 @@ class Synchronizer:
             else:
                 # The redrive policy still moves it to the DLQ after maxReceiveCount receives.
                 report.note(record, change, RETRY, f"dead_letter_failed: {reason}")
-
-
-def _note_all(pending: Iterable[_Pending], result: str, detail: str, report: SyncReport, delay: float = 0.0) -> None:
-    for p in pending:
-        report.note(p.record, p.change, result, detail, delay)
 
 
 def _chunks(items: list[MembershipChange], size: int) -> Iterator[list[MembershipChange]]:
