@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ld_audiences.auth import WebhookCredentials
+from ld_audiences.aws_clients import READ_TIMEOUT_VARIABLE
 from ld_audiences_local import status_page
 from ld_audiences_local.api_gateway import ApiGateway
 from ld_audiences_local.defaults import (
@@ -228,7 +229,7 @@ class LocalStack:
     def _function_environment(self) -> dict[str, str | None]:
         return {
             # moto answers DynamoDB transactions one at a time, far slower than DynamoDB (aws_clients.py).
-            "LD_AUDIENCES_AWS_READ_TIMEOUT": "60",
+            READ_TIMEOUT_VARIABLE: "60",
             "QUEUE_URL": self.aws.queue_url,
             "WEBHOOK_SECRET_ARN": self.aws.webhook_secret_arn,
             "CONTEXT_KEY_POLICY": self.context_key_policy,
