@@ -79,11 +79,14 @@ def test_concurrent_pollers_within_a_shared_rate_limit_end_exact_with_nothing_de
     assert shared_run.refused <= WRITERS * shared_run.refusing_windows
 
 
-def test_only_the_first_window_can_refuse_concurrent_pollers(shared_run: SharedRun) -> None:
-    """Before the first answer nothing is known, and each writer may be refused once; every later window is
-    known to all invocations from the answers of the one before, so none of them refuses a request."""
-    assert shared_run.refusing_windows <= 1
-    assert shared_run.refused <= WRITERS
+def test_after_the_first_window_a_refusal_is_rare(shared_run: SharedRun) -> None:
+    """Before the first answer nothing is known: every writer goes, and all but the window's five may be
+    refused. Every later window is known to all invocations from the answers of the one before; what it can
+    still refuse is a request that reaches LaunchDarkly after the window it was taken from has reset (a
+    thread that waited for the CPU, here). Without the shared window, every window would refuse about as
+    many as it lets through: 429s would multiply with the pollers."""
+    first_window = WRITERS - LIMIT.requests
+    assert shared_run.refused <= first_window + shared_run.written // 20
 
 
 # ----------------------------------------------------------------------------------------- a long window

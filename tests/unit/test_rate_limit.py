@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from ld_audiences.rate_limit import (
+    CLOSING_SECONDS,
     DEFAULT_PERIOD_SECONDS,
     LocalRateLimit,
     SharedRateLimit,
@@ -36,6 +39,15 @@ def test_a_window_lets_through_what_launchdarkly_says_is_left_then_waits_for_its
     limiter.learn(Window(3, NOW + 2))
     assert sends(limiter, 10, NOW) == 3
     assert limiter.acquire(NOW) == 2.0
+
+
+def test_no_request_starts_as_a_window_closes_where_it_could_count_in_the_next(aws: Aws) -> None:
+    for limiter in (LocalRateLimit(), SharedRateLimit(aws.dynamodb, aws.table)):
+        limiter.learn(Window(3, NOW + 2))
+        closing = NOW + 2 - CLOSING_SECONDS / 2
+        # Requests are left, but the window is closing: wait for the next one.
+        assert limiter.acquire(closing) == pytest.approx(NOW + 2 - closing)
+        assert sends(limiter, 10, NOW + 2 - CLOSING_SECONDS * 1.5) == 3
 
 
 def test_the_next_window_starts_with_the_size_learned_so_no_herd_follows_a_reset() -> None:
@@ -69,9 +81,25 @@ def test_a_guessed_window_takes_launchdarkly_s_end_from_the_first_answer() -> No
     assert state is not None
     guessed, wait = state.take(NOW + 3)  # the window ended; the length is not known yet
     assert guessed is not None and wait == 0 and guessed.guessed
-    assert guessed.reset_at == NOW + 1 + DEFAULT_PERIOD_SECONDS
+    assert guessed.reset_at == NOW + 3 + DEFAULT_PERIOD_SECONDS
     real = guessed.learn(Window(3, NOW + 4))  # LaunchDarkly's window ends sooner than guessed
     assert real is not None and (real.reset_at, real.remaining, real.guessed) == (NOW + 4, 3, False)
+
+
+def test_a_guess_is_spent_once_though_launchdarkly_starts_its_window_late_and_old_answers_come_late() -> None:
+    """Windows of five requests a second, as LaunchDarkly's emulator keeps them: each starts with the first
+    request after the last one ended. Two ways a guess could be spent twice in one of LaunchDarkly's
+    windows: ending before a whole period has passed since it began (a guess aligned with the old
+    windows' ends would end 0.05 s after it began here), or being ended by a late answer from the window
+    before it."""
+    limiter = LocalRateLimit()
+    limiter.learn(Window(4, NOW + 1))
+    limiter.learn(Window(4, NOW + 2))  # windows last a second
+    quiet_until = NOW + 3.95  # nobody wrote for a while: the next window starts with the next request
+    assert sends(limiter, 10, quiet_until) == 5
+    limiter.learn(Window(0, NOW + 2))  # an answer from the window before, come late
+    assert sends(limiter, 10, quiet_until + 0.1) == 0
+    assert sends(limiter, 10, quiet_until + 0.9) == 0
 
 
 def test_invocations_share_one_window_through_the_state_table(aws: Aws) -> None:

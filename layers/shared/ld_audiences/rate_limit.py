@@ -22,7 +22,6 @@ pace them, only less smoothly.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +42,9 @@ REMAINING_HEADERS = ("X-Ratelimit-Route-Remaining", "X-Ratelimit-Global-Remainin
 MAX_WAIT_SECONDS = 900.0
 # LaunchDarkly's route and token windows last ten seconds (DESIGN.md) until answers say otherwise.
 DEFAULT_PERIOD_SECONDS = 10.0
+# A request started this close to a window's end may reach LaunchDarkly after the reset and count in the
+# next window, whose guess would then spend it again: it waits for the next window instead.
+CLOSING_SECONDS = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +96,24 @@ class WindowState:
         """(the state after taking one request, 0), (None, 0) to send without recording anything, or
         (None, seconds to wait) when the window has nothing left."""
         if self.reset_at > now:
-            if self.remaining > 0:
+            if self.remaining > 0 and now < self.reset_at - CLOSING_SECONDS:
                 return replace(self, remaining=self.remaining - 1), 0.0
             return None, min(self.reset_at - now, MAX_WAIT_SECONDS)
         if self.limit is None:
             return None, 0.0  # no count seen yet: nothing to pace by but 429s
-        # The window has ended: the next one starts now with the size its counts showed; the first answer
-        # from it tells its real end.
+        # The window has ended: guess that the next one starts now, with the size its counts showed. The
+        # guess may end later than LaunchDarkly's window, never sooner (LaunchDarkly may start a window only
+        # with the first request after the last one ended): a guess that ended first would start another,
+        # and spend the window twice. The first answer from it tells its real end.
         period = self.period or DEFAULT_PERIOD_SECONDS
-        ends = self.reset_at + period * max(1, math.ceil((now - self.reset_at) / period))
-        return replace(self, reset_at=ends, remaining=self.limit - 1, guessed=True), 0.0
+        return replace(self, reset_at=now + period, remaining=self.limit - 1, guessed=True), 0.0
 
     def learn(self, window: Window) -> WindowState | None:
         """The state after an answer, or None when the answer changes nothing."""
         if window.reset_at < self.reset_at and not self.guessed:
             return None  # an answer from an earlier window
+        if self.guessed and window.reset_at <= self.reset_at - (self.period or DEFAULT_PERIOD_SECONDS):
+            return None  # an answer from the window before the guess, come late: it must not end the guess
         if window.remaining is None and not window.limited and self.limit is None:
             return None  # a reset without a count: nothing to pace by yet
         # A guessed window is LaunchDarkly's current one, whatever end LaunchDarkly gives it.
@@ -187,8 +192,12 @@ class SharedRateLimit:
                 TableName=self._table,
                 Key=t.RATE_LIMIT_KEY,
                 UpdateExpression="SET remaining = remaining - :one, version = version + :one",
-                ConditionExpression="reset_at > :now AND remaining > :zero",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":zero": {"N": "0"}, ":now": {"N": repr(now)}},
+                ConditionExpression="reset_at > :soonest_reset AND remaining > :zero",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":zero": {"N": "0"},
+                    ":soonest_reset": {"N": repr(now + CLOSING_SECONDS)},
+                },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
