@@ -92,6 +92,11 @@ class WindowState:
     limit: int | None = None
     period: float | None = None
 
+    @property
+    def length(self) -> float:
+        """How long a window lasts, as far as answers have shown; a guess lasts this long from its start."""
+        return self.period or DEFAULT_PERIOD_SECONDS
+
     def take(self, now: float) -> tuple[WindowState | None, float]:
         """(the state after taking one request, 0), (None, 0) to send without recording anything, or
         (None, seconds to wait) when the window has nothing left."""
@@ -105,14 +110,13 @@ class WindowState:
         # guess may end later than LaunchDarkly's window, never sooner (LaunchDarkly may start a window only
         # with the first request after the last one ended): a guess that ended first would start another,
         # and spend the window twice. The first answer from it tells its real end.
-        period = self.period or DEFAULT_PERIOD_SECONDS
-        return replace(self, reset_at=now + period, remaining=self.limit - 1, guessed=True), 0.0
+        return replace(self, reset_at=now + self.length, remaining=self.limit - 1, guessed=True), 0.0
 
     def learn(self, window: Window) -> WindowState | None:
         """The state after an answer, or None when the answer changes nothing."""
         if window.reset_at < self.reset_at and not self.guessed:
             return None  # an answer from an earlier window
-        if self.guessed and window.reset_at <= self.reset_at - (self.period or DEFAULT_PERIOD_SECONDS):
+        if self.guessed and window.reset_at <= self.reset_at - self.length:
             return None  # an answer from the window before the guess, come late: it must not end the guess
         if window.remaining is None and not window.limited and self.limit is None:
             return None  # a reset without a count: nothing to pace by yet
