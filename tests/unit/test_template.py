@@ -411,6 +411,56 @@ def check_env(t: dict[str, Any]) -> list[str]:
     return problems
 
 
+# An unbatched first sync: Engage sends one request per member when the destination does not batch.
+FIRST_SYNC_MEMBERS = 1_000_000
+FIRST_SYNC_INTAKE_SECONDS = 20 * 60
+# template.yaml, the comments on IngestFunction and the throttle parameters.
+INGEST_SECONDS_PER_REQUEST = 0.2  # warm budget of a one-event request (secret cached, one SendMessageBatch)
+LAMBDA_ACCOUNT_CONCURRENCY = 1000  # what a region's account starts with
+LAMBDA_NEW_ENVIRONMENTS_AT_ONCE = 1000  # Lambda's scaling rate: 1,000 environments per function every 10 s
+APIGW_ACCOUNT_RATE = 10000  # API Gateway's account throttle per region, shared with the account's other APIs
+
+
+def stage_throttle(t: dict[str, Any], overrides: dict[str, Any] | None = None) -> tuple[int, int]:
+    (settings,) = [s for s in props(t, "Api")["MethodSettings"] if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
+    rate = as_int(resolve(t, settings["ThrottlingRateLimit"], overrides))
+    burst = as_int(resolve(t, settings["ThrottlingBurstLimit"], overrides))
+    return rate, burst
+
+
+def ingest_concurrency(t: dict[str, Any], overrides: dict[str, Any] | None = None) -> int:
+    """Executions ingest may hold: its reserved concurrency, or else the account's pool less what sync may take."""
+    reserved = props(t, "IngestFunction").get("ReservedConcurrentExecutions")
+    if reserved is not None:
+        return as_int(resolve(t, reserved, overrides))
+    scaling = props(t, "SyncFunction")["Events"]["Changes"]["Properties"]["ScalingConfig"]
+    return LAMBDA_ACCOUNT_CONCURRENCY - as_int(resolve(t, scaling["MaximumConcurrency"], overrides))
+
+
+def check_intake(t: dict[str, Any], overrides: dict[str, Any] | None = None) -> list[str]:
+    """The defaults let an unbatched 1,000,000-member first sync in within 20 minutes, and each link of the
+    intake (stage throttle, burst, ingest's concurrency) admits what the one before it lets through."""
+    problems = []
+    rate, burst = stage_throttle(t, overrides)
+    if FIRST_SYNC_MEMBERS / rate > FIRST_SYNC_INTAKE_SECONDS:
+        problems.append(f"rate {rate}/s takes {FIRST_SYNC_MEMBERS / rate / 60:.0f} min for an unbatched first sync")
+    if rate > APIGW_ACCOUNT_RATE:
+        problems.append(f"rate {rate}/s is above API Gateway's account throttle")
+    if burst < rate:
+        problems.append(f"burst {burst} below the rate {rate}: a second's worth of requests cannot arrive together")
+    if burst > LAMBDA_NEW_ENVIRONMENTS_AT_ONCE:
+        problems.append(f"burst {burst}: more cold requests at once than Lambda adds environments for (5xx)")
+    concurrency = ingest_concurrency(t, overrides)
+    if concurrency / INGEST_SECONDS_PER_REQUEST < rate:
+        problems.append(
+            f"ingest concurrency {concurrency} serves {concurrency / INGEST_SECONDS_PER_REQUEST:.0f} requests/s "
+            f"at {INGEST_SECONDS_PER_REQUEST} s each, below the stage rate {rate}/s"
+        )
+    if "ProvisionedConcurrencyConfig" in props(t, "IngestFunction"):
+        problems.append("provisioned concurrency bills every hour; the comment on IngestFunction says why not")
+    return problems
+
+
 # ------------------------------------------------------------------------------------------ template
 
 
@@ -715,6 +765,13 @@ def test_api_lets_anyone_call_the_ingest_routes_and_nothing_else(tpl: dict[str, 
     assert set(statement["Resource"]) == {f"execute-api:/*/*{path}" for path in routes}
 
 
+def test_an_unbatched_first_sync_gets_in_within_20_minutes(tpl: dict[str, Any]) -> None:
+    assert check_intake(tpl) == []
+    assert stage_throttle(tpl) == (1000, 1000)
+    assert "ReservedConcurrentExecutions" not in props(tpl, "IngestFunction")
+    assert "ReservedConcurrentExecutions" not in tpl["Globals"]["Function"]
+
+
 def test_endpoint_url_is_declared_empty_for_sam_local_only(
     tpl: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -802,6 +859,78 @@ def test_alarms(tpl: dict[str, Any]) -> None:
     subscription = tpl["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert tpl["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+
+
+def dashboard_widgets(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's widgets, each ${...} of its Fn::Sub replaced by a parameter's default or by its name."""
+    body = props(t, "Dashboard")["DashboardBody"]["Fn::Sub"]
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return str(param_default(t, name)) if name in t["Parameters"] else f"<{name}>"
+
+    widgets: list[dict[str, Any]] = json.loads(re.sub(r"\$\{([^}]+)\}", value, body))["widgets"]
+    return widgets
+
+
+def widget_showing(t: dict[str, Any], metric: str) -> dict[str, Any]:
+    (widget,) = [
+        w["properties"]
+        for w in dashboard_widgets(t)
+        if w["type"] == "metric" and any(metric in entry for entry in w["properties"]["metrics"])
+    ]
+    return widget
+
+
+def sync_metric_alarm(t: dict[str, Any], logical_id: str, metric: str) -> dict[str, Any]:
+    alarm = props(t, logical_id)
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        t["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"],
+        metric,
+    )
+    assert alarm["Dimensions"] == [
+        {"Name": "service", "Value": function_env(t, "SyncFunction")["POWERTOOLS_SERVICE_NAME"]}
+    ]
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm.get("DatapointsToAlarm", 1)) == (300, 1, 1)
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert [target(a) for a in alarm["OKActions"]] == ["AlarmTopic"]
+    return alarm
+
+
+def test_nothing_waits_silently_for_launchdarkly(tpl: dict[str, Any]) -> None:
+    alarm = sync_metric_alarm(tpl, "PendingAgeAlarm", "OldestPendingSeconds")
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["Threshold"] == {"Ref": "PendingAgeAlarmSeconds"}
+    assert param_default(tpl, "PendingAgeAlarmSeconds") == 900
+    # Sync reports the value every minute (a schedule invokes it when the queue is idle): no value for 5 minutes
+    # means sync is not running, which must alarm too.
+    assert alarm["TreatMissingData"] == "breaching"
+    widget = widget_showing(tpl, "OldestPendingSeconds")
+    assert (widget["stat"], widget["period"]) == ("Maximum", 60)
+    assert [a["value"] for a in widget["annotations"]["horizontal"]] == [900]
+
+
+def test_slow_changes_alarm_on_their_95th_percentile(tpl: dict[str, Any]) -> None:
+    alarm = sync_metric_alarm(tpl, "ChangeAgeAlarm", "ChangeAgeSeconds")
+    assert alarm["ExtendedStatistic"] == "p95" and "Statistic" not in alarm
+    assert alarm["Threshold"] == {"Ref": "ChangeAgeAlarmSeconds"}
+    assert param_default(tpl, "ChangeAgeAlarmSeconds") == 600
+    # No value: nothing was written; PendingAgeAlarm covers changes that wait.
+    assert alarm["TreatMissingData"] == "notBreaching"
+    widget = widget_showing(tpl, "ChangeAgeSeconds")
+    assert [entry[-1]["stat"] for entry in widget["metrics"]] == ["p50", "p95", "p99"]
+    assert [a["value"] for a in widget["annotations"]["horizontal"]] == [600]
+
+
+def test_the_age_widgets_sit_with_the_sync_widgets(tpl: dict[str, Any]) -> None:
+    rows: dict[int, list[str]] = {}
+    for widget in dashboard_widgets(tpl):
+        rows.setdefault(widget["y"], []).append(widget["properties"].get("title", ""))
+    ordered = [titles for _, titles in sorted(rows.items())]
+    ages = next(i for i, titles in enumerate(ordered) if any("Oldest change not yet" in t for t in titles))
+    assert any("Change age" in t for t in ordered[ages])
+    assert all("(sync)" in t for t in ordered[ages - 1])
+    assert any("LaunchDarkly" in t and "(sync)" in t for t in ordered[ages + 1])
 
 
 def test_outputs(tpl: dict[str, Any]) -> None:
@@ -1086,6 +1215,15 @@ def test_checks_catch_a_missing_env_var(tpl: dict[str, Any]) -> None:
     problems = check_env(broken)
     assert "SyncFunction: DLQ_URL not set" in problems
     assert any("IngestFunction: gets LD_TOKEN_SECRET_ARN" in p for p in problems)
+
+
+def test_checks_catch_a_slow_intake(tpl: dict[str, Any]) -> None:
+    assert any("93 min" in p for p in check_intake(tpl, {"ApiThrottlingRateLimit": 180}))
+    assert any("below the rate" in p for p in check_intake(tpl, {"ApiThrottlingBurstLimit": 500}))
+    assert any("more cold requests" in p for p in check_intake(tpl, {"ApiThrottlingBurstLimit": 2000}))
+    reserved = copy.deepcopy(tpl)
+    reserved["Resources"]["IngestFunction"]["Properties"]["ReservedConcurrentExecutions"] = 100
+    assert any("serves 500 requests/s" in p for p in check_intake(reserved))
 
 
 # ------------------------------------------------------------------------------------------ fixtures
