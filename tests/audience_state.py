@@ -1,12 +1,12 @@
-"""Writing an audience's state the way the sync does (claim, confirm, summary), for the tests of what reads it."""
+"""Writing an audience's state the way the sync does (context items, summary), for the tests of what reads it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
+from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
-from ld_audiences.state import StateStore
+from ld_audiences.context_state import ContextStates
 from tests.conftest import Aws
 
 
@@ -25,21 +25,30 @@ def change(
 
 
 def write_state(aws: Aws, changes: Iterable[MembershipChange], *, applied: bool = True) -> None:
-    """Claim the changes in the state table and, if `applied`, confirm them and note the write on the audience's
-    summary, as the sync does after LaunchDarkly accepted them."""
-    store = StateStore(aws.dynamodb, aws.table)
+    """Record the changes as LaunchDarkly's and note the write on the audience's summary, as the sync does
+    after LaunchDarkly accepted them. `applied=False` writes what a sync before the pending log left while a
+    change was being written: the newest desired state, not yet applied."""
     pending = list(changes)
-    claim = store.claim(pending, time.time() + 30)
-    assert len(claim.claimed) == len(pending), "every change claims its context"
-    if applied:
-        store.confirm(claim.claimed)
-        by_target: dict[tuple[str, str, str], list[MembershipChange]] = {}
-        for c in claim.claimed:
-            by_target.setdefault(c.target, []).append(c)
-        for (audience_id, audience_key, kind), written in by_target.items():
-            store.record_write(audience_id, audience_key, kind, written)
-    else:
-        store.release(claim.claimed)
+    states = ContextStates(aws.dynamodb, aws.table)
+    if not applied:
+        for c in pending:
+            aws.dynamodb.update_item(
+                TableName=aws.table,
+                Key=t.context_item_key(c.audience_id, c.context_kind, c.context_key),
+                UpdateExpression="SET context_key = :k, desired_order = :o, desired_included = :i",
+                ExpressionAttributeValues={
+                    ":k": {"S": c.context_key},
+                    ":o": {"S": c.order},
+                    ":i": {"BOOL": c.included},
+                },
+            )
+        return
+    assert states.write(pending) == [], "every change is recorded"
+    by_target: dict[tuple[str, str, str], list[MembershipChange]] = {}
+    for c in pending:
+        by_target.setdefault(c.target, []).append(c)
+    for (audience_id, audience_key, kind), written in by_target.items():
+        states.record_write(audience_id, audience_key, kind, written)
 
 
 def write_audience(

@@ -1,4 +1,5 @@
-"""Sync Lambda: SQS batch of membership changes → LaunchDarkly segments, partial batch failures.
+"""Sync Lambda: an SQS batch of membership changes (or the schedule's empty event) → recorded in the pending
+log, and the audiences waiting longest reconciled into LaunchDarkly segments; partial batch failures.
 
 Only wiring lives here; every decision is in `ld_audiences.sync`.
 """
@@ -6,6 +7,7 @@ Only wiring lives here; every decision is in `ld_audiences.sync`.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,7 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ld_audiences.aws_clients import client_config
 from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, SyncSettings
-from ld_audiences.sync import DEAD_LETTERED, QueuedRecord, SyncReport
+from ld_audiences.outcomes import DEAD_LETTERED, QueuedRecord, SyncReport
 from ld_audiences.sync_service import BatchResult, SyncService
 
 settings = SyncSettings.from_env()
@@ -43,6 +45,7 @@ service = SyncService(
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # The schedule's event (EventBridge) has no records: the invocation only reconciles.
     records = [QueuedRecord(r["messageId"], r["body"], r.get("receiptHandle", "")) for r in event.get("Records", [])]
     token = str(secrets.get(settings.token_secret_id, max_age=settings.secrets_max_age))
     result = service.handle(records, token, context.get_remaining_time_in_millis() / 1000)
@@ -52,16 +55,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info(
         "batch synced",
         records=len(records),
+        recorded=report.recorded,
         failed=len(settlement.failures),
-        deferred=settlement.requeued,
+        audiences=report.audiences,
         reasserts=settlement.reasserts,
+        tick=settlement.tick,
         dead_lettered=report.dead_lettered,
         added=report.added,
         removed=report.removed,
         superseded=report.superseded,
         stale=report.stale,
         duplicates=report.duplicates,
-        busy=report.busy,
         launchdarkly_responses=dict(client.responses),
         retries=client.retries,
         rate_limit_waits=client.rate_limit_waits,
@@ -71,36 +75,40 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def log_changes(report: SyncReport) -> None:
-    """One line per change with its Segment messageId as correlation id: ERROR for a dead-lettered one,
-    DEBUG for the rest (POWERTOOLS_LOGGER_SAMPLE_RATE turns DEBUG on for a share of invocations)."""
+    """One line per record and per change with its Segment messageId as correlation id: ERROR for a
+    dead-lettered one, DEBUG for the rest (POWERTOOLS_LOGGER_SAMPLE_RATE turns DEBUG on for a share of
+    invocations)."""
     debug = logger.log_level <= logging.DEBUG  # checked once: a disabled call still costs ~2 µs a record
-    for outcome in report.outcomes:
-        if outcome.result == DEAD_LETTERED:
-            log = logger.error
-        elif debug:
-            log = logger.debug
-        else:
-            continue
-        log(
-            f"change {outcome.result}",
-            correlation_id=outcome.message_id,
-            sqs_message_id=outcome.record_id,
-            audience_id=outcome.audience_id,
-            detail=outcome.detail or None,
-        )
+    for record in report.records:
+        if record.result == DEAD_LETTERED or debug:
+            (logger.error if record.result == DEAD_LETTERED else logger.debug)(
+                f"record {record.result}",
+                correlation_id=record.message_id,
+                sqs_message_id=record.record_id,
+                audience_id=record.audience_id,
+                detail=record.detail or None,
+            )
+    for change in report.changes:
+        if change.result == DEAD_LETTERED or debug:
+            (logger.error if change.result == DEAD_LETTERED else logger.debug)(
+                f"change {change.result}",
+                correlation_id=change.message_id,
+                audience_id=change.audience_id,
+                detail=change.detail or None,
+            )
 
 
 def record_metrics(result: BatchResult) -> None:
     report, settlement, client = result.report, result.settlement, result.client
     for name, value in (
+        ("ChangesRecorded", report.recorded),
+        ("AudiencesReconciled", report.audiences),
         ("ContextsAdded", report.added),
         ("ContextsRemoved", report.removed),
         ("ChangesSuperseded", report.superseded),
         ("StaleChangesSkipped", report.stale),
         ("DuplicateChangesSkipped", report.duplicates),
-        ("ChangesBusy", report.busy),
         ("RecordsFailed", len(settlement.failures)),
-        ("RecordsDeferred", settlement.requeued),
         ("RecordsDeadLettered", report.dead_lettered),
         ("ReassertsQueued", settlement.reasserts),
         ("LaunchDarklyRetries", client.retries),
@@ -108,6 +116,17 @@ def record_metrics(result: BatchResult) -> None:
         ("StateTableCalls", result.state_calls),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    # Freshness: the age of the oldest change still pending (0 when none: the alarm treats a missing value as
+    # a sync that does not run), and of every change written (ingest's receipt to LaunchDarkly's answer).
+    oldest = report.oldest_pending
+    metrics.add_metric(
+        name="OldestPendingSeconds",
+        unit=MetricUnit.Seconds,
+        value=max(time.time() - oldest, 0.0) if oldest is not None else 0.0,
+    )
+    for change in report.changes:
+        if change.age is not None:
+            metrics.add_metric(name="ChangeAgeSeconds", unit=MetricUnit.Seconds, value=max(change.age, 0.0))
     if is_metrics_disabled():  # single_metric ignores POWERTOOLS_METRICS_DISABLED by itself
         return
     for status, count in client.responses.items():

@@ -29,6 +29,9 @@ class MembershipChange(BaseModel):
     # write whose outcome stayed unknown). Optional and left out when false, so v1 readers and writers
     # on either side of an upgrade understand each other.
     reassert: bool = False
+    # When API Gateway received the event (epoch seconds): what the sync's change-age metric counts from.
+    # Optional, left out when unknown (messages queued before it existed, reasserts).
+    received_at: float | None = None
 
     @property
     def target(self) -> tuple[str, str, str]:
@@ -50,7 +53,8 @@ class MembershipChange(BaseModel):
     def to_message(self) -> str:
         # ASCII only: SQS refuses (or rewrites to U+FFFD) characters such as U+FFFE/U+FFFF that JSON
         # carries unescaped, and a context key must reach LaunchDarkly exactly as it was sent.
-        return self.model_dump_json(ensure_ascii=True, exclude=None if self.reassert else {"reassert"})
+        left_out = {name for name in ("reassert", "received_at") if not getattr(self, name)}
+        return self.model_dump_json(ensure_ascii=True, exclude=left_out or None)
 
     @classmethod
     def from_message(cls, body: str) -> MembershipChange:

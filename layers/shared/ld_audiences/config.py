@@ -15,8 +15,8 @@ from ld_audiences import limits
 DEFAULT_LD_BASE_URL = "https://app.launchdarkly.com"
 # No per-request limit is documented; peers send at most 1,000 identifiers per request.
 DEFAULT_CHUNK_SIZE = 1000
-# Segments of one batch written at once by a sync invocation (each request still waits for the shared
-# rate-limit window), and the threads that run one segment's state-table calls at once.
+# Audiences a sync invocation reconciles at once (each request still waits for the shared rate-limit
+# window), and the threads that run one audience's state-table calls at once.
 SEGMENTS_AT_ONCE = 4
 STATE_THREADS = 16
 # SendMessageBatch calls one ingest invocation makes at once.
@@ -172,7 +172,7 @@ class SyncSettings:
     queue_url: str  # deferred records and reasserts are queued here again
     dlq_url: str
     secrets_max_age: int = 300
-    # Seconds after the leases of a write with an unknown outcome end when its contexts are written again.
+    # Seconds after the lease of a write with an unknown outcome ends when its contexts are written again.
     late_apply_rechecks: tuple[int, ...] = (30, 900)
 
     @classmethod

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ld_audiences.sync import QueuedRecord
+from ld_audiences.outcomes import QueuedRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

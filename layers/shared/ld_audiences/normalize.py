@@ -119,6 +119,7 @@ def normalize(raw: Any, settings: NormalizeSettings, received_at: datetime | Non
             included=included,
             event_time=event_time,
             message_id=event.messageId or _fallback_message_id(raw),
+            received_at=received_at.timestamp() if received_at is not None else None,
         )
     except ValidationError as exc:
         # A value the event model lets through (traits are free-form) that the queued contract refuses,

@@ -1,25 +1,23 @@
-"""What goes back to SQS after a batch, and how.
+"""What goes back to SQS after an invocation.
 
-Lambda's partial batch response returns failed records to the queue after the visibility timeout and
-counts every return toward the dead-letter queue. That is right for a failure, wrong for a record that
-only ran out of time (the batch's deadline, LaunchDarkly's rate-limit window, a context another
-invocation is writing): those are queued again as new messages with the delay they wait for, and the
-old ones are acknowledged, so they come back on time with a fresh receive count. Only when that send
-fails do they go back the old way, as failures whose visibility timeout is cut to the same delay
-(ChangeMessageVisibility), not left at the queue's six times the function timeout. Reasserts (the
-second look after a write whose outcome is unknown) are queued the same way.
+Records that could not be recorded in their audience's pending log go back through Lambda's partial batch
+response (`batchItemFailures`): SQS delivers them again after the visibility timeout and counts the
+receive toward the dead-letter queue. Everything else was recorded, or is on its way to the dead-letter
+queue, and is acknowledged. Two kinds of message are queued anew: the rechecks after a write whose outcome
+is unknown (reasserts, delayed), and a tick when work is left that no coming batch is sure to pick up.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ld_audiences.outcomes import SyncReport
 from ld_audiences.sqs_queue import Message
-from ld_audiences.sync import DEFERRABLE, RETRY, QueuedRecord, SyncReport
+from ld_audiences.sync import TICK_BODY
 
 logger = logging.getLogger(__name__)
 
@@ -28,34 +26,22 @@ class MessageQueue(Protocol):
     def send_messages(self, messages: Sequence[Message]) -> list[int]:
         """Queue the messages; returns the indexes of those that could not be queued."""
 
-    def delay_return(self, receipts: Sequence[tuple[str, int]]) -> None:
-        """Let received messages (receipt handle, seconds) come back after that delay."""
-
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    failures: list[str]  # record ids for batchItemFailures: SQS retries them and counts the receive
-    requeued: int  # deferred records queued again
-    reasserts: int  # reasserts queued
+    failures: list[str]  # record ids for batchItemFailures: SQS delivers them again and counts the receive
+    reasserts: int  # rechecks queued
+    tick: bool  # a reconcile-only message was queued
 
 
-def settle(report: SyncReport, records: Sequence[QueuedRecord], queue: MessageQueue) -> Settlement:
-    by_id = {record.record_id: record for record in records}
-    failures = [o.record_id for o in report.outcomes if o.result == RETRY]
-    deferred = [o for o in report.outcomes if o.result in DEFERRABLE]
-    unsent = queue.send_messages([Message(by_id[o.record_id].body, math.ceil(o.delay)) for o in deferred])
-    if unsent:
-        returned = [deferred[i] for i in unsent]
-        queue.delay_return(
-            [
-                (by_id[o.record_id].receipt_handle, math.ceil(o.delay))
-                for o in returned
-                if by_id[o.record_id].receipt_handle
-            ]
-        )
-        failures += [o.record_id for o in returned]
+def settle(report: SyncReport, queue: MessageQueue, tick_due: Callable[[float], bool]) -> Settlement:
+    """`tick_due(seconds)` says whether this invocation should queue the tick (none is due sooner)."""
     reasserts = [Message(change.to_message(), math.ceil(delay)) for change, delay in report.reasserts]
     lost = queue.send_messages(reasserts) if reasserts else []
     if lost:
         logger.error("could not queue the second look at writes whose outcome is unknown", extra={"lost": len(lost)})
-    return Settlement(failures, len(deferred) - len(unsent), len(reasserts) - len(lost))
+    tick = False
+    if report.next_tick is not None and tick_due(report.next_tick):
+        # Unsent, the schedule's next invocation (within a minute) reconciles instead.
+        tick = not queue.send_messages([Message(TICK_BODY, math.ceil(report.next_tick))])
+    return Settlement(report.failed, len(reasserts) - len(lost), tick)

@@ -15,10 +15,7 @@ from ld_audiences.ingest import QueueUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import (
-        ChangeMessageVisibilityBatchRequestEntryTypeDef,
-        SendMessageBatchRequestEntryTypeDef,
-    )
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 SQS_MAX_DELAY_SECONDS = 900
 ATTEMPTS = 3  # per entry, for entries SQS reports as failed on its side
@@ -53,19 +50,6 @@ class SqsChangeQueue:
             results = list(self._executor.map(self._send_batch, batches))
         return [index for unsent in results for index in unsent]
 
-    def delay_return(self, receipts: Sequence[tuple[str, int]]) -> None:
-        """Make received messages (receipt handle, seconds) visible again after that delay instead of the
-        queue's visibility timeout, best effort: a message this misses comes back at the usual time."""
-        for start in range(0, len(receipts), limits.SQS_BATCH_ENTRIES):
-            entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
-                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": _seconds(delay, 43200)}
-                for i, (handle, delay) in enumerate(receipts[start : start + limits.SQS_BATCH_ENTRIES])
-            ]
-            try:
-                self._client.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
-            except (ClientError, BotoCoreError):
-                return
-
     def _send_batch(self, batch: list[tuple[int, Message]]) -> list[int]:
         pending = {str(index): message for index, message in batch}
         for _attempt in range(ATTEMPTS):
@@ -88,7 +72,3 @@ class SqsChangeQueue:
             if not pending:
                 return []
         return [int(entry_id) for entry_id in pending]
-
-
-def _seconds(value: int, maximum: int) -> int:
-    return min(max(value, 0), maximum)

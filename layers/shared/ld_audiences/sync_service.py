@@ -1,8 +1,8 @@
 """What one sync execution environment holds and does per batch, free of Lambda's entry point.
 
 functions/sync/app.py builds one `SyncService` from the environment with real AWS clients and thread
-pools; the first-sync simulation (bench/first_sync.py) builds it with the same classes over in-process
-AWS and LaunchDarkly stand-ins, a virtual clock and virtual thread pools. Both run `handle` unchanged.
+pools; the simulation (bench/first_sync.py) builds it with the same classes over in-process AWS and
+LaunchDarkly stand-ins, a virtual clock and virtual thread pools. Both run `handle` unchanged.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from ld_audiences.config import TOKEN_PLACEHOLDER, ConfigError, SyncSettings
+from ld_audiences.config import SEGMENTS_AT_ONCE, TOKEN_PLACEHOLDER, ConfigError, SyncSettings
+from ld_audiences.context_state import ContextStates
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.outcomes import QueuedRecord, SyncReport
+from ld_audiences.pending_log import PendingLog
 from ld_audiences.rate_limit import SharedRateLimit
 from ld_audiences.requeue import Settlement, settle
 from ld_audiences.sqs_queue import SqsChangeQueue
-from ld_audiences.state import StateStore
-from ld_audiences.sync import QueuedRecord, Synchronizer, SyncReport
+from ld_audiences.sync import RECONCILE_SECONDS, Synchronizer
 from ld_audiences.writers import make_writer
 
 if TYPE_CHECKING:
@@ -47,15 +49,18 @@ class SyncService:
     settings: SyncSettings
     dynamodb: DynamoDBClient
     sqs: SQSClient
-    segment_pool: Executor  # segments of a batch written at once
-    state_pool: Executor  # one segment's state calls at once (a separate pool: nested waits on one deadlock)
+    segment_pool: Executor  # audiences reconciled at once
+    state_pool: Executor  # one audience's state calls at once (a separate pool: nested waits on one deadlock)
     session: requests.Session = field(default_factory=requests.Session)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    reconcile_seconds: float = RECONCILE_SECONDS
 
     def __post_init__(self) -> None:
         table = self.settings.state_table
-        self.store = StateStore(self.dynamodb, table, executor=self.state_pool, clock=self.clock)
+        pool, clock, sleep = self.state_pool, self.clock, self.sleep
+        self.log = PendingLog(self.dynamodb, table, executor=pool, clock=clock, sleep=sleep)
+        self.states = ContextStates(self.dynamodb, table, executor=pool, clock=clock, sleep=sleep)
         self.rate_limit = SharedRateLimit(self.dynamodb, table)
         self.dead_letters = SqsDeadLetters(self.sqs, self.settings.dlq_url)
         self.queue = SqsChangeQueue(self.sqs, self.settings.queue_url, executor=self.state_pool)
@@ -79,24 +84,31 @@ class SyncService:
             )
             sync = Synchronizer(
                 writer=make_writer(self.settings.launchdarkly, client),
-                store=self.store,
+                log=self.log,
+                states=self.states,
                 dead_letters=self.dead_letters,
                 chunk_size=self.settings.launchdarkly.chunk_size,
                 executor=self.segment_pool,
+                at_once=SEGMENTS_AT_ONCE,
                 late_apply_rechecks=self.settings.late_apply_rechecks,
+                reconcile_seconds=self.reconcile_seconds,
                 clock=self.clock,
-                sleep=self.sleep,
             )
             self._current = (token, client, sync)
         return self._current[1], self._current[2]
 
+    @property
+    def state_calls(self) -> int:
+        return self.log.calls + self.states.calls + self.rate_limit.calls
+
     def handle(self, records: Sequence[QueuedRecord], token: str, remaining_seconds: float) -> BatchResult:
-        """Sync one batch, then queue again what only waits for time; `remaining_seconds` is what the
-        invocation has left."""
+        """Record a batch (none for a scheduled invocation) and reconcile, then queue what comes back later;
+        `remaining_seconds` is what the invocation has left."""
         client, sync = self.synchronizer(token)
         client.reset_stats()
-        calls_before = self.store.calls + self.rate_limit.calls
+        calls_before = self.state_calls
         deadline = self.clock() + remaining_seconds - SAFETY_MARGIN_SECONDS
         report = sync.sync(records, deadline)
-        settlement = settle(report, records, self.queue)
-        return BatchResult(report, settlement, client, self.store.calls + self.rate_limit.calls - calls_before)
+        now = self.clock()
+        settlement = settle(report, self.queue, lambda delay: self.log.tick_due(now, now + delay))
+        return BatchResult(report, settlement, client, self.state_calls - calls_before)

@@ -1,0 +1,378 @@
+"""The pending log: changes recorded but not yet in LaunchDarkly, kept per audience in the state table, and the
+audiences that have some, oldest first. The layout is `state_table.py`'s.
+
+LaunchDarkly takes one audience per request and limits requests, so a request must carry everything pending
+for its audience, whichever SQS batches and invocations brought it. SQS batches mix audiences; the log
+regroups them. Its protocol:
+
+* *record* (every batch): append the batch's changes of each audience as one log item, **then** bump the
+  audience's work item (`pending_seq` + 1; `pending_since` and `pending_queue` if absent, which lists the
+  audience in the sparse index PENDING_INDEX, ordered by `pending_since`). In that order, a work item that
+  counts a batch always finds its log item written.
+* *take* an audience (a reconcile): a conditional write of the work item's lease; one holder at a time, so
+  one writer per audience and no per-context leases. The lease ends at its holder's deadline plus a margin.
+* *read* the oldest log items, up to a budget; the reconcile writes them and *finishes*: deletes the items
+  it resolved, then clears the work item if nothing else is pending and no batch was recorded since the
+  take (`pending_seq` unchanged), else sets `pending_since` to the oldest change left.
+
+What makes it safe: a batch recorded during a reconcile either was read (its item existed) or changes
+`pending_seq`, so the clear fails and the audience stays listed. A crash leaves the log as it was (the lease
+runs out); an item deleted but not cleared leaves an audience listed with nothing to do, which the next
+reconcile clears. Recording fails only the batch's records of the audiences it could not record: SQS
+retries them, and a change recorded twice is one change (the reconcile keeps one per context).
+
+Items are compressed: a 1,000-change log item is about 50 KB, so recording and deleting a first sync costs
+about 0.1 write units a change, against 1 for its context item.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ld_audiences import state_table as t
+from ld_audiences.change import MembershipChange
+from ld_audiences.dynamodb_batch import BatchCalls, StateError, error_code
+from ld_audiences.writers import Target
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# Changes per log item: a batch's changes of one audience, split so that an item stays far below DynamoDB's
+# 400 KB (1,000 changes of the longest keys compress to about 200 KB).
+ITEM_CHANGES = 1000
+# Audiences read from the index per page while looking for one to take.
+INDEX_PAGE = 50
+
+
+def encode(changes: Sequence[MembershipChange]) -> bytes:
+    rows = [
+        [c.context_key, int(c.included), c.event_time, c.message_id, int(c.reassert), c.received_at] for c in changes
+    ]
+    return zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def decode(blob: bytes, target: Target) -> list[MembershipChange]:
+    rows = json.loads(zlib.decompress(blob).decode("utf-8", "surrogatepass"))
+    return [
+        MembershipChange.model_construct(
+            audience_id=target.audience_id,
+            audience_key=target.audience_key,
+            context_kind=target.context_kind,
+            context_key=key,
+            included=bool(included),
+            event_time=event_time,
+            message_id=message_id,
+            reassert=bool(reassert),
+            received_at=received_at,
+        )
+        for key, included, event_time, message_id, reassert, received_at in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to write one audience to LaunchDarkly until `until`."""
+
+    target: Target
+    owner: str
+    until: float
+    seq: int  # the work item's pending_seq when taken
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    key: dict[str, Any]
+    received_at: float
+    changes: list[MembershipChange]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRead:
+    items: list[PendingItem]  # oldest first
+    rest_since: float | None  # when the oldest pending change not among `items` was recorded; None: none
+
+
+class PendingLog:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        *,
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._executor = executor
+        self._clock = clock
+        self._batch = BatchCalls(client, table, executor=executor, sleep=sleep)
+        self._calls = 0
+
+    @property
+    def calls(self) -> int:
+        """DynamoDB calls made, for benchmarks and metrics."""
+        return self._calls + self._batch.calls
+
+    # ------------------------------------------------------------------------------------ record
+
+    def record(self, groups: Sequence[tuple[Target, Sequence[MembershipChange]]]) -> set[Target]:
+        """Append each audience's changes to its log and list the audience; returns the audiences that could
+        not be recorded (their records must be retried)."""
+        now = self._clock()
+        requests: list[dict[str, Any]] = []
+        owners: list[Target] = []
+        for target, changes in groups:
+            for start in range(0, len(changes), ITEM_CHANGES):
+                part = changes[start : start + ITEM_CHANGES]
+                shard = len(requests) % t.PENDING_SHARDS
+                item = {
+                    t.PK: {"S": t.pending_partition(target.audience_id, target.context_kind, shard)},
+                    t.SK: {"S": f"{now:017.6f}#{uuid.uuid4().hex[:16]}"},
+                    t.ENTRIES: {"B": encode(part)},
+                    t.COUNT: {"N": str(len(part))},
+                }
+                requests.append({"PutRequest": {"Item": item}})
+                owners.append(target)
+        failed = {owners[i] for i in self._batch.write(requests)}
+        listed = [target for target, _ in groups if target not in failed]
+        for target, ok in zip(listed, self._map(lambda target: self._list(target, now), listed), strict=True):
+            if not ok:
+                failed.add(target)
+        return failed
+
+    def _list(self, target: Target, now: float) -> bool:
+        try:
+            self._calls += 1
+            self._client.update_item(
+                TableName=self._table,
+                Key=t.work_item_key(target.audience_id, target.context_kind),
+                UpdateExpression=(
+                    "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key"
+                    " ADD #seq :one"
+                ),
+                ExpressionAttributeNames={
+                    "#since": t.PENDING_SINCE,
+                    "#queue": t.PENDING_QUEUE,
+                    "#key": t.AUDIENCE_KEY,
+                    "#seq": t.PENDING_SEQ,
+                },
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{now:.6f}"},
+                    ":queue": {"S": t.PENDING_QUEUE_VALUE},
+                    ":key": {"S": target.audience_key},
+                    ":one": {"N": "1"},
+                },
+            )
+        except (ClientError, BotoCoreError):
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------ the index
+
+    def pending_audiences(self) -> Iterator[tuple[str, str, float]]:
+        """(audience id, context kind, pending since) of every audience with pending changes, oldest first.
+        The index is eventually consistent: an audience just finished may still show (its take fails)."""
+        start: dict[str, Any] | None = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": t.PENDING_INDEX,
+                "KeyConditionExpression": "#queue = :queue",
+                "ExpressionAttributeNames": {"#queue": t.PENDING_QUEUE},
+                "ExpressionAttributeValues": {":queue": {"S": t.PENDING_QUEUE_VALUE}},
+                "Limit": INDEX_PAGE,
+            }
+            if start:
+                request["ExclusiveStartKey"] = start
+            try:
+                self._calls += 1
+                answer = self._client.query(**request)
+            except (ClientError, BotoCoreError) as exc:
+                raise StateError(error_code(exc)) from exc
+            for item in answer.get("Items", []):
+                audience_id, context_kind = t.audience_of_work_item(item)
+                yield audience_id, context_kind, float(item[t.PENDING_SINCE]["N"])
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    def oldest_since(self) -> float | None:
+        """When the oldest pending change was recorded, or None when nothing is pending."""
+        return next((since for _, _, since in self.pending_audiences()), None)
+
+    # ------------------------------------------------------------------------------------ one audience
+
+    def take(self, audience_id: str, context_kind: str, until: float) -> Lease | None:
+        """The audience's lease until `until`, or None if it has nothing pending or another holder."""
+        owner = uuid.uuid4().hex
+        try:
+            self._calls += 1
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=t.work_item_key(audience_id, context_kind),
+                UpdateExpression="SET #owner = :owner, #until = :until",
+                ConditionExpression="attribute_exists(#since) AND (attribute_not_exists(#until) OR #until < :now)",
+                ExpressionAttributeNames={k: _WORK_NAMES[k] for k in ("#owner", "#until", "#since")},
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":until": {"N": f"{until:.3f}"},
+                    ":now": {"N": f"{self._clock():.3f}"},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise StateError(error_code(exc)) from exc
+        except BotoCoreError as exc:
+            raise StateError(error_code(exc)) from exc
+        item = answer["Attributes"]
+        target = Target(audience_id, item.get(t.AUDIENCE_KEY, {}).get("S", audience_id), context_kind)
+        return Lease(target, owner, until, int(item.get(t.PENDING_SEQ, {}).get("N", "0")))
+
+    def read(self, lease: Lease, max_changes: int) -> PendingRead:
+        """The oldest log items of the leased audience holding at most `max_changes` changes (at least one
+        item), read consistently."""
+        target = lease.target
+        found: list[dict[str, Any]] = []
+        cut: list[float] = []  # per shard whose query stopped early: when its last item returned was recorded
+        for shard in range(t.PENDING_SHARDS):
+            try:
+                self._calls += 1
+                answer = self._client.query(
+                    TableName=self._table,
+                    KeyConditionExpression="#pk = :pk",
+                    ExpressionAttributeNames={"#pk": t.PK},
+                    ExpressionAttributeValues={
+                        ":pk": {"S": t.pending_partition(target.audience_id, target.context_kind, shard)}
+                    },
+                    ConsistentRead=True,
+                    Limit=max_changes,
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise StateError(error_code(exc)) from exc
+            items = answer.get("Items", [])
+            found += items
+            if answer.get("LastEvaluatedKey") and items:
+                cut.append(_recorded_at(items[-1]))
+        found.sort(key=lambda item: item[t.SK]["S"])
+        taken: list[PendingItem] = []
+        total = 0
+        for item in found:
+            count = int(item[t.COUNT]["N"])
+            if taken and total + count > max_changes:
+                break
+            total += count
+            blob = item[t.ENTRIES]["B"]
+            taken.append(
+                PendingItem({t.PK: item[t.PK], t.SK: item[t.SK]}, _recorded_at(item), decode(bytes(blob), target))
+            )
+        rest = [_recorded_at(item) for item in found[len(taken) : len(taken) + 1]] + cut
+        return PendingRead(taken, min(rest) if rest else None)
+
+    def finish(
+        self,
+        lease: Lease,
+        resolved: Sequence[PendingItem],
+        rest_since: float | None,
+        *,
+        started: float,
+        hold_until: float | None = None,
+    ) -> None:
+        """Delete the resolved items and hand the audience back: cleared from the index when nothing is left
+        (`rest_since` None) and nothing was recorded since the take, else listed as pending since
+        `rest_since` (or `started`, for what was recorded meanwhile). `hold_until` keeps the lease that long
+        (a write whose outcome is unknown may still land; a failing LaunchDarkly is given a pause)."""
+        unresolved = self._batch.write([{"DeleteRequest": {"Key": item.key}} for item in resolved])
+        if unresolved:
+            # Still in the log: read again next time and found written (duplicates), then deleted.
+            rest_since = min([resolved[i].received_at for i in unresolved] + [rest_since or started])
+        values: dict[str, Any] = {":owner": {"S": lease.owner}, ":seq": {"N": str(lease.seq)}}
+        if hold_until is not None:
+            values[":hold"] = {"N": f"{hold_until:.3f}"}
+        if rest_since is None:
+            clear = (
+                "REMOVE #owner, #until, #since, #queue"
+                if hold_until is None
+                else "SET #until = :hold REMOVE #since, #queue"
+            )
+            old = self._update_work(lease, clear, values, "#owner = :owner AND #seq = :seq")
+            if old is None or old.get(t.LEASE_OWNER, {}).get("S") != lease.owner:
+                return  # cleared, or the lease had run out and another holder has the audience
+            rest_since = started  # recorded meanwhile
+        values[":since"] = {"N": f"{rest_since:.6f}"}
+        values[":queue"] = {"S": t.PENDING_QUEUE_VALUE}
+        listed = "SET #since = :since, #queue = :queue"
+        keep = f"{listed} REMOVE #owner, #until" if hold_until is None else f"{listed}, #until = :hold"
+        self._update_work(lease, keep, values, "#owner = :owner")
+
+    def _update_work(self, lease: Lease, update: str, values: dict[str, Any], condition: str) -> dict[str, Any] | None:
+        """Update the work item if the lease is still ours; None when done, else the item as it was."""
+        expressions = update + " " + condition
+        try:
+            self._calls += 1
+            self._client.update_item(
+                TableName=self._table,
+                Key=t.work_item_key(lease.target.audience_id, lease.target.context_kind),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={k: v for k, v in _WORK_NAMES.items() if k in expressions},
+                ExpressionAttributeValues={k: v for k, v in values.items() if k in expressions},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                old: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+                return old
+            raise StateError(error_code(exc)) from exc
+        except BotoCoreError as exc:
+            raise StateError(error_code(exc)) from exc
+        return None
+
+    # ------------------------------------------------------------------------------------ ticks
+
+    def tick_due(self, now: float, due: float) -> bool:
+        """Whether a reconcile-only invocation should be queued for `due`: none is due between now and then
+        (one is enough, however many invocations end with work left)."""
+        try:
+            self._calls += 1
+            self._client.update_item(
+                TableName=self._table,
+                Key=t.TICK_KEY,
+                UpdateExpression="SET due = :due",
+                ConditionExpression="attribute_not_exists(due) OR due <= :now OR due > :due",
+                ExpressionAttributeValues={":due": {"N": f"{due:.3f}"}, ":now": {"N": f"{now:.3f}"}},
+            )
+        except ClientError as exc:
+            return error_code(exc) != "ConditionalCheckFailedException"  # unknown: better one tick too many
+        except BotoCoreError:
+            return True
+        return True
+
+    def _map(self, fn: Callable[[Target], bool], targets: list[Target]) -> list[bool]:
+        if len(targets) <= 1 or self._executor is None:
+            return [fn(target) for target in targets]
+        return list(self._executor.map(fn, targets))
+
+
+_WORK_NAMES = {
+    "#owner": t.LEASE_OWNER,
+    "#until": t.LEASE_UNTIL,
+    "#since": t.PENDING_SINCE,
+    "#queue": t.PENDING_QUEUE,
+    "#seq": t.PENDING_SEQ,
+}
+
+
+def _recorded_at(item: dict[str, Any]) -> float:
+    return float(item[t.SK]["S"].partition("#")[0])
