@@ -1,5 +1,6 @@
 """The sync core against real components: the LaunchDarkly emulator over HTTP, DynamoDB and SQS in
-moto's server mode. Ordering, coalescing, chunking, isolation, permanent and transient failures."""
+moto's server mode. Ordering, coalescing across batches, chunking, isolation, leases, permanent and
+transient failures."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
+from ld_audiences.context_state import ContextStates
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
+from ld_audiences.outcomes import QueuedRecord
+from ld_audiences.pending_log import PendingLog
+from ld_audiences.reconcile import ISOLATED_KEYS_BUDGET, LEASE_MARGIN_SECONDS
 from ld_audiences.retry import RetryPolicy
-from ld_audiences.state import LEASE_MARGIN_SECONDS, StateStore
-from ld_audiences.state_table import context_hash
-from ld_audiences.sync import ISOLATED_KEYS_BUDGET, QueuedRecord, Synchronizer
+from ld_audiences.sync import TICK_BODY, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
@@ -56,13 +60,17 @@ def client(emulator: Emulator) -> LaunchDarklyClient:
     return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=FAST_RETRIES)
 
 
-def make_sync(aws: Aws, writer: SegmentWriter, chunk_size: int = 1000, busy_wait: float = 5.0) -> Synchronizer:
+def make_sync(
+    aws: Aws, writer: SegmentWriter, chunk_size: int = 1000, *, reconcile_seconds: float = 10, dynamodb: Any = None
+) -> Synchronizer:
+    client = dynamodb or aws.dynamodb
     return Synchronizer(
         writer=writer,
-        store=StateStore(aws.dynamodb, aws.table),
+        log=PendingLog(client, aws.table),
+        states=ContextStates(client, aws.table),
         dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
         chunk_size=chunk_size,
-        busy_wait=busy_wait,
+        reconcile_seconds=reconcile_seconds,
     )
 
 
@@ -73,6 +81,11 @@ def sync(aws: Aws, client: LaunchDarklyClient) -> Synchronizer:
 
 def deadline(seconds: float = 20) -> float:
     return time.time() + seconds
+
+
+def work_item(aws: Aws, audience: str = "beta_testers") -> dict[str, Any]:
+    key = t.work_item_key(f"aud_{audience}", "user")
+    return dict(aws.dynamodb.get_item(TableName=aws.table, Key=key, ConsistentRead=True).get("Item", {}))
 
 
 def test_latest_change_per_context_wins_within_a_batch(sync: Synchronizer, emulator: Emulator) -> None:
@@ -120,56 +133,80 @@ def test_requests_are_chunked_to_the_limit(aws: Aws, client: LaunchDarklyClient,
     assert writes(emulator) == 3  # ceil(100 / 40)
 
 
-def test_a_newer_change_waits_for_an_older_write_in_flight(
+def test_one_request_carries_an_audiences_changes_from_many_batches(
     aws: Aws, client: LaunchDarklyClient, emulator: Emulator
 ) -> None:
-    """B (newer) arrives in another invocation while A's write is in flight: B must not write first and
-    be overwritten by A. B waits for A's lease; here A cannot finish before B gives up, so B is left
-    to SQS and written on its retry."""
+    """Batches recorded while LaunchDarkly could not be written (here: no reconcile time) are written
+    together: requests follow audiences, not batches."""
+    writer = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
+    recording_only = make_sync(aws, writer, reconcile_seconds=0)
+    for second in range(10):
+        batch = [change(f"u{second}-{i}", True, second, audience) for i in range(3) for audience in ("a", "b")]
+        report = recording_only.sync(records(*batch), deadline())
+        assert (report.recorded, report.failed, report.audiences) == (6, [], 0)
+        assert report.oldest_pending is not None and report.next_tick is not None  # work left: a tick is asked
+    assert writes(emulator) == 0
+    report = make_sync(aws, writer).sync([QueuedRecord("tick", TICK_BODY)], deadline())
+    assert (report.added, report.audiences, report.oldest_pending, report.next_tick) == (60, 2, None, None)
+    assert writes(emulator) == 2  # one request an audience
+    assert len(members(emulator, "a")) == len(members(emulator, "b")) == 30
+    assert t.PENDING_SINCE not in work_item(aws, "a") and t.LEASE_OWNER not in work_item(aws, "a")
+
+
+def test_a_batch_recorded_during_a_reconcile_is_written_by_the_next_one(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """The race of a reconcile with live changes: what was recorded after the log was read stays listed
+    (its pending_seq changed), so the audience is not cleared and the newer change is not lost."""
     real = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
-    other_invocation = make_sync(aws, real, busy_wait=0.3)
+    other_invocation = make_sync(aws, real, reconcile_seconds=0)
     newer = records(change("u1", False, 50))
-    seen: list[list[str]] = []
 
-    class WriteWhileAnotherInvocationRuns:
-        def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
-            seen.append(other_invocation.sync(newer, deadline).failed)
-            real.write(target, add, remove, deadline)
+    class RecordsWhileWriting:
+        def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> bool:
+            if newer:
+                assert other_invocation.sync([newer.pop()], deadline).recorded == 1
+            return real.write(target, add, remove, deadline)
 
-    assert (
-        make_sync(aws, WriteWhileAnotherInvocationRuns()).sync(records(change("u1", True, 40)), deadline()).failed == []
-    )
-    assert seen == [[newer[0].record_id]]  # B was busy and left for SQS to retry
-    assert members(emulator) == {"u1"}
-    assert other_invocation.sync(newer, deadline()).failed == []  # the retry
-    assert members(emulator) == set()
+    report = make_sync(aws, RecordsWhileWriting()).sync(records(change("u1", True, 40)), deadline())
+    # Still listed after the first write, so the same invocation's loop took the audience again.
+    assert (report.added, report.removed, report.audiences) == (1, 1, 2)
+    assert members(emulator) == set() and writes(emulator) == 2
+    assert t.PENDING_SINCE not in work_item(aws)
 
 
-def test_a_crashed_writer_blocks_its_contexts_only_until_its_lease_ends(
+def test_a_crashed_reconcile_blocks_its_audience_only_until_its_lease_ends(
     aws: Aws, emulator: Emulator, sync: Synchronizer
 ) -> None:
-    store = StateStore(aws.dynamodb, aws.table)
-    crashed = change("u1", True, 10)
-    assert store.claim([crashed], deadline=time.time() - LEASE_MARGIN_SECONDS + 1).claimed == [crashed]
-    newer = records(change("u1", False, 20))
-    assert make_sync(
-        aws, SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID), busy_wait=0
-    ).sync(newer, deadline()).failed == [newer[0].record_id]
+    recording_only = make_sync(
+        aws, SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID), reconcile_seconds=0
+    )
+    assert recording_only.sync(records(change("u1", True, 10)), deadline()).recorded == 1
+    lease = PendingLog(aws.dynamodb, aws.table).take("aud_beta_testers", "user", until=time.time() + 1)
+    assert lease is not None  # ... and its holder crashes
+    report = sync.sync([], deadline())
+    assert (report.audiences, writes(emulator)) == (0, 0)
+    assert report.next_tick is not None  # the work left is promised to a tick
     time.sleep(1.1)
-    report = sync.sync(newer, deadline())
-    assert (report.failed, report.removed) == ([], 1)
-    # The crashed change, redelivered later, is older than what was applied.
-    assert sync.sync(records(crashed), deadline()).stale == 1
+    report = sync.sync([], deadline())
+    assert (report.audiences, report.added) == (1, 1) and members(emulator) == {"u1"}
 
 
-def test_a_failed_write_releases_its_contexts_at_once(aws: Aws, client: LaunchDarklyClient, emulator: Emulator) -> None:
+def test_a_failing_launchdarkly_leaves_the_changes_pending_not_failed(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
     emulator.set_faults(Faults(rate_5xx=1.0, seed=3))
-    first = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), busy_wait=0)
-    batch = records(change("u1", True, 1))
-    assert first.sync(batch, deadline(4)).failed == [batch[0].record_id]
+    sync = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID))
+    report = sync.sync(records(change("u1", True, 1), change("u2", True, 1)), deadline(4))
+    # Recorded, so SQS is done with the records; the audience waits a pause and says when to come back.
+    assert (report.recorded, report.failed, report.added, report.dead_lettered) == (2, [], 0, 0)
+    assert report.next_tick is not None and 0 < report.next_tick <= 5
+    assert float(work_item(aws)[t.LEASE_UNTIL]["N"]) > time.time()  # paused
     emulator.set_faults(Faults())
-    assert first.sync(records(change("u1", False, 2)), deadline()).failed == []  # not blocked by a lease
-    assert members(emulator) == set()
+    assert make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID)).sync([], deadline()).added == 0
+    time.sleep(max(float(work_item(aws)[t.LEASE_UNTIL]["N"]) - time.time(), 0) + 0.1)
+    assert sync.sync([], deadline()).added == 2
+    assert members(emulator) == {"u1", "u2"}
 
 
 def test_permanent_failure_goes_to_the_dlq_with_its_reason(sync: Synchronizer, emulator: Emulator, aws: Aws) -> None:
@@ -190,43 +227,69 @@ def test_unreadable_messages_are_dead_lettered(sync: Synchronizer, aws: Aws) -> 
     assert reasons == {"invalid_message"}
 
 
-def test_transient_failure_fails_only_that_segments_records(
-    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
-) -> None:
+def test_a_failure_of_one_audience_stops_no_other(aws: Aws, client: LaunchDarklyClient, emulator: Emulator) -> None:
     real = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
 
     class FlakyForOneAudience:
-        def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> None:
+        def write(self, target: Target, add: Sequence[str], remove: Sequence[str], deadline: float) -> bool:
             if target.audience_key == "flaky":
                 raise WriteError(False, 503, "unavailable", "try later")
-            real.write(target, add, remove, deadline)
+            return real.write(target, add, remove, deadline)
 
     batch = records(change("u1", True, 1, "flaky"), change("u2", True, 1, "flaky"), change("u3", True, 1))
     report = make_sync(aws, FlakyForOneAudience()).sync(batch, deadline())
-    assert sorted(report.failed) == sorted(r.record_id for r in batch[:2])
-    assert members(emulator) == {"u3"}
-    # The retry delivers the same changes: they were claimed, not applied, so they are written now.
-    assert make_sync(aws, real).sync(batch[:2], deadline()).failed == []
-    assert members(emulator, "flaky") == {"u1", "u2"}
+    assert report.failed == [] and report.added == 1
+    assert members(emulator) == {"u3"} and members(emulator, "flaky") == set()
 
 
 def test_rate_limits_and_5xx_are_retried_until_written(
     sync: Synchronizer, client: LaunchDarklyClient, emulator: Emulator
 ) -> None:
     emulator.set_faults(Faults(rate_429=0.3, rate_5xx=0.2, reset_ms=50, seed=7))
-    report = sync.sync(records(*(change(f"u{i}", True, 1, f"aud{i % 5}") for i in range(50))), deadline(60))
+    batch = records(*(change(f"u{i}", True, 1, f"aud{i % 5}") for i in range(50)))
+    report = sync.sync(batch, deadline(60))
+    for _ in range(20):
+        if sum(len(members(emulator, f"aud{i}")) for i in range(5)) == 50:
+            break
+        time.sleep(0.3)
+        report = sync.sync([], deadline(60))
     assert report.failed == []
     assert client.retries > 0
     assert sum(len(members(emulator, f"aud{i}")) for i in range(5)) == 50
 
 
-def test_no_time_left_reports_failures_instead_of_waiting(sync: Synchronizer, emulator: Emulator) -> None:
+def test_no_time_left_keeps_the_changes_pending_instead_of_waiting(sync: Synchronizer, emulator: Emulator) -> None:
     emulator.set_faults(Faults(rate_429=1.0, reset_ms=5000, seed=1))
-    batch = records(change("u1", True, 1))
     started = time.monotonic()
-    report = sync.sync(batch, deadline(1.0))
-    assert time.monotonic() - started < 3
-    assert report.failed == [batch[0].record_id] and report.dead_lettered == 0
+    report = sync.sync(records(change("u1", True, 1)), deadline(3.0))
+    assert time.monotonic() - started < 4
+    assert (report.recorded, report.failed, report.dead_lettered, report.added) == (1, [], 0, 0)
+    assert report.oldest_pending is not None and report.next_tick is not None
+
+
+def test_a_batch_dynamodb_cannot_record_is_returned_to_sqs(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    class RefusesAudience:
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+        def update_item(self, **kwargs: Any) -> Any:
+            if kwargs["Key"] == t.work_item_key("aud_flaky", "user"):
+                error = {"Error": {"Code": "InternalServerError", "Message": "try again"}}
+                raise ClientError(error, "UpdateItem")  # type: ignore[arg-type]
+            return self._real.update_item(**kwargs)
+
+    batch = records(change("u1", True, 1, "flaky"), change("u2", True, 1))
+    sync = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), dynamodb=RefusesAudience(aws.dynamodb))
+    report = sync.sync(batch, deadline())
+    assert report.failed == [batch[0].record_id] and report.added == 1
+    assert members(emulator) == {"u2"}
+    report = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID)).sync(batch[:1], deadline())
+    assert report.failed == [] and members(emulator, "flaky") == {"u1"}
 
 
 def test_rest_writer_creates_the_big_segment_then_updates_it(
@@ -297,45 +360,6 @@ def test_a_refusal_of_every_key_stops_at_the_isolation_budget(
     report = make_sync(aws, writer).sync(records(*(change(k, True, 1) for k in keys)), deadline(60))
     assert (report.added, report.dead_lettered, report.failed) == (0, 1000, [])
     assert writer.requests <= 1 + 2 * ISOLATED_KEYS_BUDGET * math.ceil(math.log2(1000))
-
-
-class RefusesOneContext:
-    """DynamoDB as it treats an item it cannot store: the whole call refused (ValidationException), nothing
-    written; every other call goes to moto."""
-
-    def __init__(self, real: Any, context_key: str) -> None:
-        self._real, self._sort_key = real, context_hash(context_key)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def transact_write_items(self, **kwargs: Any) -> Any:
-        if any(item["Update"]["Key"]["sk"]["S"] == self._sort_key for item in kwargs["TransactItems"]):
-            error = {"Error": {"Code": "ValidationException", "Message": "Item size has exceeded the maximum"}}
-            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
-        return self._real.transact_write_items(**kwargs)
-
-
-def test_a_context_dynamodb_refuses_fails_alone_and_leaves_no_lease(
-    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
-) -> None:
-    keys = [f"u{i:02d}" for i in range(40)]
-    store = StateStore(RefusesOneContext(aws.dynamodb, "u17"), aws.table)  # type: ignore[arg-type]
-    sync = Synchronizer(
-        writer=SegmentAudiencesWriter(client, CLIENT_SIDE_ID),
-        store=store,
-        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
-        chunk_size=1000,
-    )
-    report = sync.sync(records(*(change(k, True, 1) for k in keys)), deadline())
-    assert (report.added, report.dead_lettered, report.failed) == (39, 1, [])
-    assert members(emulator) == set(keys) - {"u17"}
-    [letter] = aws.queue_messages(aws.dlq_url)
-    assert letter["MessageAttributes"]["failure_reason"]["StringValue"] == "state_refused"
-    assert MembershipChange.from_message(letter["Body"]).context_key == "u17"
-    # Nothing of the batch is left leased: a newer change to any context claims at once.
-    newer = [change(k, False, 2) for k in keys if k != "u17"]
-    assert StateStore(aws.dynamodb, aws.table).claim(newer, time.time() + 20).claimed == newer
 
 
 class LandsAfterSilence:

@@ -46,9 +46,11 @@ from ld_audiences.writers import Target
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# Changes per log item: a batch's changes of one audience, split so that an item stays far below DynamoDB's
-# 400 KB (1,000 changes of the longest keys compress to about 200 KB).
+# Changes per log item: a batch's changes of one audience, split further while the compressed entries exceed
+# ITEM_BYTES, so that an item stays below DynamoDB's 400 KB whatever the keys (1,000 keys of 1,024 random
+# characters do not compress below it).
 ITEM_CHANGES = 1000
+ITEM_BYTES = 300_000
 # Audiences read from the index per page while looking for one to take.
 INDEX_PAGE = 50
 
@@ -132,13 +134,12 @@ class PendingLog:
         requests: list[dict[str, Any]] = []
         owners: list[Target] = []
         for target, changes in groups:
-            for start in range(0, len(changes), ITEM_CHANGES):
-                part = changes[start : start + ITEM_CHANGES]
+            for part, blob in _parts(changes):
                 shard = len(requests) % t.PENDING_SHARDS
                 item = {
                     t.PK: {"S": t.pending_partition(target.audience_id, target.context_kind, shard)},
                     t.SK: {"S": f"{now:017.6f}#{uuid.uuid4().hex[:16]}"},
-                    t.ENTRIES: {"B": encode(part)},
+                    t.ENTRIES: {"B": blob},
                     t.COUNT: {"N": str(len(part))},
                 }
                 requests.append({"PutRequest": {"Item": item}})
@@ -372,6 +373,20 @@ _WORK_NAMES = {
     "#queue": t.PENDING_QUEUE,
     "#seq": t.PENDING_SEQ,
 }
+
+
+def _parts(changes: Sequence[MembershipChange]) -> Iterator[tuple[Sequence[MembershipChange], bytes]]:
+    """The changes in log items' worth, each with its encoding."""
+    for start in range(0, len(changes), ITEM_CHANGES):
+        pending = [changes[start : start + ITEM_CHANGES]]
+        while pending:
+            part = pending.pop()
+            blob = encode(part)
+            if len(blob) > ITEM_BYTES and len(part) > 1:
+                middle = len(part) // 2
+                pending += [part[middle:], part[:middle]]
+                continue
+            yield part, blob
 
 
 def _recorded_at(item: dict[str, Any]) -> float:
