@@ -16,7 +16,12 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from ld_audiences.context_state import ContextStates
+from ld_audiences.dead_letters import SqsDeadLetters
+from ld_audiences.pending_log import PendingLog
 from ld_audiences.state_table import table_definition
+from ld_audiences.sync import Synchronizer
+from ld_audiences.writers import SegmentWriter
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.moto_patches import prepare_moto
 
@@ -134,6 +139,22 @@ class Aws:
                 for m in self.queue_messages(self.queue_url)
             ]
         }
+
+
+def make_sync(
+    aws: Aws, writer: SegmentWriter, chunk_size: int = 1000, *, dynamodb: Any = None, **options: Any
+) -> Synchronizer:
+    """The sync core as an invocation builds it, on the test's table and queues (`dynamodb` stands in for the
+    client, to inject faults)."""
+    client = dynamodb or aws.dynamodb
+    return Synchronizer(
+        writer=writer,
+        log=PendingLog(client, aws.table),
+        states=ContextStates(client, aws.table),
+        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
+        chunk_size=chunk_size,
+        **options,
+    )
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ld_audiences.auth import WebhookCredentials
 from ld_audiences.aws_clients import READ_TIMEOUT_VARIABLE
+from ld_audiences.pending_log import PendingLog
 from ld_audiences_local import status_page
 from ld_audiences_local.api_gateway import ApiGateway
 from ld_audiences_local.defaults import (
@@ -126,6 +127,7 @@ class LocalStack:
         self._external_launchdarkly = self.launchdarkly_url.rstrip("/") if self.launchdarkly_url else None
         self.emulator: Emulator | None = None  # the in-process emulator, when this stack started one
         self.aws = LocalAws()
+        self._pending_log: PendingLog | None = None
         self._http: IngestServer | None = None
         self._http_thread: threading.Thread | None = None
         self._gateway: ApiGateway | None = None
@@ -312,13 +314,20 @@ class LocalStack:
         return self.aws.queue_counts(queue_url or self.queue_url)
 
     def drained(self) -> bool:
-        """Nothing queued, in flight or being ingested, and the poller holds no batch."""
+        """Nothing queued, in flight, being ingested or pending in the state table, and the poller holds no
+        batch."""
 
         def idle() -> bool:
             ingesting = self._gateway is not None and self._gateway.in_flight
             return bool(self._sources) and all(s.idle for s in self._sources) and not ingesting
 
-        return idle() and not any(self.queue_counts().values()) and idle()
+        return idle() and not any(self.queue_counts().values()) and self.oldest_pending() is None and idle()
+
+    def oldest_pending(self) -> float | None:
+        """When the oldest change not yet in LaunchDarkly was recorded (None: every change is written)."""
+        if self._pending_log is None:
+            self._pending_log = PendingLog(self.aws.client("dynamodb"), TABLE_NAME)
+        return self._pending_log.oldest_since()
 
     def wait_until_drained(self, timeout: float = 60.0) -> None:
         """Block until `drained()` holds twice in a row; TimeoutError (with the counts) otherwise.
@@ -333,7 +342,9 @@ class LocalStack:
             if streak >= 2:
                 return
             if time.monotonic() > ends:
-                raise TimeoutError(f"the queue did not drain within {timeout:.0f} s: {self.queue_counts()}")
+                pending = self.oldest_pending()
+            waiting = f", changes pending since {time.time() - pending:.0f} s ago" if pending is not None else ""
+            raise TimeoutError(f"the queue did not drain within {timeout:.0f} s: {self.queue_counts()}{waiting}")
             time.sleep(0.05)
 
     def dead_letter_count(self) -> int:

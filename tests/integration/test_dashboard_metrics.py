@@ -202,10 +202,10 @@ class Functions:
         status: int = self._run("ingest", api_event(body, secret=secret), 15, **env)["statusCode"]
         return status
 
-    def sync(self, launchdarkly: RecordingServer, timeout: float = 30) -> dict[str, Any]:
+    def sync(self, launchdarkly: RecordingServer, timeout: float = 30, **env: str) -> dict[str, Any]:
         event = self.aws.sqs_event()
         assert event["Records"], "nothing was queued"
-        return self._run("sync", event, timeout, LD_BASE_URL=launchdarkly.url)
+        return self._run("sync", event, timeout, LD_BASE_URL=launchdarkly.url, **env)
 
 
 @pytest.fixture
@@ -230,13 +230,17 @@ def observed(aws: Aws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
         assert functions.sync(launchdarkly) == {"batchItemFailures": []}
         assert len(launchdarkly.requests) == 2
 
-        # sync: LaunchDarkly refuses the only key of a chunk (dead-lettered), then fails (records failed).
+        # sync: LaunchDarkly refuses the only key of a chunk (dead-lettered), then fails (the change waits);
+        # then the state table cannot be written (the record fails back to SQS).
         launchdarkly.default = Scripted(400, body={"code": "invalid_request", "message": "bad cohort"})
         assert functions.ingest([engage_event(user_id="refused", audience_id="aud_refused")]) == 200
         assert functions.sync(launchdarkly) == {"batchItemFailures": []}
         launchdarkly.default = Scripted(500, body={"code": "internal", "message": "down"})
         assert functions.ingest([engage_event(user_id="failing", audience_id="aud_failing")]) == 200
-        assert len(functions.sync(launchdarkly, timeout=6)["batchItemFailures"]) == 1
+        assert functions.sync(launchdarkly, timeout=6) == {"batchItemFailures": []}
+        assert functions.ingest([engage_event(user_id="unrecorded", audience_id="aud_unrecorded")]) == 200
+        failed = functions.sync(launchdarkly, timeout=6, STATE_TABLE_NAME="no-such-table")["batchItemFailures"]
+        assert len(failed) == 1
     finally:
         launchdarkly.close()
     yield functions.observed

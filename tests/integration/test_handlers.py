@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from ld_audiences import state_table as t
 from ld_audiences.config import ConfigError
+from ld_audiences.pending_log import PendingLog
+from ld_audiences.sync import TICK_BODY
 from ld_audiences_local.handlers import FakeLambdaContext, load_handler
 from tests.conftest import CLIENT_SIDE_ID, Aws
 from tests.recording_server import RecordingServer, Scripted
@@ -197,6 +201,7 @@ def test_ingest_queues_membership_changes_in_the_contract_shape(aws: Aws, enviro
         "included",
         "event_time",
         "message_id",
+        "received_at",
     }
 
 
@@ -229,19 +234,39 @@ def test_ingest_answers_405_to_other_methods(aws: Aws, environment: Callable[[st
     assert ingest(aws, load_handler("ingest"), engage_event(), method="GET")[0] == 405
 
 
-def test_sync_returns_exactly_the_failed_records(
+def test_sync_returns_exactly_the_records_it_could_not_record(
     aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
 ) -> None:
-    launchdarkly.default = Scripted(503, body={"code": "unavailable", "message": "down"})
     environment(launchdarkly.url)
     status, _ = ingest(aws, load_handler("ingest"), [engage_event(user_id="a"), engage_event(user_id="b")])
     assert status == 200
     event = sqs_event(aws)
+    aws.dynamodb.delete_table(TableName=aws.table)  # nowhere to record them
     result = load_handler("sync")(event, FakeLambdaContext("sync", timeout_seconds=6))
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(
         r["messageId"] for r in event["Records"]
     )
+    assert aws.queue_messages(aws.dlq_url) == [] and launchdarkly.requests == []
+
+
+def test_a_failing_launchdarkly_fails_no_record_and_keeps_the_changes_pending(
+    aws: Aws, environment: Callable[[str], None], launchdarkly: RecordingServer
+) -> None:
+    launchdarkly.default = Scripted(503, body={"code": "unavailable", "message": "down"})
+    environment(launchdarkly.url)
+    ingest(aws, load_handler("ingest"), [engage_event(user_id="a"), engage_event(user_id="b")])
+    result = load_handler("sync")(sqs_event(aws), FakeLambdaContext("sync", timeout_seconds=6))
+    assert result == {"batchItemFailures": []} and launchdarkly.requests
     assert aws.queue_messages(aws.dlq_url) == []
+    assert PendingLog(aws.dynamodb, aws.table).oldest_since() is not None  # waiting, and the alarm can see it
+    # A reconcile is promised for when the pause ends: one tick, delayed until then.
+    due = float(aws.dynamodb.get_item(TableName=aws.table, Key=t.TICK_KEY)["Item"]["due"]["N"])
+    assert time.time() < due <= time.time() + 6
+    deadline = time.monotonic() + 8
+    while not (ticks := [m for m in aws.queue_messages(aws.queue_url) if m["Body"] == TICK_BODY]):
+        assert time.monotonic() < deadline, "no tick was queued"
+        time.sleep(0.5)
+    assert len(ticks) == 1
 
 
 def test_sync_refuses_to_run_with_the_placeholder_token(
@@ -287,12 +312,16 @@ def test_log_lines_follow_each_event_by_its_segment_message_id(
     ingest(aws, ingest_handler, [engage_event(user_id="a", message_id="personas_added"), rejected])
     assert lines_about("personas_rejected") == [("WARNING", "event rejected")]
     sync_handler(sqs_event(aws), FakeLambdaContext("sync"))
-    assert lines_about("personas_added") == [("DEBUG", "change added")]
+    assert lines_about("personas_added") == [("DEBUG", "record recorded"), ("DEBUG", "change added")]
 
     launchdarkly.default = Scripted(400, body={"code": "invalid_request", "message": "bad cohort"})
     ingest(aws, ingest_handler, [engage_event(user_id="b", message_id="personas_refused")])
     sync_handler(sqs_event(aws), FakeLambdaContext("sync"))
-    assert lines_about("personas_refused") == [("DEBUG", "event queued"), ("ERROR", "change dead_lettered")]
+    assert lines_about("personas_refused") == [
+        ("DEBUG", "event queued"),
+        ("DEBUG", "record recorded"),
+        ("ERROR", "change dead_lettered"),
+    ]
 
 
 def test_account_audiences_are_written_as_account_contexts(

@@ -9,14 +9,12 @@ from typing import Any
 
 import requests
 
-from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
-from ld_audiences.state import StateStore
-from ld_audiences.sync import QueuedRecord, Synchronizer
+from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.writers import SegmentAudiencesWriter
 from ld_audiences_local.emulator import Emulator, Faults
 from tests import audience_state
-from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, make_sync
 
 SEGMENT = f"{CLIENT_SIDE_ID}/aud_late"
 
@@ -39,13 +37,7 @@ def test_an_unanswered_attempt_before_a_successful_retry_still_gets_a_second_loo
 
     emulator.set_faults(Faults(rate_late=1.0, late_seconds=1.0))
     client = LaunchDarklyClient(emulator.url, LD_TOKEN, session=DropsOnce())
-    sync = Synchronizer(
-        writer=SegmentAudiencesWriter(client, CLIENT_SIDE_ID),
-        store=StateStore(aws.dynamodb, aws.table),
-        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
-        chunk_size=100,
-        late_apply_rechecks=(1,),
-    )
+    sync = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), 100, late_apply_rechecks=(1,))
     entry = sync.sync([record(True, 10)], time.time() + 20)
     assert entry.added == 1 and client.responses == {"error": 1, "204": 1}
     assert sync.sync([record(False, 20)], time.time() + 20).removed == 1

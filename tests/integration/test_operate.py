@@ -16,16 +16,15 @@ from ld_audiences.audiences import AudienceReader
 from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.sqs_queue import SqsChangeQueue
-from ld_audiences.state import StateStore
-from ld_audiences.sync import QueuedRecord, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
 from ld_audiences_local.audit import wilson_interval
 from ld_audiences_local.cli import main
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.resync import Progress, resync
 from tests.audience_state import change, write_audience, write_state
-from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
 
 MEMBERS = [f"m{i}" for i in range(20)]
 LEFT = [f"l{i}" for i in range(10)]
@@ -206,12 +205,7 @@ def test_resync_restores_a_deleted_segment_through_the_sync(
     write_launchdarkly(emulator, ["l0"])  # and a context that left added by hand
     assert run(capsys, "resync", *where(aws), "--audience", "aud_a")[0] == 0
     records = [QueuedRecord(m["MessageId"], m["Body"]) for m in aws.queue_messages(aws.queue_url)]
-    sync = Synchronizer(
-        writer=SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID),
-        store=StateStore(aws.dynamodb, aws.table),
-        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
-        chunk_size=1000,
-    )
+    sync = make_sync(aws, SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID))
     report = sync.sync(records, time.time() + 30)
     assert (report.added, report.removed, report.failed) == (20, 10, [])
     assert emulator.included(SEGMENT) == set(MEMBERS)

@@ -14,8 +14,6 @@ from botocore.exceptions import ClientError
 
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
-from ld_audiences.context_state import ContextStates
-from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
 from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.pending_log import PendingLog
@@ -24,7 +22,7 @@ from ld_audiences.retry import RetryPolicy
 from ld_audiences.sync import TICK_BODY, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
-from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, make_sync
 
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, max_rate_limit_wait=0.3)
 
@@ -58,20 +56,6 @@ def writes(emulator: Emulator) -> int:
 @pytest.fixture
 def client(emulator: Emulator) -> LaunchDarklyClient:
     return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=FAST_RETRIES)
-
-
-def make_sync(
-    aws: Aws, writer: SegmentWriter, chunk_size: int = 1000, *, reconcile_seconds: float = 10, dynamodb: Any = None
-) -> Synchronizer:
-    client = dynamodb or aws.dynamodb
-    return Synchronizer(
-        writer=writer,
-        log=PendingLog(client, aws.table),
-        states=ContextStates(client, aws.table),
-        dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
-        chunk_size=chunk_size,
-        reconcile_seconds=reconcile_seconds,
-    )
 
 
 @pytest.fixture

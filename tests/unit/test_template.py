@@ -99,12 +99,13 @@ INGEST_REQUIRED = {
 SYNC_ALLOWED = {
     "sqs:ReceiveMessage": {"Queue"},
     "sqs:DeleteMessage": {"Queue"},
-    "sqs:ChangeMessageVisibility": {"Queue"},
     "sqs:GetQueueAttributes": {"Queue"},
     "sqs:SendMessage": {"DeadLetterQueue", "Queue"},
     "secretsmanager:GetSecretValue": {"LaunchDarklyTokenSecret"},
     "dynamodb:GetItem": {"StateTable"},
     "dynamodb:BatchGetItem": {"StateTable"},
+    "dynamodb:BatchWriteItem": {"StateTable"},
+    "dynamodb:Query": {"StateTable", "<index pending-audiences>"},
     "dynamodb:UpdateItem": {"StateTable"},
     "logs:CreateLogStream": {"SyncFunctionLogGroup"},
     "logs:PutLogEvents": {"SyncFunctionLogGroup"},
@@ -116,11 +117,13 @@ SYNC_REQUIRED = {
     ("sqs:DeleteMessage", "Queue"),
     ("sqs:GetQueueAttributes", "Queue"),
     ("sqs:SendMessage", "DeadLetterQueue"),
-    ("sqs:SendMessage", "Queue"),  # deferred records and reasserts, queued again
-    ("sqs:ChangeMessageVisibility", "Queue"),  # a deferred record that could not be queued again
+    ("sqs:SendMessage", "Queue"),  # reasserts and ticks
     ("secretsmanager:GetSecretValue", "LaunchDarklyTokenSecret"),
     ("dynamodb:UpdateItem", "StateTable"),
     ("dynamodb:BatchGetItem", "StateTable"),
+    ("dynamodb:BatchWriteItem", "StateTable"),  # the pending log and the context items
+    ("dynamodb:Query", "StateTable"),  # an audience's pending log
+    ("dynamodb:Query", "<index pending-audiences>"),  # the audiences with pending changes
     ("logs:CreateLogStream", "SyncFunctionLogGroup"),
     ("logs:PutLogEvents", "SyncFunctionLogGroup"),
 }
@@ -264,6 +267,9 @@ def target(expr: Any) -> str:
             match = re.fullmatch(r"\$\{([A-Za-z0-9]+)(?:\.Arn)?\}", value)
             if match:
                 return match.group(1)
+            match = re.fullmatch(r"\$\{StateTable\.Arn\}/index/([a-z-]+)", value)
+            if match:
+                return f"<index {match.group(1)}>"
     return f"<unrecognised {expr!r}>"
 
 
