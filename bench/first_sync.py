@@ -222,7 +222,7 @@ def simulate(scenario: Scenario) -> Outcome:
     visibility = 6 * scenario.timeout
     # DynamoDB's throttling is off until the sync survives it: today's sync writes 10,000 units in the
     # first second of a 3,000-change first sync, where a new on-demand table takes 4,000.
-    dynamodb = InProcessDynamoDB(clock.time, throttle=False)
+    dynamodb = InProcessDynamoDB(clock.time)
     dynamodb.create_table(table_definition(TABLE))
     reads: dict[str, float] = {}
     with dynamodb.unlimited():  # the state a resync starts from is made outside the simulated time
@@ -242,7 +242,8 @@ def simulate(scenario: Scenario) -> Outcome:
 
     def dynamodb_latency(operation: str, request: dict[str, Any]) -> None:
         items = len(request.get("TransactItems", [])) + sum(
-            len(spec.get("Keys", [])) for spec in request.get("RequestItems", {}).values()
+            len(spec) if isinstance(spec, list) else len(spec.get("Keys", []))
+            for spec in request.get("RequestItems", {}).values()
         )
         clock.block(DYNAMODB_CALL + DYNAMODB_ITEM * items)
 
