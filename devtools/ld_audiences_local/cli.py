@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ld_audiences.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from ld_audiences_local import defaults
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ _port = _bounded(int, 0, 65535)
 # The bounds Lambda, SQS and the functions' configuration put on the `local` options.
 _batch_size = _bounded(int, 1, 10000)
 _batching_window = _bounded(float, 0.0, 300.0)
-_chunk_size = _bounded(int, 1, 10000)
+_chunk_size = _bounded(int, 1, MAX_CHUNK_SIZE)
 _function_timeout = _bounded(float, 1.0, 900.0)
 _visibility_timeout = _bounded(int, 0, 43200)
 _max_receive_count = _bounded(int, 1, 1000)
@@ -653,9 +654,9 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     ld.add_argument(
         "--chunk-size",
         type=_chunk_size,
-        default=1000,
+        default=DEFAULT_CHUNK_SIZE,
         metavar="N",
-        help="context keys per LaunchDarkly request, 1 to 10000 (default 1000)",
+        help=f"context keys per LaunchDarkly request, 1 to {MAX_CHUNK_SIZE} (default {DEFAULT_CHUNK_SIZE})",
     )
     _add_rate_limit_options(ld, "the in-process emulator's (not with --launchdarkly-url): ")
     ingest = parser.add_argument_group("ingest")
