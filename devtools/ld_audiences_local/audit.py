@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from urllib.parse import quote
 
@@ -55,7 +55,11 @@ class ReservedRateLimit(LocalRateLimit):
         self._reserve = reserve
 
     def learn(self, window: Window) -> None:
-        super().learn(Window(max(window.remaining - self._reserve, 0), window.reset_at))
+        if window.remaining is not None:
+            window = replace(window, remaining=max(window.remaining - self._reserve, 0))
+        # Without a count (LaunchDarkly names only the reset) the reserve still holds: a window's size is
+        # learned from the counts above, already short of the reserve.
+        super().learn(window)
 
 
 def segment_key(writer: str, audience_id: str, audience_key: str, context_kind: str) -> str:

@@ -18,7 +18,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ld_audiences.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from ld_audiences_local import defaults
+from ld_audiences_local.terminal import printable
 
 if TYPE_CHECKING:
     from ld_audiences.audiences import AudienceReader
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
 
 EMULATOR_PORT = 8765
 EPILOG_ENV = "Options on the command line are visible to other users in `ps`: prefer the environment for secrets."
+# `audit`'s exit statuses, for the scripts and schedulers that run it (README, its --help); 2 is a usage error,
+# as for every command.
+AUDIT_NO_DRIFT, AUDIT_DRIFT, AUDIT_CANNOT_TELL = 0, 1, 3
+AUDIT_EXIT_STATUSES = (
+    f"exit status: {AUDIT_NO_DRIFT} no drift; {AUDIT_DRIFT} drift found; 2 usage error (an option "
+    f"missing or wrong);\n             {AUDIT_CANNOT_TELL} cannot tell: AWS or LaunchDarkly failed, or the segment "
+    "was not found"
+)
 POLICIES = (
     "user_id_only",
     "user_id_then_email",
@@ -69,7 +79,7 @@ _port = _bounded(int, 0, 65535)
 # The bounds Lambda, SQS and the functions' configuration put on the `local` options.
 _batch_size = _bounded(int, 1, 10000)
 _batching_window = _bounded(float, 0.0, 300.0)
-_chunk_size = _bounded(int, 1, 10000)
+_chunk_size = _bounded(int, 1, MAX_CHUNK_SIZE)
 _function_timeout = _bounded(float, 1.0, 900.0)
 _visibility_timeout = _bounded(int, 0, 43200)
 _max_receive_count = _bounded(int, 1, 1000)
@@ -77,13 +87,15 @@ _sync_concurrency = _bounded(int, 1, 64)
 _rate_limit_window = _bounded(float, 0.1, 3600.0)
 
 
+# Every line the commands print passes here: ids, keys, reasons and error text come from events, dead
+# letters, LaunchDarkly and AWS, and are escaped of what a terminal would act on (terminal.py).
 def _print(*lines: str) -> None:
     for line in lines:
-        print(line, flush=True)
+        print(printable(line), flush=True)
 
 
 def _error(message: str) -> None:
-    print(f"ld-audiences: error: {message}", file=sys.stderr, flush=True)
+    print(f"ld-audiences: error: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _stop_event_on_signals() -> threading.Event:
@@ -438,31 +450,37 @@ def _audience(reader: AudienceReader, args: argparse.Namespace, *, need_key: boo
     return kind, key
 
 
-def _operation(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """A status, resync or audit command: what it lacks (2) and AWS or LaunchDarkly failures (1) are one error
-    line, not a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from ld_audiences_local.audit import AuditError
-
-        try:
-            return command(args)
-        except _Refused as exc:
-            _error(str(exc))
-            return 2
-        except (BotoCoreError, ClientError) as exc:
-            _error(f"AWS call failed: {exc}")
-            return 1
-        except AuditError as exc:
-            _error(str(exc))
-            return 1
-
-    return run
+Command = Callable[[argparse.Namespace], int]
 
 
-@_operation
+def _operation(failed: int) -> Callable[[Command], Command]:
+    """A status, resync or audit command: what it lacks (2) and AWS or LaunchDarkly failures (`failed`) are one
+    error line, not a traceback."""
+
+    def wrap(command: Command) -> Command:
+        def run(args: argparse.Namespace) -> int:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            from ld_audiences_local.audit import AuditError
+
+            try:
+                return command(args)
+            except _Refused as exc:
+                _error(str(exc))
+                return 2
+            except (BotoCoreError, ClientError) as exc:
+                _error(f"AWS call failed: {exc}")
+                return failed
+            except AuditError as exc:
+                _error(str(exc))
+                return failed
+
+        return run
+
+    return wrap
+
+
+@_operation(failed=1)
 def cmd_status(args: argparse.Namespace) -> int:
     from ld_audiences.audiences import AudienceReader
     from ld_audiences_local import status
@@ -475,11 +493,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     if args.audience is not None and not report.audiences:
         raise _Refused(f"audience {args.audience} is not in the state table, nor in the dead-letter queue")
-    _print(status.to_json(report) if args.json else "\n".join(status.lines(report)))
+    _print(*(status.to_json(report).splitlines() if args.json else status.lines(report)))
     return 0
 
 
-@_operation
+@_operation(failed=1)
 def cmd_resync(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -543,7 +561,7 @@ def _launchdarkly_settings(args: argparse.Namespace, where: Deployment) -> tuple
     return writer, project, environment, base_url
 
 
-@_operation
+@_operation(failed=AUDIT_CANNOT_TELL)
 def cmd_audit(args: argparse.Namespace) -> int:
     import random
     from concurrent.futures import ThreadPoolExecutor
@@ -583,7 +601,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _print(f"repair: queued {len(result.to_repair) - unsent} reasserts on {where.queue_url}")
         if unsent:
             _error(f"SQS did not accept {unsent} reassert(s): run the audit with --repair again")
-    return 1 if result.drift else 0
+    if not result.segment_exists:
+        # Deleted behind the sync's back, or looked for in the wrong place: the audit cannot tell which.
+        _error(
+            f"{result.where} was not found: if it was deleted, resync (or --repair) creates it again; else check "
+            "--project-key, --environment-key, --writer and --segment-key"
+        )
+        return AUDIT_CANNOT_TELL
+    return AUDIT_DRIFT if result.drift else AUDIT_NO_DRIFT
 
 
 # ----------------------------------------------------------------------------------------- parser
@@ -653,9 +678,9 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     ld.add_argument(
         "--chunk-size",
         type=_chunk_size,
-        default=1000,
+        default=DEFAULT_CHUNK_SIZE,
         metavar="N",
-        help="context keys per LaunchDarkly request, 1 to 10000 (default 1000)",
+        help=f"context keys per LaunchDarkly request, 1 to {MAX_CHUNK_SIZE} (default {DEFAULT_CHUNK_SIZE})",
     )
     _add_rate_limit_options(ld, "the in-process emulator's (not with --launchdarkly-url): ")
     ingest = parser.add_argument_group("ingest")
@@ -1084,14 +1109,15 @@ def _add_operation_commands(commands: Any) -> None:
             "compare it with the desired state: every context of an audience with at most --sample of\n"
             "them, a uniform random sample of --sample otherwise, with the Wilson score interval of the\n"
             "drift rate. Prints missing and extra members (a few of each); differences whose newest\n"
-            "change is not written yet are reported apart. Exit status 1 on drift. --repair queues a\n"
-            "reassert for each difference, like resync. The reads share LaunchDarkly's rate limit with\n"
-            "the sync: they are paced by its headers and leave --reserve requests of each window to it.\n"
-            "A read-only token is enough (role Reader, or viewProject on the project)."
+            "change is not written yet are reported apart. --repair queues a reassert for each\n"
+            "difference, like resync. The reads share LaunchDarkly's rate limit with the sync: they are\n"
+            "paced by its headers and leave --reserve requests of each window to it. A read-only token\n"
+            "is enough (role Reader, or viewProject on the project)."
         ),
         epilog=(
             "example: ld-audiences audit --stack-name ld-audiences --audience aud_2f8Yx \\\n"
-            "           --project-key default --environment-key production --sample 1000\n" + EPILOG_ENV
+            "           --project-key default --environment-key production --sample 1000\n"
+            f"{AUDIT_EXIT_STATUSES}\n{EPILOG_ENV}"
         ),
     )
     _add_deployment_options(p)

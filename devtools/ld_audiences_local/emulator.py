@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ld_audiences_local.http_routing import AllMethodsHandler
+from ld_audiences_local.terminal import printable
 
 API_VERSION = "20240415"
 VALID_VERSIONS = (20191212, 20220603, 20240415)
@@ -411,7 +412,8 @@ class _Handler(AllMethodsHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # The request line only; headers (Authorization) are never logged.
         if self.server.emulator.access_log:
-            sys.stderr.write(f"emulator: {self.address_string()} {format % args}\n")
+            # http.server escapes a request line's control characters; this override must as well.
+            sys.stderr.write(f"emulator: {printable(f'{self.address_string()} {format % args}')}\n")
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ld_audiences.audiences import AudienceReader
 from ld_audiences_local.redrive import list_dead_letters
+from ld_audiences_local.terminal import printable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -164,7 +165,8 @@ def to_json(status: Status) -> str:
         ),
         "read_units": status.read_units,
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    # ASCII: every control and bidirectional character of an id or reason is a \u escape, not a character.
+    return json.dumps(doc, indent=2, ensure_ascii=True)
 
 
 COLUMNS = ("AUDIENCE", "KEY", "KIND", "MEMBERS", "LAST CHANGE WRITTEN", "WRITTEN AT", "WAITING*", "DEAD-LETTERED")
@@ -187,22 +189,22 @@ def lines(status: Status) -> list[str]:
         if status.dead_letters_read < d.total:
             note += f"; {status.dead_letters_read} read and counted below"
         out.append(f"dead-letter queue: {d.total} message(s){note}")
-    rows = [COLUMNS]
+    rows: list[tuple[str, ...]] = [COLUMNS]
     for a in status.audiences:
         dead = sum(a.dead_lettered.values())
         reasons = ", ".join(f"{reason} {n}" for reason, n in a.dead_lettered.items())
-        rows.append(
-            (
-                a.audience_id,
-                a.audience_key or "-",
-                a.context_kind,
-                str(a.members),
-                f"{a.last_event_time} ({a.last_message_id})" if a.last_event_time else "-",
-                _when(a.last_write_at) or "-",
-                waiting,
-                f"{dead} ({reasons})" if dead else "0",
-            )
+        cells = (
+            a.audience_id,
+            a.audience_key or "-",
+            a.context_kind,
+            str(a.members),
+            f"{a.last_event_time} ({a.last_message_id})" if a.last_event_time else "-",
+            _when(a.last_write_at) or "-",
+            waiting,
+            f"{dead} ({reasons})" if dead else "0",
         )
+        # Escaped before the columns are measured, so that they line up as printed.
+        rows.append(tuple(printable(cell) for cell in cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     out += ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
     if not status.audiences:

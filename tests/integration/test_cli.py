@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import json
 import os
 import queue
 import shlex
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,8 +22,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from ld_audiences.dead_letters import SqsDeadLetters
+from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.sync import QueuedRecord
+from ld_audiences.writers import SegmentAudiencesWriter, Target
 from ld_audiences_local.emulator import Emulator
-from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, free_port
+from tests.audience_state import change, write_state
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, free_port
 from tests.recording_server import Recorded, RecordingServer, Scripted
 
 CLI = Path(sys.executable).with_name("ld-audiences")
@@ -94,6 +101,79 @@ def test_no_command_is_a_usage_error() -> None:
     result = run()
     assert result.returncode == 2
     assert "usage: ld-audiences" in result.stderr
+
+
+def test_audit_states_its_exit_statuses() -> None:
+    text = " ".join(run("audit", "--help").stdout.split())
+    assert "exit status: 0 no drift; 1 drift found; 2 usage error" in text
+    assert "3 cannot tell: AWS or LaunchDarkly failed, or the segment was not found" in text
+
+
+def test_a_local_chunk_holds_at_most_1000_keys() -> None:
+    result = run("local", "--chunk-size", "1001")
+    assert result.returncode == 2
+    assert "must be from 1 to 1000" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------- what reaches the terminal
+
+# Retitles the terminal (OSC ... BEL), clears the screen (CSI 2J), then shows what follows reversed (U+202E).
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\u202e"
+# What SQS carries in a message attribute (no C0 controls): a C1 CSI and bidi isolates.
+HOSTILE_ATTRIBUTE = "\x9b2J\u2066\u200f"
+
+
+def raw_controls(output: str) -> list[str]:
+    """Characters a terminal acts on or reorders by, line breaks aside."""
+    return [
+        f"U+{ord(c):04X}" for c in output.replace("\n", "") if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+    ]
+
+
+def test_replay_and_check_escape_what_the_endpoint_answers(fixtures: dict[str, bytes], tmp_path: Path) -> None:
+    errors = [{"index": 0, "messageId": f"personas{HOSTILE}", "reason": f"invalid{HOSTILE}"}]
+    body = {"accepted": 0, "skipped": 0, "rejected": 1, "errors": errors, "code": "c", "message": f"m{HOSTILE}"}
+    server = RecordingServer(default=Scripted(401, {"Content-Type": "application/json"}, body))
+    try:
+        replayed = run("replay", str(tmp_path / "a_single.json"), "--endpoint", server.url, "--secret", SECRET)
+        checked = run("check", "--base-url", server.url, "--token", LD_TOKEN)
+    finally:
+        server.close()
+    for result in (replayed, checked):
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert raw_controls(result.stdout + result.stderr) == []
+    assert "#0 invalid\\x1b]0;owned\\x07\\x1b[2J\\u202e (personas\\x1b]0;owned" in replayed.stdout
+    assert "(401 c: m\\x1b]0;owned\\x07\\x1b[2J\\u202e)" in checked.stdout
+
+
+def test_operator_commands_escape_ids_keys_and_reasons(aws: Aws, emulator: Emulator) -> None:
+    """Values queued before ingest refused such characters, and LaunchDarkly's words in a dead letter."""
+    hostile = change(f"aud{HOSTILE}", f"user{HOSTILE}", True, audience_key=f"key{HOSTILE}")
+    write_state(aws, [hostile, change("aud_h", f"user{HOSTILE}", True), change("aud_h", "m0", True)])
+    dead = SqsDeadLetters(aws.sqs, aws.dlq_url)
+    reason = f"launchdarkly_400{HOSTILE_ATTRIBUTE}"
+    assert dead.send(QueuedRecord("r0", hostile.to_message()), reason, HOSTILE_ATTRIBUTE)
+    writer = SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID)
+    writer.write(Target("aud_h", "aud_h_key", "user"), ["m0"], [], time.time() + 10)
+    where = ["--table", aws.table, "--queue-url", aws.queue_url, "--dlq-url", aws.dlq_url]
+    launchdarkly = ["--base-url", emulator.url, "--token", LD_TOKEN, "--project-key", "default"]
+
+    status = run("status", *where)
+    listed = run("redrive", "--queue-url", aws.queue_url, "--dlq-url", aws.dlq_url, "--dry-run")
+    resynced = run("resync", *where, "--audience", hostile.audience_id, "--dry-run")
+    audited = run("audit", *where, "--audience", "aud_h", *launchdarkly, "--environment-key", "production")
+    for result, code in ((status, 0), (listed, 0), (resynced, 0), (audited, 1)):
+        assert result.returncode == code, result.stdout + result.stderr
+        assert raw_controls(result.stdout + result.stderr) == []
+    assert "aud\\x1b]0;owned\\x07\\x1b[2J\\u202e" in status.stdout and "\\u2066" in status.stdout
+    assert "add user:user\\x1b]0;owned" in listed.stdout and "reason launchdarkly_400\\x9b2J\\u2066" in listed.stdout
+    assert "(key\\x1b]0;owned\\x07\\x1b[2J\\u202e, context kind user)" in resynced.stdout
+    assert "  user\\x1b]0;owned\\x07\\x1b[2J\\u202e" in audited.stdout
+
+    as_json = run("status", *where, "--json")
+    assert as_json.returncode == 0 and as_json.stdout.isascii()
+    audiences = {a["audience_id"]: a for a in json.loads(as_json.stdout)["audiences"]}
+    assert audiences[hostile.audience_id]["audience_key"] == hostile.audience_key  # exact, once parsed
 
 
 # ----------------------------------------------------------------------------------------- check

@@ -25,6 +25,7 @@ from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.resync import Progress, resync
 from tests.audience_state import change, write_audience, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
+from tests.recording_server import Recorded, RecordingServer, Scripted
 
 MEMBERS = [f"m{i}" for i in range(20)]
 LEFT = [f"l{i}" for i in range(10)]
@@ -262,9 +263,10 @@ def test_audit_of_a_deleted_segment_finds_every_member_missing_without_asking_fo
 ) -> None:
     path = f"{emulator.url}/api/v2/segments/default/production/segment-audiences-aud_a"
     assert requests.delete(path, headers={"Authorization": LD_TOKEN}, timeout=5).status_code == 204
-    code, out, _ = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator))
-    assert code == 1
+    code, out, err = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator))
+    assert code == 3  # deleted, or a wrong project, environment or key: the audit cannot tell
     assert "the segment does not exist in LaunchDarkly" in out and "missing members: 20" in out
+    assert "was not found" in err and "--project-key" in err
     requests_made = emulator.stats()["requests"]
     assert not any("/contexts/" in route for route in requests_made)
 
@@ -301,7 +303,33 @@ def test_audit_reads_a_rest_writer_segment_with_a_read_only_token(aws: Aws, caps
         code, out, err = run(
             capsys, "audit", *where(aws), *args[:-1], "api-wrong", "--project-key", "proj", "--environment-key", "prod"
         )
-        assert code == 1 and "401" in err and "api-wrong" not in out + err
+        assert code == 3 and "401" in err and "api-wrong" not in out + err
+
+
+def test_audit_paces_by_answers_that_name_only_the_reset(audience: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    """LaunchDarkly may answer with X-Ratelimit-Reset and no remaining count."""
+
+    def answer(request: Recorded) -> Scripted:
+        reset = {"X-Ratelimit-Reset": str(int((time.time() + 10) * 1000))}
+        if "/contexts/" not in request.path:
+            return Scripted(200, reset, {"key": "segment-audiences-aud_a", "unbounded": True})
+        return Scripted(200, reset, {"included": request.path.rsplit("/", 1)[1].startswith("m")})
+
+    server = RecordingServer(respond=answer)
+    try:
+        args = ["--audience", "aud_a", "--base-url", server.url, "--token", LD_TOKEN]
+        code, out, err = run(capsys, "audit", *where(audience), *args, "--project-key", "p", "--environment-key", "e")
+    finally:
+        server.close()
+    assert code == 0, out + err
+    assert "drift: 0 of 30 checked" in out
+
+
+def test_audit_that_cannot_read_the_state_table_cannot_tell(
+    aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "audit", "--table", "no-such-table", "--audience", "aud_a", *launchdarkly(emulator))
+    assert code == 3 and "AWS call failed" in err
 
 
 def test_audit_needs_a_token_and_where_the_segment_is(

@@ -109,8 +109,8 @@ MEMBERSHIPS: tuple[list[Any], list[Any]] = (
 )
 CLASSES = (["audience", "journey_step"], ["trait", "Audience", None])
 AUDIENCE_IDS: tuple[list[Any], list[Any]] = (
-    ["aud_1", "aud_\U0001f680", "i" * 255, 42, 7.0],
-    ["i" * 256, "", "aud\u200b1", "aud_1 ", 4.5],
+    ["aud_1", "aud_\U0001f680", "i" * 128, 42, 7.0],
+    ["i" * 129, "", "aud\u200b1", "aud_1 ", 4.5],
 )
 TIMESTAMPS = (
     [
@@ -164,7 +164,10 @@ EMAILS: tuple[list[Any], list[Any]] = (
         "e\u00a0f@example.com",
     ],
 )
-MESSAGE_IDS: tuple[list[Any], list[Any]] = (["personas_2kQ1", "personas_2kQ2", "m" * 255, None], ["", "m" * 256, 7])
+MESSAGE_IDS: tuple[list[Any], list[Any]] = (
+    ["personas_2kQ1", "personas_2kQ2", "m" * 255, None],
+    ["", "m" * 256, 7, "\x1b[2Jpersonas_3", "personas\u202e4", " personas_5"],
+)
 # Where a mutation may strike an otherwise plausible event.
 PATHS = [
     ("type",),
@@ -468,7 +471,7 @@ def check_against_events(
             skipped += 1
             continue
         context_key = expected_key(raw, event, policy)
-        identifiers = (personas.computation_key, personas.computation_id, context_key)
+        identifiers = (personas.computation_key, personas.computation_id, context_key, event.messageId)
         if any(value and invisible(value) for value in identifiers) or too_far_ahead(event):
             assert index in rejected, f"event {index} has an invisible character or a future time"
         if index not in rejected:
@@ -500,7 +503,8 @@ def check_against_events(
 
 
 def check_change(change: MembershipChange) -> None:
-    assert not any(invisible(value) for value in (change.context_key, change.audience_key, change.audience_id))
+    identifiers = (change.context_key, change.audience_key, change.audience_id, change.message_id)
+    assert not any(invisible(value) for value in identifiers)
     assert datetime.fromisoformat(change.event_time[:26] + "Z") <= RECEIVED + SKEW
     assert MembershipChange.model_validate(change.model_dump()) == change
     message = change.to_message()

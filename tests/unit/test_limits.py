@@ -1,5 +1,6 @@
-"""The limits ingest enforces fit what comes after it: the largest change it can accept fits an SQS batch and
-the state table's partition key, whatever characters it holds."""
+"""The limits ingest enforces fit what comes after it: the largest change it can accept, or could accept
+before a limit was lowered, fits an SQS batch and the state table's partition key, whatever characters it
+holds."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ QUOTE = '"'
 
 def largest_change(char: str) -> MembershipChange:
     return MembershipChange(
-        audience_id=char * limits.MAX_AUDIENCE_ID,
+        audience_id=char * limits.MAX_QUEUED_AUDIENCE_ID,
         audience_key=char * limits.MAX_AUDIENCE_KEY,
         context_kind="k" * limits.MAX_CONTEXT_KIND,
         context_key=char * limits.MAX_CONTEXT_KEY,
@@ -36,6 +37,11 @@ def test_the_largest_audience_id_and_kind_fit_the_state_tables_partition_key() -
     # The partition key holds the audience id and the context kind as JSON without ASCII escaping; control
     # characters (escaped to six bytes) are refused at ingest, so no code point takes more than four.
     for char in (ASTRAL, QUOTE):
-        key = json.dumps([char * limits.MAX_AUDIENCE_ID, "k" * limits.MAX_CONTEXT_KIND], ensure_ascii=False)
+        key = json.dumps([char * limits.MAX_QUEUED_AUDIENCE_ID, "k" * limits.MAX_CONTEXT_KIND], ensure_ascii=False)
         assert len(key.encode()) <= limits.DYNAMODB_PARTITION_KEY_BYTES - 900  # room for a shard suffix
     assert limits.key_defect("a\x00b") is not None  # what the four-byte bound relies on
+
+
+def test_changes_queued_before_audience_ids_were_limited_to_128_still_read() -> None:
+    queued = largest_change("i").to_message()
+    assert len(MembershipChange.from_message(queued).audience_id) == 255 > limits.MAX_AUDIENCE_ID

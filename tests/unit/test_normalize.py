@@ -232,6 +232,7 @@ KEY_FIELDS = [
     ("context.traits.email", ContextKeyPolicy.EMAIL_ONLY, "context.traits.email"),
     ("computation_key", ContextKeyPolicy.USER_ID_ONLY, "context.personas.computation_key"),
     ("computation_id", ContextKeyPolicy.USER_ID_ONLY, "context.personas.computation_id"),
+    ("messageId", ContextKeyPolicy.USER_ID_ONLY, "messageId"),
 ]
 
 
@@ -240,6 +241,8 @@ def event_with(where: str, value: str) -> dict[str, Any]:
         return engage_event(audience_key=value)
     if where == "computation_id":
         return engage_event(audience_id=value)
+    if where == "messageId":
+        return engage_event(message_id=value)
     if where == "traits.email":
         return engage_event(type_="identify", user_id=None, email=value)
     if where == "context.traits.email":
@@ -273,7 +276,7 @@ def test_keys_with_a_leading_or_trailing_space_are_refused(
 @pytest.mark.parametrize("value", ["jane doe", "zoë", "用户", "\U0001f680", "a\u0301", "x\uffff", "\ue000"])
 def test_visible_characters_are_kept_verbatim(where: str, policy: ContextKeyPolicy, field: str, value: str) -> None:
     result = change(event_with(where, value), NormalizeSettings(policy=policy))
-    assert value in (result.context_key, result.audience_key, result.audience_id)
+    assert value in (result.context_key, result.audience_key, result.audience_id, result.message_id)
 
 
 def test_emails_are_trimmed_before_they_are_checked() -> None:
@@ -400,7 +403,12 @@ def test_wrong_types_are_rejected_with_the_field_path() -> None:
 
 @pytest.mark.parametrize(
     "path, length",
-    [(("userId",), 1025), (("context", "personas", "computation_key"), 256), (("messageId",), 256)],
+    [
+        (("userId",), 1025),
+        (("context", "personas", "computation_key"), 256),
+        (("context", "personas", "computation_id"), 129),
+        (("messageId",), 256),
+    ],
 )
 def test_oversize_identifiers_are_rejected_naming_the_field(path: tuple[str, ...], length: int) -> None:
     event = engage_event()
@@ -411,3 +419,10 @@ def test_oversize_identifiers_are_rejected_naming_the_field(path: tuple[str, ...
     outcome = rejected(event)
     assert outcome.reason == "value_too_long"
     assert outcome.field == ".".join(path)
+
+
+def test_an_audience_id_may_be_as_long_as_launchdarkly_recommends_a_cohort_id() -> None:
+    assert change(engage_event(audience_id="i" * 128)).audience_id == "i" * 128
+    outcome = rejected(engage_event(audience_id="i" * 129))
+    assert (outcome.reason, outcome.field) == ("value_too_long", "context.personas.computation_id")
+    assert "128 characters" in outcome.message

@@ -24,7 +24,7 @@ import yaml
 
 from ld_audiences import limits
 from ld_audiences.change import MembershipChange
-from ld_audiences.config import IngestSettings, NormalizeSettings
+from ld_audiences.config import MAX_CHUNK_SIZE, IngestSettings, NormalizeSettings
 from ld_audiences.normalize import format_time, parse_timestamp
 from ld_audiences.state_table import table_definition
 from ld_audiences_local.api_gateway import (
@@ -689,6 +689,11 @@ def test_request_limits_are_ones_lambda_lets_the_function_see(tpl: dict[str, Any
     assert as_int(body["Default"]) == runtime.max_body_bytes
     assert as_int(events["MaxValue"]) == limits.MAX_EVENTS_PER_REQUEST
     assert as_int(events["Default"]) == runtime.max_events
+
+
+def test_chunk_size_is_bounded_like_the_runtime_config(tpl: dict[str, Any]) -> None:
+    chunk = tpl["Parameters"]["ChunkSize"]
+    assert (as_int(chunk["MinValue"]), as_int(chunk["MaxValue"])) == (1, MAX_CHUNK_SIZE)
 
 
 def test_the_local_stack_times_out_ingest_like_the_template(tpl: dict[str, Any]) -> None:

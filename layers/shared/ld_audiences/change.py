@@ -17,7 +17,7 @@ class MembershipChange(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     v: Literal[1] = SCHEMA_VERSION
-    audience_id: str = Field(min_length=1, max_length=limits.MAX_AUDIENCE_ID)
+    audience_id: str = Field(min_length=1, max_length=limits.MAX_QUEUED_AUDIENCE_ID)
     audience_key: str = Field(min_length=1, max_length=limits.MAX_AUDIENCE_KEY)
     context_kind: str = Field(min_length=1, max_length=limits.MAX_CONTEXT_KIND)
     context_key: str = Field(min_length=1, max_length=limits.MAX_CONTEXT_KEY)

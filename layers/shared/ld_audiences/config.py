@@ -13,8 +13,11 @@ from typing import TypeVar
 from ld_audiences import limits
 
 DEFAULT_LD_BASE_URL = "https://app.launchdarkly.com"
-# No per-request limit is documented; peers send at most 1,000 identifiers per request.
-DEFAULT_CHUNK_SIZE = 1000
+# LaunchDarkly documents no per-request maximum, and every peer (RudderStack, Amplitude) sends at most 1,000
+# identifiers a request: larger requests are untried, so 1,000 is the most as well as the default.
+# template.yaml's ChunkSize MaxValue is the same number (tests/unit/test_template.py).
+MAX_CHUNK_SIZE = 1000
+DEFAULT_CHUNK_SIZE = MAX_CHUNK_SIZE
 # Audiences a sync invocation reconciles at once (each request still waits for the shared rate-limit
 # window), and the threads that run one audience's state-table calls at once.
 SEGMENTS_AT_ONCE = 4
@@ -160,7 +163,7 @@ class LaunchDarklySettings:
             base_url=_env("LD_BASE_URL", DEFAULT_LD_BASE_URL).rstrip("/"),
             project_key=_env("LD_PROJECT_KEY", ""),
             environment_key=_env("LD_ENVIRONMENT_KEY", ""),
-            chunk_size=_int_env("LD_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, 1, 10000),
+            chunk_size=_int_env("LD_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, 1, MAX_CHUNK_SIZE),
         )
 
 

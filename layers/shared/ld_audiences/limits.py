@@ -16,12 +16,18 @@ from datetime import timedelta
 # LaunchDarkly documents no maximum for a context key; 1,024 covers every real key (hashed e-mails, URNs).
 MAX_CONTEXT_KEY = 1024
 MAX_CONTEXT_KIND = 64
-# Engage computation keys and ids are short identifiers. The state table's partition key holds the
-# audience id and the context kind as JSON (UTF-8, at most 4 bytes a code point once control characters
-# are refused): 255 + 64 code points take at most 1,092 of DynamoDB's 2,048 bytes.
+# Engage computation keys and message ids are short identifiers.
 MAX_AUDIENCE_KEY = 255
-MAX_AUDIENCE_ID = 255
 MAX_MESSAGE_ID = 255
+# The audience id is the cohort id of LaunchDarkly's synced segment, whose documentation recommends cohort
+# ids of at most 128 characters.
+MAX_AUDIENCE_ID = 128
+# What a queued change's audience id may hold: ingest took 255 before it followed LaunchDarkly's
+# recommendation, and changes queued (or dead-lettered, to be redriven) then must still sync. The state
+# table's partition key holds the audience id and the context kind as JSON (UTF-8, at most 4 bytes a code
+# point once control characters are refused): 255 + 64 code points take at most 1,092 of DynamoDB's 2,048
+# bytes.
+MAX_QUEUED_AUDIENCE_ID = 255
 
 # Lambda takes at most 6 MiB (6,291,456 bytes) per synchronous invocation, the whole API Gateway proxy event
 # counted: the body (inflated by API Gateway when it came gzipped) sits there as a JSON string, every quote
@@ -70,7 +76,7 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def key_defect(value: str) -> str | None:
-    """Why `value` cannot be a context key, audience key or audience id; None when it can.
+    """Why `value` cannot be a context key, audience key, audience id or message id; None when it can.
 
     Spaces other than U+0020 (no-break, ideographic, ...) look like a space and are refused as well; a
     leading or trailing space would make a key that differs invisibly from the one the application uses.

@@ -82,11 +82,13 @@ def normalize(raw: Any, settings: NormalizeSettings, received_at: datetime | Non
             "context.personas.computation_id",
         )
 
+    # The message id orders changes and is shown by status and redrive: it obeys the keys' rules too.
     for field, value in (
         ("context.personas.computation_key", audience_key),
         ("context.personas.computation_id", personas.computation_id),
+        ("messageId", event.messageId),
     ):
-        if defect := limits.key_defect(value):
+        if value and (defect := limits.key_defect(value)):
             return Rejected("invalid_characters", f"{field} {defect}", field)
 
     included = _membership(event, audience_key, personas.computation_class == "journey_step")
