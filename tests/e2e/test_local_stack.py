@@ -412,7 +412,8 @@ def test_permanent_failure_is_dead_lettered_with_its_reason_and_redriven(
     assert launchdarkly.stats()["requests"][SEGMENT_AUDIENCES]["400"] == rejected_writes + 1
     [again] = list_dead_letters(stack.sqs, stack.dlq_url, wait_seconds=0)  # type: ignore[arg-type]
     assert again.reason == letter.reason
-    assert again.source_message_id != letter.source_message_id
+    assert again.message_id != letter.message_id
+    assert again.source_message_id == letter.source_message_id == json.loads(letter.body)["message_id"]
     assert again.body == letter.body
     assert launchdarkly.included(f"{CSID}/{REJECTED}") == set()
 

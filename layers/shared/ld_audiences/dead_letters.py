@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 REASON_ATTRIBUTE = "failure_reason"
 DETAIL_ATTRIBUTE = "failure_detail"
+# The SQS message a record came in (an unreadable one), or Segment's messageId for a change LaunchDarkly refused
+# (its record was acknowledged when it was recorded).
 SOURCE_ID_ATTRIBUTE = "source_message_id"
 
 
