@@ -48,6 +48,7 @@ ROUTE, ACCOUNT = "route", "account"
 # The limits a request counts against, each with the header that counts it: LaunchDarkly's global limit is
 # the account's.
 REMAINING_HEADERS = {ROUTE: "X-Ratelimit-Route-Remaining", ACCOUNT: "X-Ratelimit-Global-Remaining"}
+SCOPES = tuple(REMAINING_HEADERS)
 # LaunchDarkly's windows last ten seconds: a reset further than this from now is a misread unit (seconds,
 # microseconds) or a corrupt record, and obeying it would stall every invocation. A longer `Retry-After`
 # is waited this long, then one request finds out whether the limit still holds.
@@ -165,10 +166,10 @@ class WindowState:
         same = window.reset_at == self.reset_at or self.guessed
         limit, period = self.limit, self.period
         counted = window.remaining is not None and not window.limited
-        if window.remaining is not None and not window.limited:
+        if counted:
             # The first answer of a window shows its size (remaining + 1); a count is LaunchDarkly's own.
-            limit = max(limit or 0, window.remaining + 1)
-        gap = -ahead
+            limit = max(limit or 0, (window.remaining or 0) + 1)
+        gap = window.reset_at - self.reset_at
         if not same and self.reset_at and (counted or self.limit is not None) and 0 < gap <= MAX_WINDOW_SECONDS:
             period = min(period, gap) if period else gap
         if window.limited:
@@ -179,9 +180,6 @@ class WindowState:
             remaining = min(self.remaining, window.remaining) if same else window.remaining
         learned = WindowState(window.reset_at, remaining, False, limit, period)
         return None if learned == self else learned
-
-
-SCOPES = tuple(REMAINING_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,6 @@ class RetryPolicy:
     # Route and token limits reset every ten seconds: wait for one window within an invocation; a longer
     # wait is left to SQS (the records come back when the window has reset) rather than paid for idle.
     max_rate_limit_wait: float = 11.0
-    # A 429 that names no usable time to wait: doubling from a second, up to a window's length (ten
-    # seconds), after which the limit that refused it has reset.
-    rate_limit_base_delay: float = 1.0
-    rate_limit_max_delay: float = 10.0
     connect_timeout: float = 3.05
     read_timeout: float = 10.0
     # A request started this close to the deadline would get a read timeout too short to see its
@@ -39,14 +35,13 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: spreads retries of concurrent invocations instead of synchronising them."""
-        return rng.uniform(0, _doubled(self.base_delay, self.max_delay, attempt))
+        return rng.uniform(0, self._step(attempt))
 
     def rate_limit_backoff(self, attempt: int, rng: random.Random) -> float:
-        """Equal jitter: spread like `backoff`, but never close to nothing, which against a limit still
-        spent would only spend more of it."""
-        step = _doubled(self.rate_limit_base_delay, self.rate_limit_max_delay, attempt)
+        """For a 429 that names no usable time to wait. Equal jitter: spread like `backoff`, but never close
+        to nothing, which against a limit still spent would only spend more of it."""
+        step = self._step(attempt)
         return rng.uniform(step / 2, step)
 
-
-def _doubled(base: float, cap: float, attempt: int) -> float:
-    return min(cap, base * 2.0**attempt)
+    def _step(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2.0**attempt)
