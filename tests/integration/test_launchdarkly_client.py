@@ -16,6 +16,7 @@ from tests.recording_server import RecordingServer, Scripted
 
 TOKEN = "api-0000-secret-token"
 POLICY = RetryPolicy(base_delay=0.01, max_delay=0.02, max_rate_limit_wait=2.0, read_timeout=0.5)
+PATIENT = RetryPolicy(base_delay=0.5, max_delay=4.0, max_rate_limit_wait=20.0, read_timeout=0.5)  # waits out 429s
 
 
 @pytest.fixture
@@ -38,9 +39,9 @@ class SleepLog:
         return time.time() + sum(self.waits)
 
 
-def client_for(url: str, sleep: SleepLog | None = None) -> LaunchDarklyClient:
+def client_for(url: str, sleep: SleepLog | None = None, policy: RetryPolicy = POLICY) -> LaunchDarklyClient:
     sleep = sleep or SleepLog()
-    return LaunchDarklyClient(url, TOKEN, policy=POLICY, sleep=sleep, clock=sleep.time, rng=random.Random(1))
+    return LaunchDarklyClient(url, TOKEN, policy=policy, sleep=sleep, clock=sleep.time, rng=random.Random(1))
 
 
 def test_sends_the_bare_token_and_api_version(server: RecordingServer) -> None:
@@ -63,11 +64,67 @@ def test_429_waits_for_the_reset_header_then_retries(server: RecordingServer) ->
     assert client.responses == {"429": 1, "204": 1}
 
 
-def test_a_reset_in_the_past_is_clamped_to_no_wait(server: RecordingServer) -> None:
-    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(int((time.time() - 60) * 1000))})]
+def test_a_429_whose_reset_has_passed_backs_off_exponentially_instead_of_spinning(server: RecordingServer) -> None:
+    """Problem 3: it was tried again at once, six times. (This test asserted that: no wait at all.)"""
+    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(int((time.time() - 5) * 1000))})] * 3
     sleep = SleepLog()
-    client_for(server.url, sleep).request("POST", "/x", {}, deadline=time.time() + 10)
-    assert len(server.requests) == 2 and all(0 <= wait <= 0.25 for wait in sleep.waits)
+    client_for(server.url, sleep, PATIENT).request("POST", "/x", {}, deadline=time.time() + 60)
+    assert len(server.requests) == 4
+    steps = [PATIENT.base_delay * 2**attempt for attempt in range(3)]
+    assert all(step / 2 <= wait <= step for step, wait in zip(steps, sleep.waits, strict=True))
+
+
+def test_a_429_with_no_usable_wait_is_deferred_by_its_backoff_not_by_nothing(server: RecordingServer) -> None:
+    server.default = Scripted(429, {"X-Ratelimit-Reset": str(int((time.time() - 5) * 1000))})
+    with pytest.raises(WriteError) as caught:
+        client_for(server.url, policy=PATIENT).request("POST", "/x", {}, deadline=time.time() + 3)
+    assert (caught.value.permanent, caught.value.status) == (False, 429)
+    assert caught.value.retry_after is not None and caught.value.retry_after >= PATIENT.base_delay / 2
+    assert len(server.requests) <= 3
+
+
+@pytest.mark.parametrize("unit", [1e-3, 1e3], ids=["seconds", "microseconds"])
+def test_a_429_s_reset_in_the_wrong_unit_is_a_short_backoff_then_one_probe(
+    server: RecordingServer, unit: float
+) -> None:
+    """Problem 1: a reset in microseconds deferred every request for the longest wait there is; one in
+    seconds (long past) was a spin."""
+    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(int((time.time() + 3) * 1000 * unit))})]
+    sleep = SleepLog()
+    client_for(server.url, sleep, PATIENT).request("POST", "/x", {}, deadline=time.time() + 60)
+    assert len(server.requests) == 2 and len(sleep.waits) == 1
+    assert PATIENT.base_delay / 2 <= sleep.waits[0] <= PATIENT.base_delay
+
+
+def test_an_answer_s_reset_in_the_wrong_unit_holds_nobody(server: RecordingServer) -> None:
+    reset_us = int((time.time() + 3) * 1_000_000)
+    server.default = Scripted(204, {"X-Ratelimit-Route-Remaining": "0", "X-Ratelimit-Reset": str(reset_us)})
+    sleep = SleepLog()
+    client = client_for(server.url, sleep)
+    for _ in range(2):
+        client.request("POST", "/x", {}, deadline=time.time() + 10)
+    assert len(server.requests) == 2 and sleep.waits == []
+
+
+@pytest.mark.parametrize("retry_after", ["nan", "inf", "-inf", "-3", "1e999", "soon"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_a_backoff_not_a_crash(
+    server: RecordingServer, retry_after: str
+) -> None:
+    """Problem 2: such a value must never raise (nor turn into a wait that is no number)."""
+    server.script = [Scripted(429, {"Retry-After": retry_after})]
+    sleep = SleepLog()
+    client_for(server.url, sleep, PATIENT).request("POST", "/x", {}, deadline=time.time() + 60)
+    assert len(server.requests) == 2
+    assert len(sleep.waits) == 1 and PATIENT.base_delay / 2 <= sleep.waits[0] <= PATIENT.base_delay
+
+
+def test_a_429_waits_for_the_later_of_retry_after_and_the_reset(server: RecordingServer) -> None:
+    """Problem 4: Retry-After was ignored whenever a reset came with it."""
+    reset_ms = int((time.time() + 1.0) * 1000)
+    server.script = [Scripted(429, {"X-Ratelimit-Reset": str(reset_ms), "Retry-After": "3"})]
+    sleep = SleepLog()
+    client_for(server.url, sleep, PATIENT).request("POST", "/x", {}, deadline=time.time() + 60)
+    assert len(server.requests) == 2 and 3.0 <= sum(sleep.waits) <= 3.3
 
 
 def test_retry_after_seconds_is_used_without_a_reset_header(server: RecordingServer) -> None:

@@ -72,6 +72,11 @@ class LaunchDarklyClient:
         self.retries = 0
         self.rate_limit_waits = 0
 
+    def _jitter(self) -> float:
+        """Added to every rate-limit wait: invocations released by one reset should not all arrive in its
+        first millisecond."""
+        return self._rng.uniform(0, 0.25)
+
     def __repr__(self) -> str:  # the token must never show up in a log line or traceback
         return f"LaunchDarklyClient({self.base_url!r})"
 
@@ -124,7 +129,7 @@ class LaunchDarklyClient:
                 self._rate_limit,
                 clock=self._clock,
                 sleep=self._sleep,
-                jitter=lambda: self._rng.uniform(0, 0.25),
+                jitter=self._jitter,
                 latest_start=latest_start,
                 max_wait=self.policy.max_rate_limit_wait,
             )
@@ -159,27 +164,36 @@ class LaunchDarklyClient:
             else:
                 status = response.status_code
                 self._count(str(status))
-                window = window_from(status, response.headers, self._clock())
-                if window is not None:
+                now = self._clock()
+                windows = window_from(status, response.headers, now)
+                for window in windows:
                     self._rate_limit.learn(window)
                 if 200 <= status < 300 or status in expected:
                     setattr(response, _UNANSWERED, unanswered)
                     return response
                 code, message = error_details(response, context_keys)
                 transient = is_transient(status) and (status != 409 or conflict_is_transient)
-                if status == 429 and window is not None:
-                    # The next attempt waits for the window (with every other invocation); giving up
-                    # before it resets is a matter of time, not a failure.
-                    retry_after = max(window.reset_at - self._clock(), 0.0)
-                    failure = WriteError(False, 429, code, message, outcome_unknown=unanswered, retry_after=retry_after)
-                    wait = 0.0
+                if status == 429:
+                    # LaunchDarkly asks for at least its wait, which this request keeps even where the shared
+                    # window could not (an answer it took for an earlier window's, the table unavailable);
+                    # without a usable one, trying again at once would only spin. Giving up before then is
+                    # a matter of time, not a failure.
+                    if windows:
+                        wait = max(window.reset_at for window in windows) - now + self._jitter()
+                    else:
+                        wait = self.policy.rate_limit_backoff(attempt, self._rng)
+                    failure = WriteError(False, 429, code, message, outcome_unknown=unanswered, retry_after=wait)
                 else:
                     failure = WriteError(not transient, status, code, message, outcome_unknown=unanswered)
                     if not transient:
                         raise failure
                     wait = self.policy.backoff(attempt, self._rng)
             attempt += 1
-            if attempt >= self.policy.max_attempts or self._clock() + wait >= latest_start:
+            if (
+                attempt >= self.policy.max_attempts
+                or wait > self.policy.max_rate_limit_wait
+                or self._clock() + wait >= latest_start
+            ):
                 raise failure
             self._count(retry=True)
             if wait > 0:

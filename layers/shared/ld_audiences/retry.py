@@ -35,4 +35,13 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: spreads retries of concurrent invocations instead of synchronising them."""
-        return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        return rng.uniform(0, self._step(attempt))
+
+    def rate_limit_backoff(self, attempt: int, rng: random.Random) -> float:
+        """For a 429 that names no usable time to wait. Equal jitter: spread like `backoff`, but never close
+        to nothing, which against a limit still spent would only spend more of it."""
+        step = self._step(attempt)
+        return rng.uniform(step / 2, step)
+
+    def _step(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2.0**attempt)
