@@ -10,6 +10,7 @@ queue's depth is the whole queue's.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ class AudienceStatus:
     last_message_id: str | None = None
     last_write_at: float | None = None
     changes_written: int = 0
+    pending_since: float | None = None  # when its oldest change not yet in LaunchDarkly was recorded
     dead_lettered: dict[str, int] = field(default_factory=dict)  # by failure reason
 
 
@@ -103,14 +105,16 @@ def collect(
     audience_id: str | None = None,
     dead_letter_limit: int = 10_000,
 ) -> Status:
-    """Every audience with a summary or a dead letter (or only `audience_id`'s), with exact member counts."""
+    """Every audience with a summary, pending changes or a dead letter (or only `audience_id`'s), with exact
+    member counts."""
     read_before = reader.usage.read_units
     summaries = {(a.audience_id, a.context_kind): a for a in reader.audiences()}
+    pending = reader.pending()
     dead: dict[tuple[str, str], Counter[str]] = {}
     read = unreadable = 0
     if sqs is not None and dlq_url:
         dead, read, unreadable = dead_letters_by_audience(sqs, dlq_url, dead_letter_limit)
-    targets = sorted(set(summaries) | set(dead))
+    targets = sorted(set(summaries) | set(pending) | set(dead))
     if audience_id is not None:
         targets = [target for target in targets if target[0] == audience_id]
     audiences = []
@@ -122,6 +126,7 @@ def collect(
             audience_key="",
             members=counts.members,
             contexts=counts.contexts,
+            pending_since=pending.get(target),
             dead_lettered=dict(sorted(dead.get(target, Counter()).items())),
         )
         summary = summaries.get(target)
@@ -149,7 +154,12 @@ def _when(epoch: float | None) -> str | None:
 def to_json(status: Status) -> str:
     doc: dict[str, Any] = {
         "audiences": [
-            {**asdict(a), "last_write_at": _when(a.last_write_at), "dead_lettered_total": sum(a.dead_lettered.values())}
+            {
+                **asdict(a),
+                "last_write_at": _when(a.last_write_at),
+                "pending_since": _when(a.pending_since),
+                "dead_lettered_total": sum(a.dead_lettered.values()),
+            }
             for a in status.audiences
         ],
         "queue": {**asdict(status.queue), "total": status.queue.total} if status.queue else None,
@@ -169,20 +179,19 @@ def to_json(status: Status) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=True)
 
 
-COLUMNS = ("AUDIENCE", "KEY", "KIND", "MEMBERS", "LAST CHANGE WRITTEN", "WRITTEN AT", "WAITING*", "DEAD-LETTERED")
+COLUMNS = ("AUDIENCE", "KEY", "KIND", "MEMBERS", "LAST CHANGE WRITTEN", "WRITTEN AT", "OLDEST PENDING", "DEAD-LETTERED")
 
 
-def lines(status: Status) -> list[str]:
+def lines(status: Status, now: float | None = None) -> list[str]:
     """The human form: a header about the queues, then one line per audience."""
+    now = time.time() if now is None else now
     out = []
-    waiting = "-"
     if status.queue is not None:
         q = status.queue
-        waiting = str(q.total)
         out.append(
-            f"queue: {q.total} change(s) waiting ({q.visible} visible, {q.in_flight} in flight, {q.delayed} delayed)"
+            f"queue: {q.total} message(s) not yet recorded ({q.visible} visible, {q.in_flight} in flight, "
+            f"{q.delayed} delayed)"
         )
-    out.append("* WAITING is the whole queue's depth: SQS cannot count one audience's changes without receiving them")
     if status.dead_letter_queue is not None:
         d = status.dead_letter_queue
         note = f", {status.dead_letters_unreadable} naming no audience" if status.dead_letters_unreadable else ""
@@ -200,7 +209,7 @@ def lines(status: Status) -> list[str]:
             str(a.members),
             f"{a.last_event_time} ({a.last_message_id})" if a.last_event_time else "-",
             _when(a.last_write_at) or "-",
-            waiting,
+            f"{max(now - a.pending_since, 0):.0f} s ago" if a.pending_since is not None else "-",
             f"{dead} ({reasons})" if dead else "0",
         )
         # Escaped before the columns are measured, so that they line up as printed.

@@ -4,9 +4,11 @@ table, queues, CloudFormation) and the LaunchDarkly emulator over HTTP."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 
 import boto3
 import pytest
@@ -17,6 +19,7 @@ from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.outcomes import QueuedRecord
+from ld_audiences.pending_log import PendingLog
 from ld_audiences.sqs_queue import SqsChangeQueue
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
 from ld_audiences_local.audit import wilson_interval
@@ -82,6 +85,9 @@ def test_status_shows_each_audience_with_exact_members_the_queue_and_dead_letter
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="not json")
     for key in ("q1", "q2", "q3"):
         aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=change("aud_a", key, True).to_message())
+    recorded = time.time()
+    pending = [change("aud_a", "p1", True, second=40)]
+    assert PendingLog(aws.dynamodb, aws.table).record([(Target("aud_a", "aud_a_key", "user"), pending)]) == set()
 
     code, out, _ = run(capsys, "status", *where(aws), "--json")
     assert code == 0
@@ -92,9 +98,12 @@ def test_status_shows_each_audience_with_exact_members_the_queue_and_dead_letter
     assert (a["audience_key"], a["members"], a["contexts"], a["changes_written"]) == ("aud_a_key", 20, 30, 30)
     assert a["last_event_time"] == "2026-11-20T10:00:00.000000000Z" and a["last_write_at"].endswith("Z")
     assert a["dead_lettered"] == {"launchdarkly_400_invalid_request": 2, "x_y": 1}
+    pending_since = datetime.fromisoformat(a["pending_since"]).timestamp()
+    assert recorded - 1 <= pending_since <= time.time()
     # Only dead-lettered so far: listed all the same, with what the table knows (nothing).
     c = lines[("aud_c", "user")]
     assert (c["members"], c["last_write_at"], c["dead_lettered"]) == (0, None, {"max_receive_count_exceeded": 1})
+    assert c["pending_since"] is None and lines[("aud_b", "account")]["pending_since"] is None
     assert report["queue"]["total"] == 3
     assert report["dead_letter_queue"] == {
         "visible": 5,
@@ -111,9 +120,11 @@ def test_status_shows_each_audience_with_exact_members_the_queue_and_dead_letter
 
     code, out, _ = run(capsys, "status", *where(aws), "--audience", "aud_a")
     assert code == 0
-    assert "WAITING is the whole queue's depth" in out and "dead-letter queue: 5 message(s)" in out
+    assert "queue: 3 message(s) not yet recorded" in out and "dead-letter queue: 5 message(s)" in out
+    assert "OLDEST PENDING" in out
     line = next(line for line in out.splitlines() if line.startswith("aud_a "))
     assert line.split()[:4] == ["aud_a", "aud_a_key", "user", "20"]
+    assert re.search(r"\b\d+ s ago\b", line)
     assert "3 (launchdarkly_400_invalid_request 2, x_y 1)" in line
     assert "aud_b" not in out
 

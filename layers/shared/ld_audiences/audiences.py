@@ -127,6 +127,17 @@ class AudienceReader:
             )
         return sorted(found, key=lambda a: (a.audience_id, a.context_kind))
 
+    def pending(self) -> dict[tuple[str, str], float]:
+        """For each audience with changes not yet in LaunchDarkly, when the oldest of them was recorded
+        (epoch seconds), from the pending index (eventually consistent, like every read here)."""
+        request = {
+            "IndexName": t.PENDING_INDEX,
+            "KeyConditionExpression": "#queue = :queue",
+            "ExpressionAttributeNames": {"#queue": t.PENDING_QUEUE},
+            "ExpressionAttributeValues": {":queue": {"S": t.PENDING_QUEUE_VALUE}},
+        }
+        return {t.audience_of_work_item(item): float(item[t.PENDING_SINCE]["N"]) for item in self._query(request)}
+
     # ------------------------------------------------------------------------------------ one audience
 
     def counts(self, audience_id: str, context_kind: str) -> AudienceCounts:
