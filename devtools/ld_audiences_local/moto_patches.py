@@ -112,11 +112,20 @@ def make_moto_dynamodb_atomic() -> None:
     and for an item that does not exist yet each request creates its own: two conditional updates of
     one new item from concurrent requests can both pass, and one is silently lost (measured: 7 in
     2,000 concurrent pairs). The state store relies on DynamoDB's per-item atomicity, and concurrent
-    sync pollers claim the same new contexts all the time: serialize moto's item calls.
+    sync pollers claim the same new contexts all the time: serialize moto's item calls. Queries too: a
+    Query of an index that sorts an item another request is updating fails in moto (an index key read
+    between two attributes of one update), where DynamoDB sees each item whole.
     """
     from moto.dynamodb.models import DynamoDBBackend
 
-    for name in ("get_item", "put_item", "update_item", "delete_item", "transact_write_items"):
+    for name in (
+        "get_item",
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+        "query",  # batch calls go through get_item, put_item and delete_item, item by item
+    ):
         original = getattr(DynamoDBBackend, name, None)
         if original is None or getattr(original, "_ld_audiences_atomic", False):
             continue

@@ -17,6 +17,7 @@ from ld_audiences.retry import RetryPolicy
 from ld_audiences_local.emulator import Faults, RouteRateLimit
 from ld_audiences_local.stack import LocalStack
 from tests.e2e.stack_helpers import SECRET, post_events, segments, traffic, wait_until
+from tests.segment_events import engage_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -155,3 +156,48 @@ def test_fifty_audiences_in_one_batch_against_a_slow_launchdarkly_dead_letter_no
         stats = stack.stats()
         assert stats["batches"] > 1, "one invocation could not write every segment"
         assert stats["failures"] == stats["handler_errors"] == 0
+
+
+# ----------------------------------------------------------------------------------------- many audiences
+
+STREAM_AUDIENCES = 300
+STREAM_LIMIT = RouteRateLimit(requests=10, window_seconds=1.0)  # 10 requests a second
+
+
+def test_a_steady_stream_over_many_audiences_keeps_up_within_the_lag_bound() -> None:
+    """Issue 17: changes spread over 300 audiences arrive steadily (two per audience, interleaved, 20 a
+    second); LaunchDarkly takes 10 requests a second. Requests follow audiences, not batches, so every
+    change is written within 2 x (audiences / request rate) = 60 s of the last arrival, and each audience's
+    changes share requests: far fewer requests than batches x audiences."""
+    events: list[dict[str, object]] = []
+    expected: dict[str, set[str]] = {}
+    for round_ in range(2):
+        for a in range(STREAM_AUDIENCES):
+            audience = f"aud_stream_{a:03d}"
+            user = f"user-{round_}"
+            events.append(engage_event(audience_id=audience, audience_key=f"stream_{a:03d}", user_id=user))
+            expected.setdefault(audience, set()).add(user)
+    rate = STREAM_LIMIT.requests / STREAM_LIMIT.window_seconds
+    bound = 2 * STREAM_AUDIENCES / rate
+    with LocalStack(
+        port=0,
+        webhook_secret=SECRET,
+        batching_window=1.0,
+        sync_concurrency=2,
+        max_receive_count=1,
+        launchdarkly_rate_limit=STREAM_LIMIT,
+    ) as stack:
+        assert stack.emulator is not None
+        started = time.time()
+        for start in range(0, len(events), 20):  # 20 changes a second
+            post_events(stack, events[start : start + 20])
+            time.sleep(max(started + (start + 20) / 20 - time.time(), 0))
+        last_arrival = time.time()
+        done = wait_until(lambda: segments(stack) == expected, bound + 30, "every segment exact")
+        stack.wait_until_drained(bound)
+        stats = stack.emulator.stats()
+        written = stats["requests"][SEGMENT_AUDIENCES].get("204", 0)
+        assert done - last_arrival <= bound, f"the last change waited {done - last_arrival:.0f} s"
+        assert stack.dead_letter_count() == 0
+        assert STREAM_AUDIENCES <= written <= 1.2 * rate * (done - started)
+        assert stack.stats()["failures"] == 0

@@ -70,6 +70,7 @@ class SyncReport:
     audiences: int = 0  # audiences reconciled (one lease each)
     # Seconds until a reconcile-only invocation should run (work left and nothing else due to come); None: none.
     next_tick: float | None = None
+    continue_now: bool = False  # the reconcile budget ran out with work left: go on in another invocation now
     oldest_pending: float | None = None  # epoch seconds the oldest pending change was recorded; None: none
 
     def note_record(self, record: QueuedRecord, change: MembershipChange | None, result: str, detail: str = "") -> None:

@@ -40,8 +40,10 @@ def settle(report: SyncReport, queue: MessageQueue, tick_due: Callable[[float], 
     lost = queue.send_messages(reasserts) if reasserts else []
     if lost:
         logger.error("could not queue the second look at writes whose outcome is unknown", extra={"lost": len(lost)})
+    # A tick that cannot be sent is the schedule's: its next invocation (within a minute) reconciles instead.
     tick = False
-    if report.next_tick is not None and tick_due(report.next_tick):
-        # Unsent, the schedule's next invocation (within a minute) reconciles instead.
+    if report.continue_now:
+        tick = not queue.send_messages([Message(TICK_BODY, 0)])
+    elif report.next_tick is not None and tick_due(report.next_tick):
         tick = not queue.send_messages([Message(TICK_BODY, math.ceil(report.next_tick))])
     return Settlement(report.failed, len(reasserts) - len(lost), tick)

@@ -21,7 +21,8 @@ some and since when (`pending_log.py` has the protocol):
         its changes, zlib-compressed JSON
     pk ["<audience id>","<context kind>","work"]         sk "work"
         pending_seq, pending_since, pending_queue (only while changes are pending: the sparse index
-        PENDING_INDEX lists the audiences with pending changes, oldest first), the audience's lease
+        PENDING_INDEX lists the audiences with pending changes, oldest first), pending_wide (the log spans
+        more than shard 0), the audience's lease
 
 Three more kinds of item share the table (their partition keys are not JSON arrays, so never collide):
     pk "audiences", sk ["<audience id>","<context kind>"]   what `status` lists: key, last write
@@ -40,8 +41,9 @@ PK, SK = "pk", "sk"
 # DynamoDB throttles one, far above what LaunchDarkly's rate limit lets a sync reach (bench/first_sync.py
 # measures the peak per partition). Changing it moves every context to another key: a new table.
 SHARDS = 32
-# The pending log of one audience spreads over this many partition keys: a first sync records about 50
-# bytes a change and deletes as much again, so 4 keys take 4 x 1,000 / 0.1 = 40,000 changes a second.
+# The pending log of one audience spreads over this many partition keys when a batch brings it more than one
+# log item (a first sync): about 50 bytes a change, recorded and deleted, so 4 keys take 4 x 1,000 / 0.1 =
+# 40,000 changes a second. A batch's first item goes to shard 0, where a small audience's log stays.
 PENDING_SHARDS = 4
 
 # Context item attributes. The item is written once LaunchDarkly has the change, so desired and applied are
@@ -62,6 +64,7 @@ PENDING_SEQ = "pending_seq"  # bumped by every recorded batch: tells a reconcile
 PENDING_SINCE = "pending_since"  # epoch seconds: no change older than this is pending
 PENDING_QUEUE = "pending_queue"  # the index's partition key, PENDING_QUEUE_VALUE while changes are pending
 PENDING_QUEUE_VALUE = "pending"
+PENDING_WIDE = "pending_wide"  # a batch recorded more than one log item: the log spans every shard
 PENDING_INDEX = "pending-audiences"
 LEASE_OWNER = "lease_owner"  # the reconcile that may write this audience to LaunchDarkly, until LEASE_UNTIL
 LEASE_UNTIL = "lease_until"

@@ -10,8 +10,9 @@ Per batch: keep each context's newest change (older ones in the batch are supers
 audience's changes, and acknowledge what was recorded (`batchItemFailures` names the rest). Then, until
 the rate-limit window is spent or the reconcile budget is used, take the audiences with the oldest pending
 changes (a few at once, each under its own lease) and reconcile them (`reconcile.py`). Work left over is
-promised to a *tick*: a reconcile-only message queued for when the window resets, at most one due at a time
-(the template's schedule invokes the function every minute too, should a tick be lost).
+promised to a *tick*: a reconcile-only message queued for when the window resets, at most one due at a time,
+or at once when only the invocation's budget ran out (the template's schedule invokes the function every
+minute too, should a tick be lost).
 """
 
 from __future__ import annotations
@@ -133,7 +134,12 @@ class Synchronizer:
     def _reconcile(self, deadline: float, report: SyncReport) -> None:
         stop_at = min(deadline - MIN_AUDIENCE_SECONDS, self._clock() + self._reconcile_seconds)
         unavailable: set[tuple[str, str]] = set()  # held by another invocation, or just finished
-        while self._clock() < stop_at:
+        while True:
+            if self._clock() >= stop_at:
+                # Out of budget, not of work: another invocation goes on at once (one per invocation, so
+                # these never outnumber the invocations running).
+                report.continue_now = True
+                break
             wave = self._take(deadline, stop_at, unavailable)
             if not wave:
                 break
@@ -156,7 +162,9 @@ class Synchronizer:
         except StateError:
             logger.warning("could not read the pending index", exc_info=True)
             report.tick_in(IDLE_TICK_SECONDS)
-        if report.oldest_pending is not None and report.next_tick is None:
+        if report.oldest_pending is None:
+            report.continue_now = False
+        elif report.next_tick is None:
             report.tick_in(IDLE_TICK_SECONDS)
 
     def _take(self, deadline: float, stop_at: float, unavailable: set[tuple[str, str]]) -> list[tuple[Lease, float]]:
