@@ -583,6 +583,11 @@ class Emulator:
             self._faults = faults
             self._rng, self._late_rng = _fault_streams(faults.seed)
 
+    def set_tokens(self, tokens: Iterable[str]) -> None:
+        """The tokens that may do everything from now on (a rotation: the old one is refused with 401)."""
+        with self._lock:
+            self._tokens = frozenset(tokens)
+
     def set_rate_limit(self, rate_limit: RouteRateLimit | None) -> None:
         """Limit every token on every API route from now on (None: unlimited); windows start afresh."""
         with self._lock:

@@ -48,8 +48,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # The schedule's event (EventBridge) has no records: the invocation only reconciles.
     records = [QueuedRecord(r["messageId"], r["body"], r.get("receiptHandle", "")) for r in event.get("Records", [])]
     token = str(secrets.get(settings.token_secret_id, max_age=settings.secrets_max_age))
-    result = service.handle(records, token, context.get_remaining_time_in_millis() / 1000)
-    report, settlement, client = result.report, result.settlement, result.client
+    result = service.handle(records, token, context.get_remaining_time_in_millis() / 1000, refresh=read_token_again)
+    report, settlement = result.report, result.settlement
     record_metrics(result)
     log_changes(report)
     logger.info(
@@ -66,12 +66,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         superseded=report.superseded,
         stale=report.stale,
         duplicates=report.duplicates,
-        launchdarkly_responses=dict(client.responses),
-        retries=client.retries,
-        rate_limit_waits=client.rate_limit_waits,
+        launchdarkly_responses=dict(result.responses),
+        retries=result.retries,
+        rate_limit_waits=result.rate_limit_waits,
         state_calls=result.state_calls,
     )
     return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in settlement.failures]}
+
+
+def read_token_again() -> str:
+    """The token as the secret holds it now, past the cache: LaunchDarkly refused the cached one."""
+    return str(secrets.get(settings.token_secret_id, max_age=settings.secrets_max_age, force_fetch=True))
 
 
 def log_changes(report: SyncReport) -> None:
@@ -99,7 +104,7 @@ def log_changes(report: SyncReport) -> None:
 
 
 def record_metrics(result: BatchResult) -> None:
-    report, settlement, client = result.report, result.settlement, result.client
+    report, settlement = result.report, result.settlement
     for name, value in (
         ("ChangesRecorded", report.recorded),
         ("AudiencesReconciled", report.audiences),
@@ -111,8 +116,8 @@ def record_metrics(result: BatchResult) -> None:
         ("RecordsFailed", len(settlement.failures)),
         ("RecordsDeadLettered", report.dead_lettered),
         ("ReassertsQueued", settlement.reasserts),
-        ("LaunchDarklyRetries", client.retries),
-        ("LaunchDarklyRateLimitWaits", client.rate_limit_waits),
+        ("LaunchDarklyRetries", result.retries),
+        ("LaunchDarklyRateLimitWaits", result.rate_limit_waits),
         ("StateTableCalls", result.state_calls),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
@@ -129,7 +134,7 @@ def record_metrics(result: BatchResult) -> None:
             metrics.add_metric(name="ChangeAgeSeconds", unit=MetricUnit.Seconds, value=max(change.age, 0.0))
     if is_metrics_disabled():  # single_metric ignores POWERTOOLS_METRICS_DISABLED by itself
         return
-    for status, count in client.responses.items():
+    for status, count in result.responses.items():
         with single_metric(
             name="LaunchDarklyRequests", unit=MetricUnit.Count, value=count, namespace=metrics.namespace
         ) as metric:

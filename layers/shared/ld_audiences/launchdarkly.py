@@ -240,6 +240,13 @@ def error_details(response: requests.Response, context_keys: Iterable[str] = ())
     return _scrub(code, secrets)[:100], _scrub(message, secrets)[:500]
 
 
+def _whole(form: str) -> str:
+    """`form` as a pattern that matches it only where it does not continue a word on either side."""
+    before = r"(?<!\w)" if re.match(r"\w", form) else ""
+    after = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
+    return before + re.escape(form) + after
+
+
 # What an email address looks like, enough to find one quoted in an error message.
 _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
@@ -256,6 +263,7 @@ def _scrub(text: str, secrets: dict[str, str]) -> str:
                 forms.setdefault(form, placeholder)
     if forms:
         # One pass, longest first: a key inside a longer one, or inside a placeholder, is not replaced twice.
-        pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+        # Never inside a word: a context key "b" must not turn LaunchDarkly's "forbidden" into a placeholder.
+        pattern = re.compile("|".join(_whole(form) for form in sorted(forms, key=len, reverse=True)))
         text = pattern.sub(lambda match: forms[match.group()], text)
     return _EMAIL.sub("<email>", text)

@@ -71,6 +71,7 @@ class SyncReport:
     # Seconds until a reconcile-only invocation should run (work left and nothing else due to come); None: none.
     next_tick: float | None = None
     continue_now: bool = False  # the reconcile budget ran out with work left: go on in another invocation now
+    token_refused: str | None = None  # LaunchDarkly refused the token ("401 unauthorized"): read the secret again
     oldest_pending: float | None = None  # epoch seconds the oldest pending change was recorded; None: none
 
     def note_record(self, record: QueuedRecord, change: MembershipChange | None, result: str, detail: str = "") -> None:
@@ -88,6 +89,7 @@ class SyncReport:
         self.counts.update(other.counts)
         self.reasserts += other.reasserts
         self.audiences += other.audiences
+        self.token_refused = self.token_refused or other.token_refused
 
     def tick_in(self, seconds: float) -> None:
         self.next_tick = seconds if self.next_tick is None else min(self.next_tick, seconds)

@@ -49,6 +49,8 @@ MAX_DELAY_SECONDS = 900  # SQS's longest message delay
 # A LaunchDarkly that keeps failing (5xx after the client's retries) gets this pause before the audience is
 # tried again; its changes stay pending meanwhile.
 FAILURE_PAUSE_SECONDS = 5.0
+# What LaunchDarkly answers a token it does not take (401) or whose role may not write (403).
+TOKEN_REFUSED = frozenset({401, 403})
 # Refusal isolation stops after 2 x this x log2(chunk) requests (then what is still refused goes to the
 # dead-letter queue as it is): enough to single out this many bad keys in any chunk.
 ISOLATED_KEYS_BUDGET = 16
@@ -119,6 +121,13 @@ class _Round:
     resolved: set[str] = field(default_factory=set)  # context keys with nothing left to write
     wait: float | None = None  # the rate-limit window or the deadline stopped the writes: come back after this
     failed: bool = False  # LaunchDarkly kept failing
+    refused: WriteError | None = None  # LaunchDarkly refused the token (401/403): the caller may re-read it
+
+    @property
+    def stopped(self) -> bool:
+        """The rest of the round would fail the same way, each after a call."""
+        return self.wait is not None or self.failed or self.refused is not None
+
     unknown: bool = False  # a write's outcome stayed unknown: the lease is kept until it runs out
 
 
@@ -133,9 +142,11 @@ class AudienceReconciler:
         chunk_size: int,
         chunks_per_round: int,
         late_apply_rechecks: Sequence[int] = LATE_APPLY_RECHECKS,
+        token_refusal_is_final: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._writer = writer
+        self._token_refusal_is_final = token_refusal_is_final
         self._log = log
         self._states = states
         self._dead_letters = dead_letters
@@ -172,6 +183,8 @@ class AudienceReconciler:
             # More of this audience is pending: a reconcile must come back for it, if no new change does.
             now = self._clock()
             work.report.tick_in(max(hold - now, 0.0) if hold is not None else work.wait or 0.0)
+        if work.refused is not None:
+            work.report.token_refused = f"{work.refused.status} {work.refused.code}"
         return work.report, work.wait
 
     def _write_chunks(self, work: _Round, changes: list[MembershipChange]) -> None:
@@ -180,8 +193,8 @@ class AudienceReconciler:
             if failure is not None:
                 budget = [2 * ISOLATED_KEYS_BUDGET * max(1, math.ceil(math.log2(len(chunk))))]
                 self._isolate(work, chunk, failure, budget)
-            if work.wait is not None or work.failed:
-                return  # out of time, window or luck: the rest would fail the same way, each after a call
+            if work.stopped:
+                return
 
     def _write(self, work: _Round, chunk: list[MembershipChange]) -> WriteError | None:
         """Write a chunk; on success record it as LaunchDarkly's."""
@@ -221,7 +234,7 @@ class AudienceReconciler:
         budget[0] -= 2
         middle = len(chunk) // 2
         for half in (chunk[:middle], chunk[middle:]):
-            if work.wait is not None or work.failed:
+            if work.stopped:
                 return
             half_failure = self._write(work, half)
             if half_failure is not None:
@@ -240,7 +253,12 @@ class AudienceReconciler:
             "message_ids": [c.message_id for c in chunk][:20],
             "changes": len(chunk),
         }
-        if exc.permanent:
+        if exc.status in TOKEN_REFUSED and not self._token_refusal_is_final:
+            # A rotated token, with the old one still cached: nothing is dead-lettered until the secret, read
+            # again, still holds a refused token (SyncService).
+            logger.warning("LaunchDarkly refused the token: %s", exc.message, extra=extra)
+            work.refused = exc
+        elif exc.permanent:
             logger.error("LaunchDarkly refused the write: %s", exc.message, extra=extra)
             self._dead_letter(work, chunk, f"launchdarkly_{exc.status}_{exc.code}", exc.message)
         elif exc.retry_after is not None:

@@ -70,6 +70,7 @@ class Synchronizer:
         at_once: int = 1,
         late_apply_rechecks: Sequence[int] = LATE_APPLY_RECHECKS,
         reconcile_seconds: float = RECONCILE_SECONDS,
+        token_refusal_is_final: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._log = log
@@ -86,6 +87,7 @@ class Synchronizer:
             chunk_size=chunk_size,
             chunks_per_round=CHUNKS_PER_ROUND,
             late_apply_rechecks=late_apply_rechecks,
+            token_refusal_is_final=token_refusal_is_final,
             clock=clock,
         )
 
@@ -155,8 +157,8 @@ class Synchronizer:
                     report.tick_in(part.next_tick)
                 if wait is not None:
                     window = max(window or 0.0, wait)
-            if window is not None:
-                break  # the rate-limit window (or the deadline) stops every audience alike
+            if window is not None or report.token_refused:
+                break  # the rate-limit window, the deadline or a refused token stops every audience alike
         try:
             report.oldest_pending = self._log.oldest_since()
         except StateError:

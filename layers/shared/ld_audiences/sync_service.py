@@ -7,7 +7,9 @@ LaunchDarkly stand-ins, a virtual clock and virtual thread pools. Both run `hand
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -35,13 +37,17 @@ if TYPE_CHECKING:
 # (and the failed records in it) always gets back to SQS.
 SAFETY_MARGIN_SECONDS = 3.0
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     report: SyncReport
     settlement: Settlement
-    client: LaunchDarklyClient  # its counters cover this batch
-    state_calls: int  # DynamoDB calls of this batch (state store and rate-limit window)
+    responses: Counter[str]  # LaunchDarkly's answers by status ("204", "429", "error", ...)
+    retries: int
+    rate_limit_waits: int
+    state_calls: int  # DynamoDB calls of this batch (state table and rate-limit window)
 
 
 @dataclass
@@ -66,14 +72,14 @@ class SyncService:
         self.queue = SqsChangeQueue(self.sqs, self.settings.queue_url, executor=self.state_pool)
         self._current: tuple[str, LaunchDarklyClient, Synchronizer] | None = None
 
-    def synchronizer(self, token: str) -> tuple[LaunchDarklyClient, Synchronizer]:
-        """Reuse the client and writer while the token is unchanged (a rotated token takes effect once
-        the secret's cache expires)."""
+    def synchronizer(self, token: str, *, refusal_is_final: bool = False) -> tuple[LaunchDarklyClient, Synchronizer]:
+        """Reuse the client and writer while the token is unchanged. `refusal_is_final`: a token LaunchDarkly
+        refuses dead-letters what it was to write (the secret was read again and holds it still)."""
         token = token.strip()
         if token in ("", TOKEN_PLACEHOLDER):
             # Fail the whole batch loudly (Errors alarm); the changes wait in SQS, then the DLQ, for redrive.
             raise ConfigError("the LaunchDarkly token secret is not set: put the token with put-secret-value")
-        if self._current is None or self._current[0] != token:
+        if refusal_is_final or self._current is None or self._current[0] != token:
             client = LaunchDarklyClient(
                 self.settings.launchdarkly.base_url,
                 token,
@@ -92,8 +98,11 @@ class SyncService:
                 at_once=SEGMENTS_AT_ONCE,
                 late_apply_rechecks=self.settings.late_apply_rechecks,
                 reconcile_seconds=self.reconcile_seconds,
+                token_refusal_is_final=refusal_is_final,
                 clock=self.clock,
             )
+            if refusal_is_final:
+                return client, sync
             self._current = (token, client, sync)
         return self._current[1], self._current[2]
 
@@ -101,14 +110,45 @@ class SyncService:
     def state_calls(self) -> int:
         return self.log.calls + self.states.calls + self.rate_limit.calls
 
-    def handle(self, records: Sequence[QueuedRecord], token: str, remaining_seconds: float) -> BatchResult:
+    def handle(
+        self,
+        records: Sequence[QueuedRecord],
+        token: str,
+        remaining_seconds: float,
+        refresh: Callable[[], str] | None = None,
+    ) -> BatchResult:
         """Record a batch (none for a scheduled invocation) and reconcile, then queue what comes back later;
-        `remaining_seconds` is what the invocation has left."""
-        client, sync = self.synchronizer(token)
-        client.reset_stats()
+        `remaining_seconds` is what the invocation has left. `refresh` reads the token's secret again,
+        bypassing any cache: when LaunchDarkly refuses the token, a rotated one is tried at once, and only a
+        token the secret still holds dead-letters the changes (with their reason)."""
         calls_before = self.state_calls
         deadline = self.clock() + remaining_seconds - SAFETY_MARGIN_SECONDS
+        client, sync = self.synchronizer(token)
+        client.reset_stats()
+        clients = [client]
         report = sync.sync(records, deadline)
+        if report.token_refused and refresh is not None:
+            fresh = refresh()
+            still = fresh.strip() == token.strip()
+            logger.warning(
+                "LaunchDarkly refused the token (%s): %s",
+                report.token_refused,
+                "the secret holds it still: its changes are dead-lettered" if still else "the secret holds a new one",
+            )
+            client, sync = self.synchronizer(fresh, refusal_is_final=still)
+            client.reset_stats()
+            clients.append(client)
+            again = sync.sync([], deadline)
+            report.merge(again)
+            report.token_refused, report.oldest_pending = again.token_refused, again.oldest_pending
+            report.next_tick, report.continue_now = again.next_tick, again.continue_now
         now = self.clock()
         settlement = settle(report, self.queue, lambda delay: self.log.tick_due(now, now + delay))
-        return BatchResult(report, settlement, client, self.state_calls - calls_before)
+        return BatchResult(
+            report,
+            settlement,
+            sum((c.responses for c in clients), Counter()),
+            sum(c.retries for c in clients),
+            sum(c.rate_limit_waits for c in clients),
+            self.state_calls - calls_before,
+        )
