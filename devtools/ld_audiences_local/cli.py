@@ -561,6 +561,46 @@ def _launchdarkly_settings(args: argparse.Namespace, where: Deployment) -> tuple
     return writer, project, environment, base_url
 
 
+@_operation(failed=1)
+def cmd_retire(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from ld_audiences.audiences import AudienceReader
+    from ld_audiences.pending_log import PendingLog
+    from ld_audiences.sqs_queue import SqsChangeQueue
+    from ld_audiences.writers import Target
+    from ld_audiences_local.resync import resync
+
+    where = _deployment(args, "table") if args.undo else _deployment(args, "table", "queue_url")
+    dynamodb = where.client("dynamodb")
+    reader = AudienceReader(dynamodb, str(where.table))
+    kind, key = _audience(reader, args, need_key=True)
+    log = PendingLog(dynamodb, str(where.table))
+    if args.undo:
+        log.unretire(args.audience, kind)
+        _print(
+            f"audience {args.audience} ({key}, {kind}) is no longer retired: its changes are written again. "
+            f"To write back the members it had when it was retired, run: ld-audiences resync --audience "
+            f"{args.audience} --context-kind {kind} (changes Engage sent while it was retired were skipped)"
+        )
+        return 0
+    retired_at = log.retire(Target(args.audience, key, kind), time.time())
+    # One reassert per known context: under a retired audience, the sync writes each member's removal.
+    queue = SqsChangeQueue(where.client("sqs"), str(where.queue_url))
+    result = resync(reader, queue, args.audience, key, kind)
+    if result.unsent:
+        _error(f"SQS did not accept {result.unsent} message(s): run it again (it is idempotent)")
+        return 1
+    when = datetime.fromtimestamp(retired_at, UTC).isoformat(timespec="seconds")
+    _print(
+        f"audience {args.audience} ({key}, {kind}) retired as of {when}: {result.members} member(s) "
+        f"will be removed from its segment by the sync; its later changes are skipped (reason: retired). "
+        f"To bring it back: ld-audiences retire --audience {args.audience} --context-kind {kind} --undo"
+    )
+    return 0
+
+
 @_operation(failed=AUDIT_CANNOT_TELL)
 def cmd_audit(args: argparse.Namespace) -> int:
     import random
@@ -1098,6 +1138,26 @@ def _add_operation_commands(commands: Any) -> None:
         help="print a progress line every N contexts (default 10000)",
     )
     p.set_defaults(func=cmd_resync)
+
+    p = commands.add_parser(
+        "retire",
+        help="empty the segment of an audience deleted or disconnected in Engage, and skip its changes",
+        formatter_class=_Formatter,
+        description=(
+            "Mark the audience retired in the state table, then queue one reassert per context it knows:\n"
+            "the sync removes every member from the audience's segment, through the normal path (ordering,\n"
+            "leases, LaunchDarkly's rate limit, the DLQ), and skips every later change of the audience\n"
+            "(reason: retired). The table keeps the members Engage sent: `--undo` ends the retirement, and\n"
+            "`resync` then writes them back. `status` shows retired audiences. The segment itself stays\n"
+            "in LaunchDarkly, empty. Needs dynamodb:Query and dynamodb:UpdateItem on the table and\n"
+            "sqs:SendMessage on the main queue."
+        ),
+        epilog="example: ld-audiences retire --stack-name ld-audiences-prod --audience aud_2f8Yx",
+    )
+    _add_deployment_options(p)
+    _add_audience_options(p)
+    p.add_argument("--undo", action="store_true", help="end the retirement: the audience's changes are written again")
+    p.set_defaults(func=cmd_retire)
 
     p = commands.add_parser(
         "audit",

@@ -49,6 +49,7 @@ class AudienceStatus:
     last_write_at: float | None = None
     changes_written: int = 0
     pending_since: float | None = None  # when its oldest change not yet in LaunchDarkly was recorded
+    retired_at: float | None = None  # `ld-audiences retire`: its segment emptied, its changes skipped
     dead_lettered: dict[str, int] = field(default_factory=dict)  # by failure reason
 
 
@@ -127,6 +128,7 @@ def collect(
             members=counts.members,
             contexts=counts.contexts,
             pending_since=pending.get(target),
+            retired_at=reader.retired_at(*target),
             dead_lettered=dict(sorted(dead.get(target, Counter()).items())),
         )
         summary = summaries.get(target)
@@ -158,6 +160,7 @@ def to_json(status: Status) -> str:
                 **asdict(a),
                 "last_write_at": _when(a.last_write_at),
                 "pending_since": _when(a.pending_since),
+                "retired_at": _when(a.retired_at),
                 "dead_lettered_total": sum(a.dead_lettered.values()),
             }
             for a in status.audiences
@@ -204,7 +207,7 @@ def lines(status: Status, now: float | None = None) -> list[str]:
         reasons = ", ".join(f"{reason} {n}" for reason, n in a.dead_lettered.items())
         cells = (
             a.audience_id,
-            a.audience_key or "-",
+            (a.audience_key or "-") + (" (retired)" if a.retired_at is not None else ""),
             a.context_kind,
             str(a.members),
             f"{a.last_event_time} ({a.last_message_id})" if a.last_event_time else "-",

@@ -18,7 +18,7 @@ from ld_audiences.audiences import AudienceReader
 from ld_audiences.change import MembershipChange
 from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
-from ld_audiences.outcomes import QueuedRecord
+from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.sqs_queue import SqsChangeQueue
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
@@ -365,3 +365,36 @@ def test_wilson_interval_matches_the_textbook_and_shrinks_with_the_population() 
     assert wilson_interval(10, 100, 100) == type(wide)(0.1, 0.1, 0.95)  # a census is exact
     none = wilson_interval(0, 50, 10**6)
     assert none.low == 0.0 and 0.05 < none.high < 0.08
+
+
+# ----------------------------------------------------------------------------------------- retire
+
+
+def test_retire_empties_the_segment_skips_later_changes_and_undo_with_resync_restores_it(
+    audience: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws = audience
+    sync = make_sync(aws, SegmentAudiencesWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), CLIENT_SIDE_ID))
+
+    def sync_queue() -> SyncReport:
+        records = [QueuedRecord(m["MessageId"], m["Body"]) for m in aws.queue_messages(aws.queue_url)]
+        return sync.sync(records, time.time() + 30)
+
+    code, out, _ = run(capsys, "retire", *where(aws), "--audience", "aud_a")
+    assert code == 0 and "20 member(s) will be removed" in out and "--undo" in out
+    report = sync_queue()
+    assert report.removed == 20 and emulator.included(SEGMENT) == set()
+    code, out, _ = run(capsys, "status", *where(aws), "--json")
+    [line] = [a for a in json.loads(out)["audiences"] if a["audience_id"] == "aud_a"]
+    assert line["retired_at"] is not None and line["members"] == 20  # the table keeps what Engage sent
+
+    # A change Engage sends after the retirement is skipped, with its reason.
+    late = change("aud_a", "newcomer", True, second=50)
+    report = sync.sync([QueuedRecord("late", late.to_message())], time.time() + 30)
+    assert report.retired == 1 and report.added == 0 and emulator.included(SEGMENT) == set()
+
+    code, out, _ = run(capsys, "retire", *where(aws), "--audience", "aud_a", "--undo")
+    assert code == 0 and "ld-audiences resync --audience aud_a" in out
+    assert run(capsys, "resync", *where(aws), "--audience", "aud_a")[0] == 0
+    sync_queue()
+    assert emulator.included(SEGMENT) == set(MEMBERS)

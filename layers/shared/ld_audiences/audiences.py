@@ -138,6 +138,14 @@ class AudienceReader:
         }
         return {t.audience_of_work_item(item): float(item[t.PENDING_SINCE]["N"]) for item in self._query(request)}
 
+    def retired_at(self, audience_id: str, context_kind: str) -> float | None:
+        """When the audience was retired (`ld-audiences retire`), or None."""
+        with self._lock:
+            self._calls += 1
+        item = self._client.get_item(TableName=self._table, Key=t.work_item_key(audience_id, context_kind))
+        retired = item.get("Item", {}).get(t.RETIRED_AT, {}).get("N")
+        return float(retired) if retired is not None else None
+
     # ------------------------------------------------------------------------------------ one audience
 
     def counts(self, audience_id: str, context_kind: str) -> AudienceCounts:

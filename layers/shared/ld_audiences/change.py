@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,3 +60,16 @@ class MembershipChange(BaseModel):
     @classmethod
     def from_message(cls, body: str) -> MembershipChange:
         return cls.model_validate_json(body)
+
+
+def format_time(moment: datetime) -> str:
+    """A UTC datetime as an event time (RFC 3339, nine fractional digits)."""
+    return format_nanoseconds(moment.astimezone(UTC), f"{moment.microsecond:06d}000")
+
+
+def format_nanoseconds(moment: datetime, nanoseconds: str) -> str:
+    """A UTC datetime as an event time with the given nine fractional digits."""
+    # By hand, not strftime: `%Y` writes year 999 as "999", which is not RFC 3339, and strftime is slower
+    # (2.9 against 2.1 µs, once per event).
+    m = moment
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{nanoseconds}Z"

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ld_audiences import limits
-from ld_audiences.change import MembershipChange
+from ld_audiences.change import MembershipChange, format_nanoseconds, format_time
 from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
 from ld_audiences.segment_event import SegmentEvent
 
@@ -199,19 +199,7 @@ def parse_timestamp(value: str) -> str | None:
             moment = moment - offset if sign == "+" else moment + offset
     except (ValueError, OverflowError):  # OverflowError: an offset pushes year 1 or 9999 out of range
         return None
-    return _format(moment, (fraction or "").ljust(9, "0"))
-
-
-def format_time(moment: datetime) -> str:
-    """A UTC datetime as an event time (RFC 3339, nine fractional digits)."""
-    return _format(moment.astimezone(UTC), f"{moment.microsecond:06d}000")
-
-
-def _format(moment: datetime, nanoseconds: str) -> str:
-    # By hand, not strftime: `%Y` writes year 999 as "999", which is not RFC 3339, and strftime is slower
-    # (2.9 against 2.1 µs, once per event).
-    m = moment
-    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{nanoseconds}Z"
+    return format_nanoseconds(moment, (fraction or "").ljust(9, "0"))
 
 
 def _fallback_message_id(raw: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ SUPERSEDED = "superseded"  # a newer change to the same context came with it
 STALE = "stale"  # a newer change is already in LaunchDarkly
 DUPLICATE = "duplicate"  # this very change is already in LaunchDarkly
 DEAD_LETTERED = "dead_lettered"  # can never succeed: moved to the dead-letter queue (records and changes)
+RETIRED = "retired"  # its audience is retired (`ld-audiences retire`): skipped
 
 
 class RecordOutcome(NamedTuple):
@@ -106,3 +107,4 @@ class SyncReport:
     stale = _Count(STALE)
     duplicates = _Count(DUPLICATE)
     dead_lettered = _Count(DEAD_LETTERED)
+    retired = _Count(RETIRED)

@@ -89,6 +89,7 @@ class Lease:
     until: float
     seq: int  # the work item's pending_seq when taken
     wide: bool = False  # some batch recorded more than one log item for the audience: read every log shard
+    retired_at: float | None = None  # the audience is retired: its segment is emptied, its changes skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +248,9 @@ class PendingLog:
         item = answer["Attributes"]
         target = Target(audience_id, item.get(t.AUDIENCE_KEY, {}).get("S", audience_id), context_kind)
         seq = int(item.get(t.PENDING_SEQ, {}).get("N", "0"))
-        return Lease(target, owner, until, seq, bool(item.get(t.PENDING_WIDE, {}).get("BOOL")))
+        retired = item.get(t.RETIRED_AT, {}).get("N")
+        wide = bool(item.get(t.PENDING_WIDE, {}).get("BOOL"))
+        return Lease(target, owner, until, seq, wide, float(retired) if retired is not None else None)
 
     def read(self, lease: Lease, max_changes: int) -> PendingRead:
         """The oldest log items of the leased audience holding at most `max_changes` changes (at least one
@@ -347,6 +350,35 @@ class PendingLog:
         except BotoCoreError as exc:
             raise StateError(error_code(exc)) from exc
         return None
+
+    # ------------------------------------------------------------------------------------ retirement
+
+    def retire(self, target: Target, at: float) -> float:
+        """Mark the audience retired as of `at` (kept if it already was); returns when it was retired."""
+        answer = self._client.update_item(
+            TableName=self._table,
+            Key=t.work_item_key(target.audience_id, target.context_kind),
+            UpdateExpression="SET #retired = if_not_exists(#retired, :at), #key = if_not_exists(#key, :key)",
+            ExpressionAttributeNames={"#retired": t.RETIRED_AT, "#key": t.AUDIENCE_KEY},
+            ExpressionAttributeValues={":at": {"N": f"{at:.3f}"}, ":key": {"S": target.audience_key}},
+            ReturnValues="ALL_NEW",
+        )
+        return float(answer["Attributes"][t.RETIRED_AT]["N"])
+
+    def unretire(self, audience_id: str, context_kind: str) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=t.work_item_key(audience_id, context_kind),
+            UpdateExpression="REMOVE #retired",
+            ExpressionAttributeNames={"#retired": t.RETIRED_AT},
+        )
+
+    def retired_at(self, audience_id: str, context_kind: str) -> float | None:
+        item = self._client.get_item(
+            TableName=self._table, Key=t.work_item_key(audience_id, context_kind), ConsistentRead=True
+        ).get("Item", {})
+        retired = item.get(t.RETIRED_AT, {}).get("N")
+        return float(retired) if retired is not None else None
 
     # ------------------------------------------------------------------------------------ ticks
 

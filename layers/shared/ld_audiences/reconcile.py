@@ -18,8 +18,9 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from ld_audiences.change import MembershipChange
+from ld_audiences.change import MembershipChange, format_time
 from ld_audiences.context_state import Applied, ContextStates
 from ld_audiences.launchdarkly import WriteError
 from ld_audiences.outcomes import (
@@ -27,6 +28,7 @@ from ld_audiences.outcomes import (
     DEAD_LETTERED,
     DUPLICATE,
     REMOVED,
+    RETIRED,
     STALE,
     SUPERSEDED,
     DeadLetters,
@@ -65,13 +67,17 @@ class Plan:
     skipped: list[tuple[MembershipChange, str]] = field(default_factory=list)
 
 
-def plan(pending: Iterable[MembershipChange], applied: Mapping[str, Applied]) -> Plan:
+def plan(pending: Iterable[MembershipChange], applied: Mapping[str, Applied], retired_at: float | None = None) -> Plan:
     """Decide from the pending changes of one audience and what LaunchDarkly has (`applied`, by key).
 
     A context gets its newest pending change if LaunchDarkly has nothing newer. A reassert (resync, audit
     repair, the recheck after an unknown outcome) asks for the context's newest state whatever it is by
     then: that pending change if there is a newer one, else what LaunchDarkly is recorded to have.
+    A retired audience (`retired_at`) gets only removals: of every pending context LaunchDarkly has as a
+    member; every pending change is skipped as retired.
     """
+    if retired_at is not None:
+        return _retire(pending, applied, retired_at)
     newest: dict[str, MembershipChange] = {}
     reasserts: dict[str, MembershipChange] = {}
     result = Plan()
@@ -108,6 +114,22 @@ def plan(pending: Iterable[MembershipChange], applied: Mapping[str, Applied]) ->
         else:
             assert state is not None
             result.skipped.append((fresh, DUPLICATE if fresh.order == state.order else STALE))
+    return result
+
+
+def _retire(pending: Iterable[MembershipChange], applied: Mapping[str, Applied], retired_at: float) -> Plan:
+    result = Plan()
+    removing: dict[str, MembershipChange] = {}
+    for change in pending:
+        result.skipped.append((change, RETIRED))
+        state = applied.get(change.context_key)
+        if state is None or not state.included or change.context_key in removing:
+            continue
+        # Newer than anything LaunchDarkly has of the context; "~" sorts after every Segment messageId.
+        event_time = max(format_time(datetime.fromtimestamp(retired_at, UTC)), state.order.partition("|")[0])
+        update = {"included": False, "event_time": event_time, "message_id": "~retired", "reassert": False}
+        removing[change.context_key] = change.model_copy(update=update)
+    result.write = list(removing.values())
     return result
 
 
@@ -165,7 +187,7 @@ class AudienceReconciler:
         pending = [change for item in read.items for change in item.changes]
         target = lease.target
         applied = self._states.read(target.audience_id, target.context_kind, sorted({c.context_key for c in pending}))
-        decided = plan(pending, applied)
+        decided = plan(pending, applied, lease.retired_at)
         for change, result in decided.skipped:
             work.report.note_change(change, result)
         work.resolved = {c.context_key for c in pending} - {c.context_key for c in decided.write}
@@ -210,7 +232,9 @@ class AudienceReconciler:
             # An attempt before the one that landed got no answer: LaunchDarkly may apply it later, over a
             # newer write. Look again once that cannot happen any more.
             self._recheck(work, chunk)
-        unrecorded = {c.context_key for c in self._states.write(chunk)}
+        # A retired audience's removals are not recorded as LaunchDarkly's state: the table keeps the members
+        # Engage sent, so that `ld-audiences retire --undo` then `resync` can write them back.
+        unrecorded = set() if work.lease.retired_at is not None else {c.context_key for c in self._states.write(chunk)}
         for change in chunk:
             if change.context_key in unrecorded:
                 continue  # stays pending: written again next time, a duplicate at worst

@@ -22,7 +22,7 @@ some and since when (`pending_log.py` has the protocol):
     pk ["<audience id>","<context kind>","work"]         sk "work"
         pending_seq, pending_since, pending_queue (only while changes are pending: the sparse index
         PENDING_INDEX lists the audiences with pending changes, oldest first), pending_wide (the log spans
-        more than shard 0), the audience's lease
+        more than shard 0), retired_at, the audience's lease
 
 Three more kinds of item share the table (their partition keys are not JSON arrays, so never collide):
     pk "audiences", sk ["<audience id>","<context kind>"]   what `status` lists: key, last write
@@ -66,6 +66,7 @@ PENDING_QUEUE = "pending_queue"  # the index's partition key, PENDING_QUEUE_VALU
 PENDING_QUEUE_VALUE = "pending"
 PENDING_WIDE = "pending_wide"  # a batch recorded more than one log item: the log spans every shard
 PENDING_INDEX = "pending-audiences"
+RETIRED_AT = "retired_at"  # epoch seconds the audience was retired (`ld-audiences retire`): its segment is emptied
 LEASE_OWNER = "lease_owner"  # the reconcile that may write this audience to LaunchDarkly, until LEASE_UNTIL
 LEASE_UNTIL = "lease_until"
 
