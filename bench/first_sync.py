@@ -379,23 +379,22 @@ def _plain_client(service: str, answering: Any) -> Any:
 
 
 def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[str, float]) -> list[str]:
-    """The state a resync starts from (every member claimed and applied by the real store), what `status`
+    """The state a resync starts from (every member written by the real `ContextStates`), what `status`
     reads of it, and the reasserts `ld-audiences resync` queues (their bodies, in order)."""
     from ld_audiences.audiences import AudienceReader
     from ld_audiences.change import MembershipChange
     from ld_audiences.sqs_queue import SqsChangeQueue
-    from ld_audiences.state import StateStore
+    from ld_audiences.context_state import ContextStates
     from ld_audiences_local import resync, status
 
     client = _plain_client("dynamodb", dynamodb)
-    store = StateStore(client, TABLE)
+    states = ContextStates(client, TABLE)
     for start in range(0, scenario.changes, 1000):
         changes = [
             MembershipChange.from_message(first_sync_body(i)) for i in range(start, min(start + 1000, scenario.changes))
         ]
-        store.claim(changes, time.time() + 600)
-        store.confirm(changes)
-        store.record_write(AUDIENCE_ID, "first_sync", "user", changes)
+        states.write(changes)
+        states.record_write(AUDIENCE_ID, "first_sync", "user", changes)
     reader = AudienceReader(client, TABLE)
     before = reader.usage
     status.collect(reader, None, None, None, audience_id=AUDIENCE_ID)
@@ -633,7 +632,7 @@ def resync_details(o: Outcome) -> str:
     gets_seconds = r["audit_gets"] / o.scenario.ld_limit
     return (
         f"**Resync and audit of a {fmt(n, 0)}-member audience** (issue 12): the state table holds the audience "
-        "(every member claimed, written and confirmed by the real store), the segment was deleted in LaunchDarkly, "
+        "(every member written by the real `ContextStates`, as a reconcile leaves it), the segment was deleted in LaunchDarkly, "
         "`ld-audiences resync` (devtools/ld_audiences_local/resync.py, the real function) reads the audience and "
         "queues one reassert per context, and the sync writes them back on the same simulated clock, LaunchDarkly "
         "and settings as the first-sync rows (the defaults). DynamoDB read units are what the in-process stand-in "
@@ -658,7 +657,7 @@ def resync_details(o: Outcome) -> str:
                     f"{fmt(n, 0)} queued",
                 ],
                 [
-                    "sync of the reasserts (read the desired state, claim, write, confirm)",
+                    "sync of the reasserts (record, reconcile: read the applied state, write, record)",
                     f"{fmt(o.dynamodb_calls, 0)} ({o.calls_per_change:.3f} a context)",
                     "—",
                     f"{fmt(o.launchdarkly_requests, 0)} (optimum {fmt(o.optimum_requests, 0)}), "
