@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-
 from botocore.exceptions import ClientError
 
 from bench.sim_aws import InProcessDynamoDB

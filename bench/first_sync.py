@@ -383,8 +383,8 @@ def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[
     reads of it, and the reasserts `ld-audiences resync` queues (their bodies, in order)."""
     from ld_audiences.audiences import AudienceReader
     from ld_audiences.change import MembershipChange
-    from ld_audiences.sqs_queue import SqsChangeQueue
     from ld_audiences.context_state import ContextStates
+    from ld_audiences.sqs_queue import SqsChangeQueue
     from ld_audiences_local import resync, status
 
     client = _plain_client("dynamodb", dynamodb)
@@ -632,7 +632,8 @@ def resync_details(o: Outcome) -> str:
     gets_seconds = r["audit_gets"] / o.scenario.ld_limit
     return (
         f"**Resync and audit of a {fmt(n, 0)}-member audience** (issue 12): the state table holds the audience "
-        "(every member written by the real `ContextStates`, as a reconcile leaves it), the segment was deleted in LaunchDarkly, "
+        "(every member written by the real `ContextStates`, as a reconcile leaves it), the segment was deleted in "
+        "LaunchDarkly, "
         "`ld-audiences resync` (devtools/ld_audiences_local/resync.py, the real function) reads the audience and "
         "queues one reassert per context, and the sync writes them back on the same simulated clock, LaunchDarkly "
         "and settings as the first-sync rows (the defaults). DynamoDB read units are what the in-process stand-in "

@@ -27,9 +27,9 @@ from ld_audiences.change import MembershipChange
 from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS
 from ld_audiences.context_state import ContextStates
 from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.state_table import table_definition
-from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.sync import Synchronizer
 from ld_audiences.writers import SegmentAudiencesWriter
 

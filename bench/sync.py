@@ -24,8 +24,8 @@ from bench.common import PYTHON, REPO_ROOT, Figure, Section, Settings, fmt, tabl
 from bench.fakes import DirectDynamoDB, NullDeadLetters, RecordingSession, direct_state_table, json_bytes
 from bench.workload import SyncWorkload, sqs_event, sync_batch
 from ld_audiences.change import MembershipChange
-from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.context_state import ContextStates
+from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.sync import Synchronizer
@@ -458,7 +458,8 @@ def run(settings: Settings) -> Section:
     section.details.append(
         "Real path (bench/real_path.py): `time.process_time()` of this process around `Synchronizer.sync` of a "
         f"first sync of {fmt(real_changes, 0)} new contexts, through the real `PendingLog` and `ContextStates` "
-        "(compressed log items, batched writes, one reused 16-thread pool) on a real boto3 client built with `client_config`, against moto "
+        "(compressed log items, batched writes, one reused 16-thread pool) on a real boto3 client built with "
+        "`client_config`, against moto "
         "running in another process (its CPU is not counted here), LaunchDarkly answered by a recording session; "
         "beside it, in the same run and on the same client, a plain conditional `UpdateItem` (what each claim and "
         "each confirm of the earlier state store was: two per change). "
@@ -469,7 +470,8 @@ def run(settings: Settings) -> Section:
     section.details.append(
         f"Pure core: `time.process_time()` around `Synchronizer.sync` (JSON parsing and validation of every body, "
         "coalescing, recording and reconciling, request bodies serialized as `requests` would) with a fresh table "
-        "each run; no network and no botocore, the in-process table's own CPU subtracted: what our own code costs, not what a "
+        "each run; no network and no botocore, the in-process table's own CPU subtracted: what our own code "
+        "costs, not what a "
         "Lambda instance pays (the real-path figure above). Peak RSS: the peak resident set of a fresh process "
         "that builds "
         f"the Lambda SQS event as JSON text ({fmt(event_bytes / 1024 / 1024, 1)} MiB: more than Lambda's 6 MB "
