@@ -121,13 +121,14 @@ def test_the_first_sync_simulation_runs_the_product_to_an_exact_segment() -> Non
 
 
 def test_the_simulated_launchdarkly_limit_is_met_and_shared() -> None:
-    """Many instances on LaunchDarkly's limit: where it publishes remaining counts (as it documents), the
-    shared window keeps 429s to the first window, before anything is known; where it does not, a reset
-    releases every waiting instance and some of them meet 429s. Either way nothing is lost or dead-lettered."""
-    scenario = replace(DEFAULTS, changes=6000, batch_size=100, concurrency=10)
+    """Many audiences and instances on LaunchDarkly's limit, over several windows: where it publishes
+    remaining counts (as it documents), the shared window keeps requests within what the limit allows; where
+    it does not, a reset releases every waiting instance and more of them meet 429s. Either way nothing is
+    lost or dead-lettered."""
+    scenario = replace(DEFAULTS, changes=3000, audiences=150, batch_size=100, concurrency=10, ld_window=2.0)
     counted = simulate(scenario)
     assert counted.exact and counted.dead_lettered == 0
-    assert 0 < counted.launchdarkly_429 <= scenario.concurrency
+    assert counted.ld_windows > 1 and counted.launchdarkly_requests <= 1.2 * counted.rate_allows
     uncounted = simulate(replace(scenario, remaining_headers=False))
     assert uncounted.exact and uncounted.dead_lettered == 0
     assert uncounted.launchdarkly_429 > counted.launchdarkly_429
