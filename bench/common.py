@@ -25,6 +25,7 @@ class Settings:
 
     quick: bool = False
     runs: int = 7  # at least 5 for every reported median
+    long: bool = False  # the full sizes (make bench-long), for the sections that have them
 
     @property
     def cold_runs(self) -> int:
