@@ -567,6 +567,7 @@ def run(settings: Settings) -> Section:
         resynced = None if settings.long else pool.submit(run_child, resync_scenario)
         outcomes = list(pool.map(lambda item: (item[0], run_child(item[1])), chosen))
         resync_outcome = resynced.result() if resynced is not None else None
+    section.outcomes = list(outcomes)
     rows = []
     for label, o in outcomes:
         s = o.scenario

@@ -87,6 +87,7 @@ def run(settings: Settings) -> Section:
         chosen = [replace(k, scenario=replace(k.scenario, changes=k.scenario.changes // 20)) for k in chosen]
     with ThreadPoolExecutor(max_workers=2) as pool:  # one scenario per core
         outcomes = list(pool.map(lambda k: run_child(k.scenario), chosen))
+    section.outcomes = [(k.name, o) for k, o in zip(chosen, outcomes, strict=True)]
     judged = None if settings.quick else True
     rows, costs = [], []
     for k, o in zip(chosen, outcomes, strict=True):
