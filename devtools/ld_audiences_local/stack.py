@@ -343,8 +343,8 @@ class LocalStack:
                 return
             if time.monotonic() > ends:
                 pending = self.oldest_pending()
-            waiting = f", changes pending since {time.time() - pending:.0f} s ago" if pending is not None else ""
-            raise TimeoutError(f"the queue did not drain within {timeout:.0f} s: {self.queue_counts()}{waiting}")
+                waiting = f", changes pending since {time.time() - pending:.0f} s ago" if pending is not None else ""
+                raise TimeoutError(f"the queue did not drain within {timeout:.0f} s: {self.queue_counts()}{waiting}")
             time.sleep(0.05)
 
     def dead_letter_count(self) -> int:
