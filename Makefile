@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test unit chaos lint typecheck bench clean
+.PHONY: install demo test unit chaos lint typecheck bench bench-long clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-bench: install  ## benchmarks; rewrites BENCHMARKS.md (not part of `make test`)
+bench: install  ## benchmarks (~30 min on 2 cores); rewrites BENCHMARKS.md (not part of `make test`)
 	$(BIN)/python -m bench
+
+bench-long: install  ## the long simulated scenarios (1M first sync, 10,000 audiences, 10 min steady); their block of BENCHMARKS.md
+	$(BIN)/python -m bench --long
 
 clean:
 	rm -rf $(VENV) .venv-tools .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,6 +3,11 @@
 .venv/bin/python -m bench                  # everything (make bench)
 .venv/bin/python -m bench --only sync      # one or more sections: cold, ingest, sync, first_sync, e2e
 .venv/bin/python -m bench --quick          # smoke run on tiny sizes; prints, writes nothing
+.venv/bin/python -m bench --long           # make bench-long: the long scenarios at the issue's sizes
+
+`make bench` (about 30 minutes on 2 cores) runs every section, the simulated ones at smaller sizes, and
+rewrites BENCHMARKS.md, keeping the long block `make bench-long` wrote there (between LONG_BEGIN and
+LONG_END); `make bench-long` rewrites only that block. Each section names the command that made it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "ingest": ("bench.ingest", "Ingest throughput"),
     "sync": ("bench.sync", "Sync efficiency"),
     "first_sync": ("bench.first_sync", "First sync of a large audience (simulated)"),
+    "keep_up": ("bench.keep_up", "Keeping up with many audiences (simulated)"),
     "e2e": ("bench.e2e", "End to end on the local stack"),
 }
 
@@ -60,10 +66,26 @@ def run_sections(keys: Sequence[str], settings: Settings, log: Callable[[str], N
     return sections
 
 
+LONG_SECTIONS = ["first_sync", "keep_up"]
+LONG_BEGIN, LONG_END = "<!-- make bench-long: begin -->", "<!-- make bench-long: end -->"
+
+
+def splice(before: str, report: str, long: bool) -> str:
+    """BENCHMARKS.md from a new report: a long run's report becomes the long block of what was there; a
+    full run's report keeps the long block that was there."""
+    start, end = before.find(LONG_BEGIN), before.find(LONG_END)
+    kept = before[start : end + len(LONG_END)] if 0 <= start < end else ""
+    if long:
+        block = f"{LONG_BEGIN}\n\n# Long scenarios (make bench-long)\n\n{report.partition(chr(10))[2]}\n{LONG_END}"
+        return before.replace(kept, block) if kept else f"{before.rstrip()}\n\n{block}\n"
+    return f"{report.rstrip()}\n\n{kept}\n" if kept else report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: checks the code works")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument("--long", action="store_true", help="the long scenarios only, at full size (make bench-long)")
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (at least 5; default 7)")
     parser.add_argument(
         "--output",
@@ -73,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 5 and not args.quick:
         parser.error("--runs must be at least 5 (medians of at least 5 runs)")
-    settings = Settings(quick=args.quick, runs=2 if args.quick else args.runs)
-    keys = args.only or list(SECTIONS)
+    settings = Settings(quick=args.quick, runs=2 if args.quick else args.runs, long=args.long)
+    keys = args.only or (LONG_SECTIONS if args.long else list(SECTIONS))
 
     started_at, started = datetime.now(UTC), time.perf_counter()
     sections = run_sections(keys, settings, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -88,8 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output is None:
         print(report)
     else:
-        output.write_text(report, encoding="utf-8")
+        before = output.read_text(encoding="utf-8") if output.exists() else ""
+        output.write_text(splice(before, report, args.long), encoding="utf-8")
         print(f"bench: wrote {output}", file=sys.stderr)
+        by_key = {s.key: s.outcomes for s in sections}
+        if not args.long and by_key.get("first_sync") and by_key.get("keep_up"):
+            from bench import sizing
+
+            sizing.update_readme(sizing.render(by_key["first_sync"], by_key["keep_up"], command.strip()))
+            print("bench: rewrote README.md's sizing section", file=sys.stderr)
     failed = [f"{s.title}: {f.name.strip()}" for s in sections for f in s.figures if f.passed is False]
     broken = [s.title for s in sections if s.skipped and s.skipped.startswith("failed")]
     # A smoke run's tiny sizes make the figures mean nothing: it fails only when a section breaks.

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -25,6 +25,7 @@ class Settings:
 
     quick: bool = False
     runs: int = 7  # at least 5 for every reported median
+    long: bool = False  # the full sizes (make bench-long), for the sections that have them
 
     @property
     def cold_runs(self) -> int:
@@ -93,6 +94,7 @@ class Section:
     load: str = ""  # load average before → after, to judge the noise
     headline: str = ""  # one line for the summary
     skipped: str | None = None
+    outcomes: list[tuple[str, Any]] = field(default_factory=list)  # simulated runs, by label (README's sizing)
 
 
 class Discard(io.TextIOBase):

@@ -6,110 +6,72 @@ writers, SqsChangeQueue, the handlers) run unchanged on top of these.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from botocore.exceptions import ClientError
 
-from ld_audiences.change import MembershipChange
-from ld_audiences.state import LEASE_MARGIN_SECONDS, ClaimResult, StateStore
-from ld_audiences.sync import QueuedRecord
-
-
-@dataclass
-class _Item:
-    desired_order: str | None = None
-    desired_included: bool | None = None
-    applied_order: str | None = None
-    lease_owner: str | None = None
-    lease_until: float | None = None
+from bench.sim_aws import InProcessDynamoDB
+from ld_audiences.outcomes import QueuedRecord
+from ld_audiences.state_table import table_definition
 
 
-class InMemoryStateStore:
-    """`ld_audiences.state.StateStore` without DynamoDB: the same conditions on the same attributes.
+class DirectDynamoDB:
+    """A DynamoDB client without botocore: each call goes straight to an `InProcessDynamoDB` (bench/sim_aws.py,
+    checked against moto in tests/unit/test_sim_aws.py) and is answered as a boto3 client answers (binary
+    values as bytes, errors as `ClientError`). It lets the pure-core figure count the sync's own CPU:
+    `answer_seconds` is the CPU the stand-in spent answering, to be subtracted."""
 
-    claim:   SET desired, lease IF (no desired OR desired <= o) AND (no applied OR applied < o)
-                                  AND (no lease OR lease_until < now OR lease_owner = o);
-             on failure "duplicate" when applied == o, "stale" when applied or desired is newer, else "busy".
-    confirm: SET applied = o, REMOVE lease IF lease_owner = o.
-    release: REMOVE lease IF lease_owner = o.
-    `tests/unit/test_bench_smoke.py` checks these answers against the real store on moto.
-    """
+    def __init__(self, service: InProcessDynamoDB) -> None:
+        self.service = service
+        self.answer_seconds = 0.0
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.items: dict[tuple[str, str, str], _Item] = {}
-        self.calls: Counter[str] = Counter()
-        self._clock = clock
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
+        operation = "".join(part.title() for part in name.split("_"))
 
-    @staticmethod
-    def key(change: MembershipChange) -> tuple[str, str, str]:
-        return (change.audience_id, change.context_kind, change.context_key)
+        def call(**request: Any) -> dict[str, Any]:
+            started = time.process_time()
+            status, answer = self.service.answer(operation, json.loads(json.dumps(request, default=_b64)))
+            answer = _unb64(answer)
+            self.answer_seconds += time.process_time() - started
+            if status != 200:
+                error = {"Code": answer.get("__type", "").rpartition("#")[2], "Message": answer.get("message", "")}
+                raise ClientError({**answer, "Error": error}, name)
+            return answer
 
-    def claim(self, changes: Sequence[MembershipChange], deadline: float) -> ClaimResult:
-        result = ClaimResult()
-        lease_until = deadline + LEASE_MARGIN_SECONDS
-        for change in changes:
-            if change.reassert:
-                raise NotImplementedError("the in-memory store models the claim of a change, not a reassert")
-            self.calls["claim"] += 1
-            item = self.items.setdefault(self.key(change), _Item())
-            order, now = change.order, self._clock()
-            if (
-                (item.desired_order is None or item.desired_order <= order)
-                and (item.applied_order is None or item.applied_order < order)
-                and (item.lease_until is None or item.lease_until < now or item.lease_owner == order)
-            ):
-                item.desired_order, item.desired_included = order, change.included
-                item.lease_owner, item.lease_until = order, lease_until
-                result.claimed.append(change)
-                continue
-            applied = item.applied_order or ""
-            if applied == order:
-                result.duplicate.append(change)
-            elif applied > order or (item.desired_order or "") > order:
-                result.stale.append(change)
-            else:
-                result.busy.append(change)
-        return result
-
-    def confirm(self, changes: Sequence[MembershipChange]) -> None:
-        for change in changes:
-            self.calls["confirm"] += 1
-            item = self.items.get(self.key(change))
-            if item is not None and item.lease_owner == change.order:
-                item.applied_order = change.order
-                item.lease_owner = item.lease_until = None
-
-    def release(self, changes: Sequence[MembershipChange]) -> None:
-        for change in changes:
-            self.calls["release"] += 1
-            item = self.items.get(self.key(change))
-            if item is not None and item.lease_owner == change.order:
-                item.lease_owner = item.lease_until = None
-
-    def record_write(
-        self, audience_id: str, audience_key: str, context_kind: str, written: Sequence[MembershipChange]
-    ) -> None:
-        self.calls["record_write"] += 1
-
-    def newest_known(self, change: MembershipChange) -> str:
-        """The newest order claimed or applied for this change's context ("" when none)."""
-        item = self.items.get(self.key(change))
-        if item is None:
-            return ""
-        return max(item.desired_order or "", item.applied_order or "")
+        return call
 
 
-# The Synchronizer is typed against the DynamoDB store; the stand-in has the same two methods.
-def as_state_store(store: InMemoryStateStore) -> StateStore:
-    return store  # type: ignore[return-value]
+def direct_state_table(table: str = "bench-state") -> DirectDynamoDB:
+    """A fresh state table that never throttles, behind a direct client."""
+    service = InProcessDynamoDB(time.time, throttle=False)
+    service.create_table(table_definition(table))
+    return DirectDynamoDB(service)
+
+
+def _b64(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(type(value).__name__)
+
+
+def _unb64(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("B"), str):
+            return {"B": base64.b64decode(value["B"])}
+        return {k: _unb64(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unb64(v) for v in value]
+    return value
 
 
 @dataclass

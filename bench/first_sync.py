@@ -5,7 +5,8 @@ functions/sync/app.py builds), the `Synchronizer`, the `StateStore` and shared r
 boto3 clients, the `LaunchDarklyClient` on a real `requests.Session` — while the network is replaced by
 in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `bench/virtual_time.py`:
 
-* arrivals: Engage sends one change per member at `arrival_rate` a second;
+* arrivals: Engage sends one change per member at `arrival_rate` a second, over `audiences` audiences in
+  the order `pattern` says (bench/sim_workload.py);
 * SQS and the Lambda event source mapping: up to `concurrency` instances, each gathering a batch of up
   to `batch_size` records or what the batching window brings, within Lambda's 6 MB payload; a record
   reported failed comes back after the visibility timeout and goes to the DLQ after `max_receive_count`
@@ -13,7 +14,13 @@ in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `
 * Lambda: an instance's CPU is this machine's CPU time of our code scaled to its memory (1,769 MB = one
   vCPU), plus 10 ms per invocation and a 1 s cold start;
 * DynamoDB: 4 ms a call plus 0.05 ms an item of a transaction or batch read;
-* LaunchDarkly: 150 ms + 1 ms per 10 keys a request, `ld_limit` requests a second, then 429.
+* LaunchDarkly: 150 ms + 1 ms per 10 keys a request; `ld_limit` requests a second granted as
+  `ld_limit` x `ld_window` per window, each window opened by its first request (the emulator's model,
+  devtools/ld_audiences_local/rate_window.py), then 429.
+
+Enforced: DynamoDB's throughput limits (bench/sim_aws.py), LaunchDarkly's windows, Lambda's CPU (an
+instance's share of a vCPU), the event source's batching, payload and redrive rules. Only counted: SQS
+and API Gateway requests, CloudWatch bytes, anything billed (`bench/cost.py` prices them).
 
 `python -m bench.first_sync '{"changes": 20000, "arrival_rate": 5000}'` runs one scenario and prints
 its result as JSON; `run(settings)` is the `make bench` section.
@@ -37,18 +44,20 @@ import boto3
 from bench.common import PYTHON, REPO_ROOT, Figure, Section, Settings, fmt, table
 from bench.sim_aws import InProcessDynamoDB, InProcessSqs, SentMessage, Usage, attach
 from bench.sim_launchdarkly import LaunchDarklyModel, session_for
+from bench.sim_workload import AUDIENCE_ID, AUDIENCE_KEY, INTERLEAVED, body, exact, optimum_requests
 from bench.virtual_time import Cpu, VirtualExecutor, VirtualTime
 from ld_audiences.aws_clients import client_config
 from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, LaunchDarklySettings, SyncSettings, WriterMode
+from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.state_table import table_definition
-from ld_audiences.sync import QueuedRecord
+from ld_audiences.sync import TICK_BODY
 from ld_audiences.sync_service import SyncService
+from ld_audiences_local.rate_window import RouteRateLimit
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/ld-audiences-changes"
 DLQ_URL = QUEUE_URL + "-dlq"
 TABLE = "ld-audiences-state-v2"
 TOKEN = "api-simulated-token"  # noqa: S105 (a stand-in's, not a credential)
-AUDIENCE_ID = "aud_first_sync"
 LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
 INVOKE_OVERHEAD = 0.010
 COLD_START = 1.0
@@ -67,8 +76,11 @@ class Scenario:
     concurrency: int = 2
     timeout: int = 60
     max_receive_count: int = 5
-    ld_limit: int = 5
+    ld_limit: float = 5.0  # requests a second
+    ld_window: float = 10.0  # seconds
     remaining_headers: bool = True
+    audiences: int = 1
+    pattern: str = INTERLEAVED
     # Resync instead of a first sync: the table already holds the audience (every member applied), the
     # segment was deleted in LaunchDarkly, and `ld-audiences resync` queues one reassert per context.
     resync: bool = False
@@ -90,7 +102,7 @@ class Outcome:
     dead_lettered: int
     exact: bool
     invocations: int
-    deferred: int
+    deferred: int  # ticks + requeues: messages the sync queued for later
     timeouts: int
     dynamodb_calls: int
     write_units: float
@@ -98,6 +110,25 @@ class Outcome:
     cpu_seconds: float  # this machine's CPU time of our code
     real_seconds: float  # how long the simulation took to run
     reads: dict[str, float] = field(default_factory=dict)  # resync: what status, resync and audit read
+    ticks: int = 0
+    received: int = 0  # messages handed to invocations (receives), ticks and redeliveries included
+    billed_ms: int = 0  # Lambda's billed duration, summed over invocations
+    read_units: float = 0.0
+    peak_table_wcu: float = 0.0  # the table's write units in its busiest second (index writes apart)
+    ld_windows: int = 0  # LaunchDarkly rate-limit windows opened
+
+    @property
+    def lag_seconds(self) -> float:
+        return max(self.total_seconds - self.arrival_seconds, 0.0)
+
+    @property
+    def write_units_per_change(self) -> float:
+        return self.write_units / self.scenario.changes
+
+    @property
+    def rate_allows(self) -> float:
+        """LaunchDarkly requests its rate limit allows over the run."""
+        return self.scenario.ld_limit * max(self.total_seconds, self.scenario.ld_window)
 
     @property
     def calls_per_change(self) -> float:
@@ -109,17 +140,6 @@ class Outcome:
 
 
 # ------------------------------------------------------------------------------------------ SQS + ESM
-
-
-def first_sync_body(index: int) -> str:
-    """The message ingest queues for member `index` (MembershipChange.to_message), made without the model."""
-    micros = f"{index % 1_000_000:06d}"
-    return (
-        f'{{"v":1,"audience_id":"{AUDIENCE_ID}","audience_key":"first_sync","context_kind":"user",'
-        f'"context_key":"user-{index:08d}","included":true,'
-        f'"event_time":"2026-11-20T10:{index // 60_000_000 % 60:02d}:{index // 1_000_000 % 60:02d}.{micros}000Z",'
-        f'"message_id":"personas_{index:010d}"}}'
-    )
 
 
 @dataclass(order=True)
@@ -147,6 +167,8 @@ class SimulatedQueue:
         self.in_flight: dict[str, _Message] = {}
         self.dead_letters = 0
         self.deferred = 0
+        self.ticks = 0
+        self.received = 0
         self.last_done = start
 
     def arrival(self, index: int) -> float:
@@ -155,7 +177,7 @@ class SimulatedQueue:
     def _fresh_body(self, index: int) -> str:
         if self._bodies is not None:
             return self._bodies[index]
-        return first_sync_body(index)
+        return body(index, self._s.changes, self._s.audiences, self._s.pattern)
 
     def finished(self) -> bool:
         return self._fresh >= self._s.changes and not self._ready and not self.in_flight
@@ -192,6 +214,7 @@ class SimulatedQueue:
                 self.dead_letters += 1
                 continue
             size += len(message.body) + 700  # the record's envelope in the Lambda event
+            self.received += 1
             taken.append(message)
             self.in_flight[message.message_id] = message
         return taken
@@ -210,6 +233,7 @@ class SimulatedQueue:
             self.dead_letters += 1
             return
         self.deferred += 1
+        self.ticks += sent.body == TICK_BODY
         heapq.heappush(self._ready, _Message(now + sent.delay_seconds, next(self._seq), sent.body, sent.message_id))
 
 
@@ -220,8 +244,7 @@ def simulate(scenario: Scenario) -> Outcome:
     clock = VirtualTime()
     start = clock.now
     visibility = 6 * scenario.timeout
-    # DynamoDB's throttling is off until the sync survives it: today's sync writes 10,000 units in the
-    # first second of a 3,000-change first sync, where a new on-demand table takes 4,000.
+    # A newly created on-demand table, throttling on: what a first sync meets after a deploy.
     dynamodb = InProcessDynamoDB(clock.time)
     dynamodb.create_table(table_definition(TABLE))
     reads: dict[str, float] = {}
@@ -234,11 +257,10 @@ def simulate(scenario: Scenario) -> Outcome:
         clock=clock.time,
         block=clock.block,
         uncounted=clock.uncounted,
-        limit=scenario.ld_limit,
-        remaining_headers=scenario.remaining_headers,
+        rate_limit=RouteRateLimit.per_second(scenario.ld_limit, scenario.ld_window, scenario.remaining_headers),
     )
     cpus = [Cpu(scenario.memory_mb) for _ in range(scenario.concurrency)]
-    stats = {"invocations": 0, "timeouts": 0}
+    stats = {"invocations": 0, "timeouts": 0, "billed_ms": 0}
 
     def dynamodb_latency(operation: str, request: dict[str, Any]) -> None:
         items = len(request.get("TransactItems", [])) + sum(
@@ -321,6 +343,7 @@ def simulate(scenario: Scenario) -> Outcome:
         result = service.handle(records, TOKEN, scenario.timeout)
         now = clock.time()
         with clock.uncounted():
+            stats["billed_ms"] += math.ceil((now - started + INVOKE_OVERHEAD) * 1000)
             if now - started > scenario.timeout:
                 stats["timeouts"] += 1
                 failed = {m.message_id for m in batch}
@@ -342,17 +365,20 @@ def simulate(scenario: Scenario) -> Outcome:
     if scenario.resync:
         with dynamodb.unlimited():
             audit_after_resync(dynamodb, launchdarkly, reads)
-    members = launchdarkly.members.get(AUDIENCE_ID, set())
-    exact = len(members) == scenario.changes and all(f"user-{i:08d}" in members for i in range(scenario.changes))
+    table_seconds: dict[int, float] = {}
+    for (_, second), units in dynamodb.usage.partition_seconds.items():
+        table_seconds[second] = table_seconds.get(second, 0.0) + units
     return Outcome(
         scenario=scenario,
         total_seconds=queue.last_done - start,
         arrival_seconds=queue.arrival(scenario.changes - 1) - start,
         launchdarkly_requests=sum(launchdarkly.statuses.values()),
         launchdarkly_429=launchdarkly.statuses[429],
-        optimum_requests=math.ceil(scenario.changes / settings.launchdarkly.chunk_size),
+        optimum_requests=optimum_requests(
+            scenario.changes, scenario.audiences, scenario.pattern, settings.launchdarkly.chunk_size
+        ),
         dead_lettered=queue.dead_letters,
-        exact=exact,
+        exact=exact(launchdarkly.members, scenario.changes, scenario.audiences, scenario.pattern),
         invocations=stats["invocations"],
         deferred=queue.deferred,
         timeouts=stats["timeouts"],
@@ -362,6 +388,12 @@ def simulate(scenario: Scenario) -> Outcome:
         cpu_seconds=sum(cpu.used for cpu in cpus),
         real_seconds=real,
         reads=reads,
+        ticks=queue.ticks,
+        received=queue.received,
+        billed_ms=stats["billed_ms"],
+        read_units=dynamodb.usage.read_units,
+        peak_table_wcu=max(table_seconds.values(), default=0.0),
+        ld_windows=launchdarkly.windows,
     )
 
 
@@ -379,23 +411,20 @@ def _plain_client(service: str, answering: Any) -> Any:
 
 
 def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[str, float]) -> list[str]:
-    """The state a resync starts from (every member claimed and applied by the real store), what `status`
+    """The state a resync starts from (every member written by the real `ContextStates`), what `status`
     reads of it, and the reasserts `ld-audiences resync` queues (their bodies, in order)."""
     from ld_audiences.audiences import AudienceReader
     from ld_audiences.change import MembershipChange
+    from ld_audiences.context_state import ContextStates
     from ld_audiences.sqs_queue import SqsChangeQueue
-    from ld_audiences.state import StateStore
     from ld_audiences_local import resync, status
 
     client = _plain_client("dynamodb", dynamodb)
-    store = StateStore(client, TABLE)
+    states = ContextStates(client, TABLE)
     for start in range(0, scenario.changes, 1000):
-        changes = [
-            MembershipChange.from_message(first_sync_body(i)) for i in range(start, min(start + 1000, scenario.changes))
-        ]
-        store.claim(changes, time.time() + 600)
-        store.confirm(changes)
-        store.record_write(AUDIENCE_ID, "first_sync", "user", changes)
+        changes = [MembershipChange.from_message(body(i)) for i in range(start, min(start + 1000, scenario.changes))]
+        states.write(changes)
+        states.record_write(AUDIENCE_ID, AUDIENCE_KEY, "user", changes)
     reader = AudienceReader(client, TABLE)
     before = reader.usage
     status.collect(reader, None, None, None, audience_id=AUDIENCE_ID)
@@ -403,7 +432,7 @@ def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[
     reads["status_read_units"], reads["status_calls"] = after.read_units - before.read_units, after.calls - before.calls
     bodies: list[str] = []
     queue = SqsChangeQueue(_plain_client("sqs", InProcessSqs(lambda sent: bodies.append(sent.body))), QUEUE_URL)
-    progress = resync.resync(reader, queue, AUDIENCE_ID, "first_sync", "user")
+    progress = resync.resync(reader, queue, AUDIENCE_ID, AUDIENCE_KEY, "user")
     done = reader.usage
     reads["resync_read_units"], reads["resync_calls"] = done.read_units - after.read_units, done.calls - after.calls
     if progress.queued != scenario.changes or len(bodies) != scenario.changes:
@@ -420,9 +449,11 @@ def audit_after_resync(dynamodb: InProcessDynamoDB, launchdarkly: LaunchDarklyMo
     from ld_audiences_local import audit
 
     # LaunchDarkly's reads, answered at once: the audit's time is its GETs at the rate limit (reported).
-    model = LaunchDarklyModel(clock=time.time, block=lambda seconds: None, limit=10**9, members=launchdarkly.members)
+    model = LaunchDarklyModel(
+        clock=time.time, block=lambda seconds: None, rate_limit=RouteRateLimit(10**9), members=launchdarkly.members
+    )
     client = LaunchDarklyClient("https://app.launchdarkly.com", TOKEN, session=session_for(model))
-    key = audit.segment_key("segment-audiences", AUDIENCE_ID, "first_sync", "user")
+    key = audit.segment_key("segment-audiences", AUDIENCE_ID, AUDIENCE_KEY, "user")
     reader = AudienceReader(_plain_client("dynamodb", dynamodb), TABLE)
     result = audit.audit(
         reader,
@@ -504,7 +535,13 @@ def run_child(scenario: Scenario) -> Outcome:
     return Outcome(**data)
 
 
-def scenarios(changes: int) -> list[tuple[str, Scenario]]:
+LONG_VARIATIONS = ["defaults"]  # make bench-long: the issue's 1M first sync
+WRITE_UNITS_TARGET = 1.5  # a change
+
+
+def scenarios(changes: int, long: bool = False) -> list[tuple[str, Scenario]]:
+    if long:
+        return [(label, replace(DEFAULTS, changes=changes, **k)) for label, k in VARIATIONS if label in LONG_VARIATIONS]
     fast = [(label, replace(DEFAULTS, changes=changes, **knobs)) for label, knobs in VARIATIONS]
     slow = [
         (label, replace(DEFAULTS, changes=changes, arrival_rate=500.0, **knobs))
@@ -518,18 +555,19 @@ RESYNC_MEMBERS = 100_000
 
 
 def run(settings: Settings) -> Section:
-    section = Section(
-        "first_sync", "First sync of a large audience (simulated)", ".venv/bin/python -m bench --only first_sync"
-    )
-    changes = settings.size(1_000_000, 3_000)
-    chosen = scenarios(changes)
+    command = ".venv/bin/python -m bench " + ("--long --only first_sync" if settings.long else "--only first_sync")
+    section = Section("first_sync", "First sync of a large audience (simulated)", command)
+    # make bench: 100,000 members (the targets scale: requests ≤ members ÷ 1,000 + 1%); make bench-long: 1M.
+    changes = settings.size(1_000_000 if settings.long else 100_000, 3_000)
+    chosen = scenarios(changes, settings.long)
     resync_scenario = replace(
         DEFAULTS, changes=settings.size(RESYNC_MEMBERS, 3_000), arrival_rate=10_000.0, resync=True
     )
     with ThreadPoolExecutor(max_workers=2) as pool:  # one scenario per core
-        resynced = pool.submit(run_child, resync_scenario)
+        resynced = None if settings.long else pool.submit(run_child, resync_scenario)
         outcomes = list(pool.map(lambda item: (item[0], run_child(item[1])), chosen))
-        resync_outcome = resynced.result()
+        resync_outcome = resynced.result() if resynced is not None else None
+    section.outcomes = list(outcomes)
     rows = []
     for label, o in outcomes:
         s = o.scenario
@@ -565,7 +603,7 @@ def run(settings: Settings) -> Section:
             "  LaunchDarkly requests at the defaults",
             "requests",
             [float(default.launchdarkly_requests)],
-            float(TARGET_REQUESTS) if not settings.quick else None,
+            float(math.ceil(TARGET_REQUESTS * changes / 1_000_000)) if not settings.quick else None,
             "lower",
             digits=0,
         ),
@@ -575,6 +613,16 @@ def run(settings: Settings) -> Section:
         Figure("  final segment exactly the members (1 = yes)", "", [float(default.exact)], 1.0, "equal", digits=0),
         Figure(
             "  DynamoDB calls per change at the defaults", "calls", [default.calls_per_change], 0.1, "lower", digits=3
+        ),
+        Figure(
+            "  DynamoDB write units per change at the defaults",
+            "units",
+            [default.write_units_per_change],
+            WRITE_UNITS_TARGET,
+            "lower",
+            digits=2,
+            note=f"peak {fmt(default.peak_partition_wcu, 0)} WCU a partition key (limit 1,000), "
+            f"{fmt(default.peak_table_wcu, 0)} the table (a new table's ceiling: 4,000)",
         ),
     ]
     section.headline = (
@@ -611,15 +659,17 @@ def run(settings: Settings) -> Section:
             rows,
         )
     )
-    section.details.append(resync_details(resync_outcome))
-    section.figures.append(
-        Figure(
-            f"resync of a {fmt(resync_outcome.scenario.changes, 0)}-member audience whose segment was deleted",
-            "s",
-            [resync_outcome.total_seconds],
-            note=f"{fmt(resync_outcome.launchdarkly_requests, 0)} LaunchDarkly requests, exact: {resync_outcome.exact}",
+    if resync_outcome is not None:
+        section.details.append(resync_details(resync_outcome))
+        section.figures.append(
+            Figure(
+                f"resync of a {fmt(resync_outcome.scenario.changes, 0)}-member audience whose segment was deleted",
+                "s",
+                [resync_outcome.total_seconds],
+                note=f"{fmt(resync_outcome.launchdarkly_requests, 0)} LaunchDarkly requests, "
+                f"exact: {resync_outcome.exact}",
+            )
         )
-    )
     section.details.append(
         "Reproduce one row: `.venv/bin/python -m bench.first_sync "
         f"'{json.dumps(asdict(replace(DEFAULTS, changes=changes)))}'` (prints the outcome as JSON)."
@@ -633,7 +683,8 @@ def resync_details(o: Outcome) -> str:
     gets_seconds = r["audit_gets"] / o.scenario.ld_limit
     return (
         f"**Resync and audit of a {fmt(n, 0)}-member audience** (issue 12): the state table holds the audience "
-        "(every member claimed, written and confirmed by the real store), the segment was deleted in LaunchDarkly, "
+        "(every member written by the real `ContextStates`, as a reconcile leaves it), the segment was deleted in "
+        "LaunchDarkly, "
         "`ld-audiences resync` (devtools/ld_audiences_local/resync.py, the real function) reads the audience and "
         "queues one reassert per context, and the sync writes them back on the same simulated clock, LaunchDarkly "
         "and settings as the first-sync rows (the defaults). DynamoDB read units are what the in-process stand-in "
@@ -658,7 +709,7 @@ def resync_details(o: Outcome) -> str:
                     f"{fmt(n, 0)} queued",
                 ],
                 [
-                    "sync of the reasserts (read the desired state, claim, write, confirm)",
+                    "sync of the reasserts (record, reconcile: read the applied state, write, record)",
                     f"{fmt(o.dynamodb_calls, 0)} ({o.calls_per_change:.3f} a context)",
                     "—",
                     f"{fmt(o.launchdarkly_requests, 0)} (optimum {fmt(o.optimum_requests, 0)}), "

@@ -187,11 +187,11 @@ def _role(thread_name: str, stats: dict[Func, Any]) -> str:
     def has(path: str, name: str | None = None) -> bool:
         return any(path in f.replace("\\", "/") and (name is None or n == name) for f, _, n in stats)
 
-    # The handlers' thread pools (StateStore's DynamoDB calls, SqsChangeQueue's sends) work for them.
+    # The handlers' thread pools (the state table's DynamoDB calls, SqsChangeQueue's sends) work for them.
     if (
         thread_name == "ld-audiences-sqs-poller"
         or has("ld_audiences_local/stack.py", "_invoke")
-        or has("ld_audiences/state.py")
+        or has("ld_audiences/dynamodb_batch.py")
     ):
         return "SQS poller + sync handler"
     if has("ld_audiences_local/stack.py", "invoke_ingest") or has("ld_audiences/sqs_queue.py"):

@@ -2,19 +2,17 @@
 
 A transport adapter answers what `requests` has fully prepared (the JSON body encoded, headers built),
 so the product's client does all its own work. The model, from the first-sync issue and LaunchDarkly's
-documentation (docs/LAUNCHDARKLY.md): an answer takes `base_latency` plus `per_key_latency` per key;
-at most `limit` requests per `window` seconds, counted when a request arrives; every answer carries
-`X-Ratelimit-Route-Remaining` and `X-Ratelimit-Reset` (epoch ms of the window's end) unless
-`remaining_headers` is off, in which case only 429s say anything (`X-Ratelimit-Reset`); beyond the
-limit, 429 with `{"code": "rate_limited", ...}` and nothing applied. Segments keep real state (every
-item lands in the segment of the batch's first item, as LaunchDarkly does).
+documentation (docs/LAUNCHDARKLY.md): an answer takes `base_latency` plus `per_key_latency` per key; the
+route rate limit is the local emulator's own model (devtools/ld_audiences_local/rate_window.py: a window
+opened by its first request, 10 s by default, counted when a request arrives, its headers), on the
+simulation's clock; beyond the limit, 429 with `{"code": "rate_limited", ...}` and nothing applied.
+Segments keep real state (every item lands in the segment of the batch's first item, as LaunchDarkly does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +20,11 @@ from typing import Any
 
 import requests
 from requests.adapters import BaseAdapter
+
+from ld_audiences_local.rate_window import RouteRateLimit, RouteWindows
+
+# The token and route every write of the simulation spends (one API token, one route).
+ROUTE = ("token", "POST /api/v2/segment-targets/segment-audiences")
 
 
 @dataclass
@@ -31,31 +34,25 @@ class LaunchDarklyModel:
     uncounted: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
     base_latency: float = 0.150
     per_key_latency: float = 0.001 / 10
-    limit: int = 5
-    window: float = 1.0
-    remaining_headers: bool = True
+    rate_limit: RouteRateLimit = field(default_factory=lambda: RouteRateLimit.per_second(5))
     members: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     statuses: Counter[int] = field(default_factory=Counter)
     keys_written: int = 0
     reads: int = 0
-    _window_index: int = -1
-    _used: int = 0
+    windows: int = 0  # windows opened
+
+    def __post_init__(self) -> None:
+        self._windows = RouteWindows(self.rate_limit)
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-        now = self.clock()
-        index = math.floor(now / self.window)
-        if index != self._window_index:
-            self._window_index, self._used = index, 0
-        reset_ms = str(int((index + 1) * self.window * 1000))
-        self._used += 1
-        batch = body.get("batch", [])
-        if self._used > self.limit:
+        spent = self._windows.spend(ROUTE, self.clock())
+        self.windows += spent.opened
+        headers = spent.headers
+        if not spent.allowed:
             self.statuses[429] += 1
-            payload = json.dumps({"code": "rate_limited", "message": "You've exceeded the API rate limit."})
-            return 429, {"X-Ratelimit-Reset": reset_ms, "X-Ratelimit-Route-Remaining": "0"}, payload.encode()
-        headers = {"X-Ratelimit-Reset": reset_ms}
-        if self.remaining_headers:
-            headers["X-Ratelimit-Route-Remaining"] = str(self.limit - self._used)
+            payload = json.dumps({"code": "rate_limited", "message": "Rate limit exceeded"})
+            return 429, headers, payload.encode()
+        batch = body.get("batch", [])
         if batch:
             segment = self.members[batch[0]["cohortId"]]
             for item in batch:

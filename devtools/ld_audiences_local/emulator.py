@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import random
 import re
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ld_audiences_local.http_routing import AllMethodsHandler
+from ld_audiences_local.rate_window import RouteRateLimit, RouteWindows
 from ld_audiences_local.terminal import printable
 
 API_VERSION = "20240415"
@@ -86,27 +86,6 @@ class Faults:
                 raise ValueError(f"{name} must be a number >= 0")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError("seed must be an integer or null")
-
-
-@dataclass(frozen=True)
-class RouteRateLimit:
-    """LaunchDarkly's route rate limit, made deterministic: `requests` per window of `window_seconds`
-    for each token on each route (URL pattern + method) of the API. A window starts with the first
-    request after the previous one ended. Every answer carries `X-Ratelimit-Route-Remaining` and
-    `X-Ratelimit-Reset` (epoch ms of the window's end); past the limit the answer is 429 `rate_limited`
-    with the same headers. `publish_remaining=False` is a route that publishes no counts: no headers on
-    answers, only `X-Ratelimit-Reset` on 429s."""
-
-    requests: int
-    window_seconds: float = 10.0
-    publish_remaining: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.requests, bool) or not isinstance(self.requests, int) or self.requests < 1:
-            raise ValueError("requests must be an integer >= 1")
-        window = self.window_seconds
-        if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= 3600:
-            raise ValueError("window_seconds must be a number in (0, 3600]")
 
 
 class _ApiError(Exception):
@@ -507,6 +486,7 @@ class Emulator:
         environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
         reader_tokens: Iterable[str] = (),
         rate_limit: RouteRateLimit | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._tokens = frozenset(tokens)
         self._reader_tokens = frozenset(reader_tokens)
@@ -518,9 +498,9 @@ class Emulator:
         self._lock = threading.Lock()
         self._faults = faults or Faults()
         self._rng, self._late_rng = _fault_streams(self._faults.seed)
-        self._rate_limit = rate_limit
-        # (token, route) → (end of its window, epoch s; requests counted in it; whether it answered 429)
-        self._windows: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        self._clock = clock  # the rate limit's (the simulation's tests drive it)
+        # (token, route) → its window
+        self._windows = RouteWindows(rate_limit) if rate_limit is not None else None
         self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
         self._late_applied = 0  # late writes applied so far
         self._epoch = 0  # reset() counts up: a late write from before a reset is never applied
@@ -591,8 +571,7 @@ class Emulator:
     def set_rate_limit(self, rate_limit: RouteRateLimit | None) -> None:
         """Limit every token on every API route from now on (None: unlimited); windows start afresh."""
         with self._lock:
-            self._rate_limit = rate_limit
-            self._windows.clear()
+            self._windows = RouteWindows(rate_limit) if rate_limit is not None else None
 
     @property
     def faults(self) -> Faults:
@@ -633,7 +612,8 @@ class Emulator:
             self._fault_counts = dict.fromkeys(self._fault_counts, 0)
             self._writes = self._late_applied = 0
             self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
-            self._windows.clear()
+            if self._windows is not None:
+                self._windows = RouteWindows(self._windows.limit)
             self._epoch += 1
             self._rng, self._late_rng = _fault_streams(self._faults.seed)
 
@@ -704,33 +684,16 @@ class Emulator:
         """Count the request in its token's window on this route: the headers every answer carries, or
         429 past the limit. Requests that fail authentication are not counted (no token to count them for)."""
         with self._lock:
-            limit = self._rate_limit
-            if limit is None or route.auth == "none":
+            if self._windows is None or route.auth == "none":
                 return {}
-            now = time.time()
             key = (req.headers.get("authorization", ""), f"{req.method} {route.template}")
-            ends, used, refused = self._windows.get(key, (0.0, 0, False))
-            if now >= ends:
-                ends, used, refused = now + limit.window_seconds, 0, False
-                self._limit_counts["windows"] += 1
-            allowed = used < limit.requests
-            if allowed:
-                used += 1
-            else:
-                self._limit_counts["429"] += 1
-                self._limit_counts["windows_with_429"] += not refused
-                refused = True
-            self._windows[key] = (ends, used, refused)
-        # Rounded up: a client that waits for the reset must not arrive before it.
-        reset = {"X-Ratelimit-Reset": str(math.ceil(ends * 1000))}
-        if not limit.publish_remaining:
-            if allowed:
-                return {}
-            raise _ApiError(429, "rate_limited", "Rate limit exceeded", reset)
-        headers = {**reset, "X-Ratelimit-Route-Remaining": str(limit.requests - used)}
-        if not allowed:
-            raise _ApiError(429, "rate_limited", "Rate limit exceeded", headers)
-        return headers
+            spent = self._windows.spend(key, self._clock())
+            self._limit_counts["windows"] += spent.opened
+            self._limit_counts["429"] += not spent.allowed
+            self._limit_counts["windows_with_429"] += spent.first_refusal
+        if not spent.allowed:
+            raise _ApiError(429, "rate_limited", "Rate limit exceeded", spent.headers)
+        return spent.headers
 
     def _apply_late(self, handler: Callable[[_Request], _Response], req: _Request) -> None:
         """Apply the write `late_seconds` from now, in a thread of its own; never if the emulator stops or

@@ -1,33 +1,33 @@
 """The benchmark code (bench/) works: quick in-process runs on tiny sizes, the request-count optimum on a
-small workload, and the in-memory state store against the real one. No timing is asserted here: figures
+small workload, and the sync benchmark's direct DynamoDB client against a real one. No timing is asserted here: figures
 are `make bench`'s business."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import boto3
 import pytest
 import yaml
-from moto import mock_aws
 
 from bench.__main__ import run_sections
 from bench.cold_start import lambda_environment, parse_importtime
 from bench.common import Settings, machine
-from bench.fakes import InMemoryStateStore, RecordingSession
+from bench.fakes import RecordingSession, direct_state_table
 from bench.first_sync import DEFAULTS, simulate
 from bench.report import render
-from bench.sync import naive, run_sync
+from bench.sim_aws import InProcessDynamoDB, attach
+from bench.sync import TABLE, make_synchronizer, naive, run_sync
 from bench.workload import engage_events, sync_batch
 from ld_audiences.change import MembershipChange
 from ld_audiences.config import ContextKeyPolicy, NormalizeSettings
 from ld_audiences.normalize import normalize
-from ld_audiences.state import StateStore
 from ld_audiences.state_table import table_definition
-from tests import audience_state
 from tests.unit.test_template import TEMPLATE, CfnLoader, function_env, load_template
 
 QUICK = Settings(quick=True, runs=2)
@@ -57,9 +57,9 @@ def test_requests_equal_the_optimum_on_a_small_workload() -> None:
     second = sync_batch(
         400, audience_count=3, contexts_per_audience=30, seed=9, start_ns=10**12, replay_of=first, replay_share=0.3
     )
-    store, session = InMemoryStateStore(), RecordingSession()
-    one = run_sync(first, chunk_size=7, store=store, session=session)
-    two = run_sync(second, chunk_size=7, store=store, session=session, history=[first.changes])
+    table, session = direct_state_table(TABLE), RecordingSession()
+    one = run_sync(first, chunk_size=7, table=table, session=session)
+    two = run_sync(second, chunk_size=7, table=table, session=session, history=[first.changes])
     for outcome in (one, two):
         assert outcome.optimum > len(outcome.net_by_target)  # several chunks per segment
         assert outcome.requests == outcome.optimum
@@ -86,56 +86,27 @@ def test_importtime_parser_reads_the_handler_imports_only() -> None:
     assert tree.by_package[0] == ("botocore", 2.0, 1)
 
 
-# ----------------------------------------------------------------------------------------- store conformance
+# ----------------------------------------------------------------------------------------- direct client
 
 
-@pytest.fixture
-def dynamodb() -> Iterator[object]:
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(**table_definition("state"))
-        yield client
-
-
-def _change(second: int, included: bool = True, key: str = "user-1") -> MembershipChange:
-    return audience_state.change("aud_1", key, included, second=second)
-
-
-def test_in_memory_store_answers_like_the_dynamodb_store(dynamodb: object) -> None:
-    now = [1_000_000.0]
-    real = StateStore(dynamodb, "state", clock=lambda: now[0])  # type: ignore[arg-type]
-    fake = InMemoryStateStore(clock=lambda: now[0])
-    deadline = now[0] + 30
-
-    def outcome(store: object, changes: list[MembershipChange]) -> dict[str, list[str]]:
-        result = store.claim(changes, deadline)  # type: ignore[attr-defined]
-        return {name: [c.order for c in getattr(result, name)] for name in ("claimed", "stale", "duplicate", "busy")}
-
-    steps: list[tuple[str, list[MembershipChange]]] = [
-        ("claim", [_change(10)]),
-        ("claim", [_change(12)]),  # busy: 10 holds the lease
-        ("confirm", [_change(10)]),
-        ("claim", [_change(10)]),  # duplicate
-        ("claim", [_change(5)]),  # stale
-        ("claim", [_change(12, False), _change(3, key="user-2")]),
-        ("claim", [_change(14)]),  # busy: 12 holds the lease
-        ("release", [_change(12, False)]),
-        ("claim", [_change(14), _change(3, key="user-2")]),  # 3 re-takes its own lease
-        ("claim", [_change(13)]),  # stale: 14 is desired
-        ("expire", []),
-        ("claim", [_change(15, key="user-2")]),  # the lease of 3 has run out
-        ("confirm", [_change(14), _change(15, key="user-2")]),
-        ("claim", [_change(15, key="user-2"), _change(14)]),
-    ]
-    for action, changes in steps:
-        if action == "claim":
-            assert outcome(fake, changes) == outcome(real, changes), changes
-        elif action == "expire":
-            now[0] = deadline + 3600
-            deadline = now[0] + 30
-        else:
-            getattr(fake, action)(changes)
-            getattr(real, action)(changes)
+def test_the_direct_client_answers_the_sync_as_a_boto3_client_does() -> None:
+    """The sync benchmark's botocore-free client (bench/fakes.py) leaves the same report, items and bills as a
+    real boto3 client over the same in-process table (which tests/unit/test_sim_aws.py checks against moto)."""
+    workload = sync_batch(300, audience_count=3, contexts_per_audience=40)
+    direct = direct_state_table(TABLE)
+    service = InProcessDynamoDB(time.time, throttle=False)
+    service.create_table(table_definition(TABLE))
+    session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    botocore_client = attach(session.client("dynamodb"), service)
+    results = []
+    for client, table in ((direct, direct.service), (botocore_client, service)):
+        with mock.patch("ld_audiences.pending_log.uuid.uuid4", side_effect=(uuid.UUID(int=i) for i in range(10**6))):
+            sync, _ = make_synchronizer(client, RecordingSession(), 7, clock=lambda: 1_800_000_000.0)
+            report = sync.sync(workload.records, deadline=1_800_000_900.0)
+        items = sorted(str(item) for partition in table.table(TABLE).partitions.values() for item in partition.items())
+        results.append((report.counts, report.audiences, items, table.usage.write_units, dict(table.usage.calls)))
+    assert results[0] == results[1]
+    assert results[0][0]["added"] > 0
 
 
 # ----------------------------------------------------------------------------------------- first-sync simulation
@@ -150,13 +121,14 @@ def test_the_first_sync_simulation_runs_the_product_to_an_exact_segment() -> Non
 
 
 def test_the_simulated_launchdarkly_limit_is_met_and_shared() -> None:
-    """Many instances on LaunchDarkly's limit: where it publishes remaining counts (as it documents), the
-    shared window keeps 429s to the first window, before anything is known; where it does not, a reset
-    releases every waiting instance and some of them meet 429s. Either way nothing is lost or dead-lettered."""
-    scenario = replace(DEFAULTS, changes=6000, batch_size=100, concurrency=10)
+    """Many audiences and instances on LaunchDarkly's limit, over several windows: where it publishes
+    remaining counts (as it documents), the shared window keeps requests within what the limit allows; where
+    it does not, a reset releases every waiting instance and more of them meet 429s. Either way nothing is
+    lost or dead-lettered."""
+    scenario = replace(DEFAULTS, changes=3000, audiences=150, batch_size=100, concurrency=10, ld_window=2.0)
     counted = simulate(scenario)
     assert counted.exact and counted.dead_lettered == 0
-    assert 0 < counted.launchdarkly_429 <= scenario.concurrency
+    assert counted.ld_windows > 1 and counted.launchdarkly_requests <= 1.2 * counted.rate_allows
     uncounted = simulate(replace(scenario, remaining_headers=False))
     assert uncounted.exact and uncounted.dead_lettered == 0
     assert uncounted.launchdarkly_429 > counted.launchdarkly_429

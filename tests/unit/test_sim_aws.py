@@ -1,32 +1,42 @@
 """The first-sync simulation's in-process DynamoDB (bench/sim_aws.py) answers the product like moto does.
 
 The simulation times the product's real code over that stand-in, so its answers must be DynamoDB's: the
-same state-store and rate-limit sequence runs against moto and against the stand-in, each behind a real
-boto3 client, and every outcome and every item must agree.
+same pending-log, context-state and rate-limit sequence, and the whole sync, run against moto and against
+the stand-in, each behind a real boto3 client, and every outcome and every item must agree.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import itertools
 import random
 import re
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from bench.fakes import NullDeadLetters, RecordingSession
 from bench.sim_aws import InProcessDynamoDB, attach
 from bench.virtual_time import LAMBDA_VCPU_MB, Cpu, VirtualTime
 from ld_audiences.aws_clients import client_config
 from ld_audiences.change import MembershipChange
+from ld_audiences.context_state import ContextStates
+from ld_audiences.launchdarkly import LaunchDarklyClient
+from ld_audiences.outcomes import QueuedRecord
+from ld_audiences.pending_log import Lease, PendingLog
 from ld_audiences.rate_limit import SharedRateLimit, Window
-from ld_audiences.state import StateStore
-from ld_audiences.state_table import audience_partitions, table_definition
+from ld_audiences.state_table import audience_partitions, pending_partition, table_definition, work_item_key
+from ld_audiences.sync import Synchronizer
+from ld_audiences.writers import SegmentAudiencesWriter, Target
 from tests import audience_state
 from tests.conftest import Aws
 
@@ -46,70 +56,144 @@ def change(key: str, second: int, included: bool = True, *, reassert: bool = Fal
 
 def everything(client: Any, table: str) -> list[dict[str, Any]]:
     items = []
-    for pk in [*audience_partitions("aud_1", "user"), "audiences", "launchdarkly"]:
+    pks = ["audiences", "launchdarkly"]
+    for audience in ("aud_1", "aud_2"):
+        pks += audience_partitions(audience, "user") + [pending_partition(audience, "user", p) for p in range(4)]
+        pks.append(work_item_key(audience, "user")["pk"]["S"])
+    for pk in pks:
         items += client.query(
             TableName=table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": pk}}
         )["Items"]
     return sorted(items, key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
 
 
-def test_the_state_store_and_the_rate_limit_window_get_moto_s_answers(clients: tuple[Any, Any], aws: Aws) -> None:
+def test_the_pending_log_context_states_and_rate_limit_window_get_moto_s_answers(
+    clients: tuple[Any, Any], aws: Aws
+) -> None:
+    """A random sequence of what the sync does to the state table — record batches, take, read and finish
+    an audience, write and read context items, ask for a tick, spend the rate-limit window — against moto
+    and the stand-in in lockstep: every answer, then every item, the same."""
     now = [1_800_000_000.0]
-    stores = [StateStore(client, aws.table, clock=lambda: now[0]) for client in clients]
-    for store in stores:  # one execution environment: the same lease owner in both
-        store._environment = "environment"
+    # the same lease owners and log item ids in both
+    uuids = [(uuid.UUID(int=i) for i in itertools.count()) for _ in (0, 1)]
+
+    def fixed_uuid(side: int) -> Any:
+        return mock.patch("ld_audiences.pending_log.uuid.uuid4", side_effect=uuids[side])
+
+    logs = [PendingLog(client, aws.table, clock=lambda: now[0]) for client in clients]
+    states = [ContextStates(client, aws.table, clock=lambda: now[0]) for client in clients]
     windows = [SharedRateLimit(client, aws.table) for client in clients]
+    targets = [Target("aud_1", "beta", "user"), Target("aud_2", "gamma", "user")]
+    leases: list[Lease | None] = [None, None]  # by audience: the same lease (owner, until, seq) in both
     rng = random.Random(7)
     keys = [f"user-{i}" for i in range(12)]
 
-    def both(action: str, *args: Any) -> list[Any]:
-        return [getattr(target, action)(*args) for target in (stores if action != "window" else windows)]
+    def both(objects: list[Any], method: str, *args: Any) -> Any:
+        found = []
+        for side in (0, 1):
+            with fixed_uuid(side):
+                found.append(getattr(objects[side], method)(*args))
+        assert found[0] == found[1], (method, found)
+        return found[0]
 
-    for step in range(120):
+    def take(log: PendingLog, audience_id: str, until: float) -> Any:
+        lease = log.take(audience_id, "user", until)
+        return lease and (lease.owner, lease.until, lease.seq)
+
+    def read_finish(log: PendingLog, lease: Lease, budget: int, keep: int, started: float) -> Any:
+        read = log.read(lease, budget)
+        resolved, rest = read.items[:keep], read.items[keep:]
+        rest_since = min([i.received_at for i in rest] + ([read.rest_since] if read.rest_since else []), default=None)
+        log.finish(lease, resolved, rest_since, started=started)
+        return [(i.key, i.received_at, [c.order for c in i.changes]) for i in read.items], read.rest_since
+
+    sides = [
+        SimpleNamespace(take=functools.partial(take, log), read_finish=functools.partial(read_finish, log))
+        for log in logs
+    ]
+
+    for step in range(150):
         now[0] += rng.choice([0.5, 3, 40])
+        which = rng.randrange(2)
+        target = targets[which]
         picked = rng.sample(keys, rng.randint(1, 5))
-        kind = rng.choice(["claim", "claim", "confirm", "release", "reassert", "window"])
-        changes = [change(k, rng.randint(0, 59), rng.random() < 0.7) for k in picked]
-        if kind in ("claim", "reassert"):
-            if kind == "reassert":
-                changes = [c.model_copy(update={"reassert": True}) for c in changes]
-            results = [store.claim(changes, now[0] + 10) for store in stores]
-            summaries = [
-                {name: sorted(c.order for c in getattr(r, name)) for name in ("claimed", "stale", "duplicate", "busy")}
-                for r in results
-            ]
-            assert summaries[0] == summaries[1], (step, summaries)
-            assert [r.failed for r in results] == [[], []]
-        elif kind in ("confirm", "release"):
-            both(kind, changes)
+        changes = [
+            change(k, rng.randint(0, 59), rng.random() < 0.7).model_copy(update={"audience_id": target.audience_id})
+            for k in picked
+        ]
+        kind = rng.choice(["record", "record", "take", "read_finish", "states", "index", "tick", "window"])
+        if kind == "record":
+            both(logs, "record", [(target, changes)])
+        elif kind == "take":
+            taken = both(sides, "take", target.audience_id, now[0] + 30)
+            lease = Lease(target, *taken) if taken else leases[which]
+            leases[which] = lease
+        elif kind == "read_finish" and (lease := leases[which]) is not None:
+            both(sides, "read_finish", lease, rng.choice([1, 3, 1000]), rng.randint(0, 3), now[0] - 1)
+            leases[which] = None
+        elif kind == "states":
+            both(states, "write", changes)
+            both(states, "read", target.audience_id, "user", picked)
+            if step % 3 == 0:
+                both(states, "record_write", target.audience_id, target.audience_key, "user", changes)
+        elif kind == "index":
+            both(
+                [SimpleNamespace(audiences=lambda log=log: list(log.pending_audiences())) for log in logs], "audiences"
+            )
+        elif kind == "tick":
+            both(logs, "tick_due", now[0], now[0] + rng.choice([1, 5, 60]))
         else:
             learned = Window(rng.randint(0, 3), now[0] + rng.choice([-1, 1, 5]))
             for window in windows:
                 window.learn(learned)
             assert len({window.acquire(now[0]) for window in windows}) == 1, step
-        stores[0].record_write("aud_1", "beta", "user", changes) if step % 10 == 0 else None
-        stores[1].record_write("aud_1", "beta", "user", changes) if step % 10 == 0 else None
     moto_items, simulated_items = (everything(client, aws.table) for client in clients)
-    for items in (moto_items, simulated_items):  # the time of the summary's last write differs by nothing
-        assert len(items) > 10
+    assert len(moto_items) > 10
     assert simulated_items == moto_items
 
 
-def test_a_cancelled_transaction_names_each_failed_item_with_its_old_state(clients: tuple[Any, Any], aws: Aws) -> None:
-    answers = []
-    for client in clients:
-        store = StateStore(client, aws.table)
-        store.claim([change("a", 10), change("b", 10)], time.time() + 30)
-        store.confirm([change("a", 10), change("b", 10)])
-        result = store.claim([change("a", 5), change("b", 10), change("c", 10)], time.time() + 30)
-        answers.append(
-            (
-                [c.context_key for c in result.stale],
-                [c.context_key for c in result.duplicate],
-                [c.context_key for c in result.claimed],
+def test_the_synchronizer_leaves_the_same_table_and_segments_on_moto_and_on_the_stand_in(
+    clients: tuple[Any, Any], aws: Aws
+) -> None:
+    """The whole sync, record then reconcile, over both: the same report, LaunchDarkly writes and items, with
+    batches that supersede, repeat and go stale, over two audiences and chunks of 3."""
+    rng = random.Random(11)
+    batches = [
+        [
+            QueuedRecord(
+                f"m-{b}-{i}",
+                change(f"user-{rng.randrange(15)}", rng.randint(0, 59), rng.random() < 0.7)
+                .model_copy(update={"audience_id": rng.choice(["aud_1", "aud_2"])})
+                .to_message(),
             )
+            for i in range(25)
+        ]
+        for b in range(4)
+    ]
+    results = []
+    for client in clients:
+        session = RecordingSession()
+        launchdarkly = LaunchDarklyClient("https://app.launchdarkly.com", "api-x", session=session)  # type: ignore[arg-type]
+        sync = Synchronizer(
+            writer=SegmentAudiencesWriter(launchdarkly, "client-side-id"),
+            log=PendingLog(client, aws.table, clock=lambda: 1_800_000_000.0),
+            states=ContextStates(client, aws.table, clock=lambda: 1_800_000_000.0),
+            dead_letters=NullDeadLetters(),
+            chunk_size=3,
+            reconcile_seconds=600,
+            clock=lambda: 1_800_000_000.0,
         )
-    assert answers[0] == answers[1] == (["a"], ["b"], ["c"])
+        reports = []
+        ids = (uuid.UUID(int=i) for i in itertools.count())
+        with mock.patch("ld_audiences.pending_log.uuid.uuid4", side_effect=ids):
+            for batch in batches:
+                report = sync.sync(batch, deadline=1_800_000_600.0)
+                reports.append((dict(report.counts), report.audiences, report.next_tick))
+        results.append((reports, [(r.items, r.bytes) for r in session.requests], session.members))
+    assert results[0] == results[1]
+    assert sum(sum(counts.get(k, 0) for k in ("added", "removed")) for counts, _, _ in results[0][0]) > 0
+    moto_items, simulated_items = (everything(client, aws.table) for client in clients)
+    assert simulated_items == moto_items
 
 
 # ----------------------------------------------------------------------------------------- the new sync's operations
