@@ -28,12 +28,15 @@ from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.resync import Progress, resync
 from tests.audience_state import change, write_audience, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
+from tests.launchdarkly_answers import user_segment, user_segments
 from tests.recording_server import Recorded, RecordingServer, Scripted
 
 MEMBERS = [f"m{i}" for i in range(20)]
 LEFT = [f"l{i}" for i in range(10)]
 SEGMENT = f"{CLIENT_SIDE_ID}/aud_a"  # the emulator's id of audience aud_a's synced segment
 READER_TOKEN = "api-read-only-token"
+# The emulator here lists no segments (getSegments): the synced segment is named, as an operator would.
+SYNCED = ["--segment-key", "segment-audiences-aud_a"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -242,7 +245,7 @@ def test_resync_needs_the_kind_and_key_of_an_audience_the_table_has_no_summary_f
 def test_audit_of_a_segment_in_sync_passes(
     audience: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator))
+    code, out, _ = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator), *SYNCED)
     assert code == 0, out
     assert "checked: all 30" in out and "missing members: 0" in out and "extra members: 0" in out
     assert "drift: 0 of 30 checked" in out
@@ -254,7 +257,8 @@ def test_audit_reports_missing_extra_and_unwritten_contexts_and_repair_queues_th
     aws = audience
     write_launchdarkly(emulator, ["l1", "l2"], ["m1", "m2", "m3"])  # edited in LaunchDarkly
     write_state(aws, [change("aud_a", "m9", False, second=30)], applied=False)  # left; not written yet
-    code, out, _ = run(capsys, "audit", *where(aws), "--audience", "aud_a", *launchdarkly(emulator), "--show", "2")
+    args = ["--audience", "aud_a", *launchdarkly(emulator), *SYNCED]
+    code, out, _ = run(capsys, "audit", *where(aws), *args, "--show", "2")
     assert code == 1
     assert "missing members: 3" in out and "extra members: 2" in out
     assert "not written yet: 1 differ" in out and "drift: 5 of 30 checked" in out
@@ -262,22 +266,24 @@ def test_audit_reports_missing_extra_and_unwritten_contexts_and_repair_queues_th
     assert len([k for k in ("m1", "m2", "m3") if f"  {k}\n" in listed]) == 2 and "… and 1 more" in listed
     assert queued(aws) == []  # no --repair: nothing queued
 
-    code, out, _ = run(capsys, "audit", *where(aws), "--audience", "aud_a", *launchdarkly(emulator), "--repair")
+    code, out, _ = run(capsys, "audit", *where(aws), *args, "--repair")
     assert code == 1 and "repair: queued 6 reasserts" in out
     repairs = queued(aws)
     assert sorted(m.context_key for m in repairs) == ["l1", "l2", "m1", "m2", "m3", "m9"]
     assert all(m.reassert for m in repairs)
 
 
-def test_audit_of_a_deleted_segment_finds_every_member_missing_without_asking_for_each(
+def test_audit_of_a_deleted_segment_cannot_tell_and_repairs_nothing(
     audience: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = f"{emulator.url}/api/v2/segments/default/production/segment-audiences-aud_a"
     assert requests.delete(path, headers={"Authorization": LD_TOKEN}, timeout=5).status_code == 204
-    code, out, err = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator))
+    args = ["--audience", "aud_a", *launchdarkly(emulator), *SYNCED, "--repair"]
+    code, out, err = run(capsys, "audit", *where(audience), *args)
     assert code == 3  # deleted, or a wrong project, environment or key: the audit cannot tell
-    assert "the segment does not exist in LaunchDarkly" in out and "missing members: 20" in out
-    assert "was not found" in err and "--project-key" in err
+    assert "segment not found: searched segment segment-audiences-aud_a in default/production" in out
+    assert "missing members" not in out and "--repair queued nothing" in err
+    assert queued(audience) == []  # rewriting every member into a segment that may be the wrong one: no
     requests_made = emulator.stats()["requests"]
     assert not any("/contexts/" in route for route in requests_made)
 
@@ -288,7 +294,7 @@ def test_audit_samples_a_large_audience_and_states_the_interval(
     members = [f"u{i}" for i in range(200)]
     write_audience(aws, "aud_a", members)
     write_launchdarkly(emulator, members[50:])  # a quarter missing
-    args = ["--audience", "aud_a", *launchdarkly(emulator), "--sample", "60", "--seed", "4"]
+    args = ["--audience", "aud_a", *launchdarkly(emulator), *SYNCED, "--sample", "60", "--seed", "4"]
     code, out, _ = run(capsys, "audit", *where(aws), *args)
     assert code == 1
     assert "checked: a uniform random sample of 60" in out
@@ -322,8 +328,9 @@ def test_audit_paces_by_answers_that_name_only_the_reset(audience: Aws, capsys: 
 
     def answer(request: Recorded) -> Scripted:
         reset = {"X-Ratelimit-Reset": str(int((time.time() + 10) * 1000))}
-        if "/contexts/" not in request.path:
-            return Scripted(200, reset, {"key": "segment-audiences-aud_a", "unbounded": True})
+        if "/contexts/" not in request.path:  # the listing
+            segment = user_segment("synced-aud-a", "Aud a key", external="segment-audiences")
+            return Scripted(200, reset, user_segments([segment]))
         return Scripted(200, reset, {"included": request.path.rsplit("/", 1)[1].startswith("m")})
 
     server = RecordingServer(respond=answer)
