@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -28,7 +29,7 @@ from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.resync import Progress, resync
 from tests.audience_state import change, write_audience, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
-from tests.launchdarkly_answers import user_segment, user_segments
+from tests.launchdarkly_answers import error, user_segment, user_segments
 from tests.recording_server import Recorded, RecordingServer, Scripted
 
 MEMBERS = [f"m{i}" for i in range(20)]
@@ -372,3 +373,108 @@ def test_wilson_interval_matches_the_textbook_and_shrinks_with_the_population() 
     assert wilson_interval(10, 100, 100) == type(wide)(0.1, 0.1, 0.95)  # a census is exact
     none = wilson_interval(0, 50, 10**6)
     assert none.low == 0.0 and 0.05 < none.high < 0.08
+
+
+# ----------------------------------------------------------------------------------------- audit: which segment
+
+
+def scripted_launchdarkly(listed: list[dict[str, object]], by_key: dict[str, dict[str, object]]) -> RecordingServer:
+    """getSegments over `listed` (paged by limit and offset), getSegment from `by_key`, and membership: m… are in."""
+
+    def answer(request: Recorded) -> Scripted:
+        url = urlsplit(request.path)
+        parts = url.path.split("/")  # "", api, v2, segments, project, environment, [key, [contexts, context]]
+        if len(parts) == 6:
+            query = parse_qs(url.query)
+            offset, limit = int(query["offset"][0]), int(query["limit"][0])
+            return Scripted(200, body=user_segments(listed[offset : offset + limit], total=len(listed)))
+        if len(parts) == 7:
+            found = by_key.get(parts[6])
+            return Scripted(200, body=found) if found else Scripted(404, body=error("not_found", "Invalid resource"))
+        return Scripted(200, body={"userKey": parts[8], "included": parts[8].startswith("m"), "excluded": False})
+
+    return RecordingServer(respond=answer)
+
+
+def audit_against(
+    server: RecordingServer, aws: Aws, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, str]:
+    args = ["--audience", "aud_a", "--base-url", server.url, "--token", LD_TOKEN, "--project-key", "p"]
+    try:
+        return run(capsys, "audit", *where(aws), *args, "--environment-key", "e", *extra)
+    finally:
+        server.close()
+
+
+def synced(key: str, name: str = "Aud a key") -> dict[str, object]:
+    return user_segment(key, name, external="segment-audiences")
+
+
+def membership_reads(server: RecordingServer) -> list[str]:
+    return [r.path for r in server.requests if "/contexts/" in r.path]
+
+
+def test_audit_finds_the_synced_segment_among_every_page_of_big_segments(
+    audience: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    others = [user_segment(f"big-{i}", f"Big {i}") for i in range(60)]
+    server = scripted_launchdarkly([*others, synced("LD-chose-this-key")], {})
+    code, out, _ = audit_against(server, audience, capsys)
+    assert code == 0, out
+    assert "found segment LD-chose-this-key: searched the big segments of p/e (61 listed)" in out
+    listings = [urlsplit(r.path) for r in server.requests if "/contexts/" not in r.path]
+    assert [parse_qs(u.query)["offset"] for u in listings] == [["0"], ["50"]]
+    assert all(parse_qs(u.query)["filter"] == ["unbounded equals true"] for u in listings)
+    reads = membership_reads(server)
+    assert len(reads) == 30 and all(p.startswith("/api/v2/segments/p/e/LD-chose-this-key/contexts/") for p in reads)
+
+
+def test_audit_of_a_synced_segment_it_cannot_find_cannot_tell_and_repairs_nothing(
+    audience: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = scripted_launchdarkly([synced("s-other", "Gamers"), user_segment("rest-one", "Aud a key")], {})
+    code, out, err = audit_against(server, audience, capsys, "--repair")
+    assert code == 3
+    assert "segment not found: searched the big segments of p/e (2 listed)" in out and "'Aud a key'" in out
+    assert "s-other ('Gamers')" in out and "resync" in out and "--segment-key" in out
+    assert "cannot tell" in err and "--repair queued nothing" in err
+    assert membership_reads(server) == [] and queued(audience) == []
+
+
+def test_audit_of_two_matching_synced_segments_names_both_and_reads_neither(
+    audience: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = scripted_launchdarkly([synced("s-2"), synced("s-1")], {})
+    code, out, err = audit_against(server, audience, capsys, "--repair")
+    assert code == 3
+    assert "segment not found for sure" in out and "2 segments match: s-1, s-2" in out
+    assert "--segment-key" in err and membership_reads(server) == [] and queued(audience) == []
+
+
+def test_audit_reads_the_segment_key_given_without_listing(audience: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    server = scripted_launchdarkly([synced("s-1"), synced("s-2")], {"s-2": synced("s-2")})
+    code, out, _ = audit_against(server, audience, capsys, "--segment-key", "s-2")
+    assert code == 0, out
+    assert "found segment s-2: searched segment s-2 in p/e (--segment-key)" in out
+    assert [r.path for r in server.requests if "/contexts/" not in r.path] == ["/api/v2/segments/p/e/s-2"]
+
+
+def test_audit_of_a_rest_key_held_by_a_segment_it_did_not_create_cannot_tell(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_audience(aws, "aud_a", MEMBERS)
+    key = RestWriter.segment_key(Target("aud_a", "aud_a_key", "user"))
+    server = scripted_launchdarkly([], {key: user_segment(key, "Aud a key", description="made by hand")})
+    code, out, err = audit_against(server, aws, capsys, "--writer", "rest")
+    assert code == 3
+    assert f"searched segment {key} in p/e (the rest writer key)" in out and "lacks the tag 'ld-audiences'" in out
+    assert "segment_not_managed" in out and "cannot tell" in err and membership_reads(server) == []
+
+
+def test_audit_shows_progress_on_stderr_while_listing(audience: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    others = [user_segment(f"big-{i}", f"Big {i}") for i in range(1200)]
+    server = scripted_launchdarkly([*others, synced("s-1")], {})
+    code, out, err = audit_against(server, audience, capsys)
+    assert code == 0, out
+    assert "listed 500 segments…" in err and "listed 1000 segments…" in err
+    assert "segments…" not in out  # stdout stays the report
