@@ -355,6 +355,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if bool(project_key) != bool(environment_key):
         _error("give both the project key and the environment key (the rest writer needs both), or neither")
         return 2
+    # Which writer the settings are for: the one whose setting was given, when not named.
+    writer = args.segment_writer or ("segment-audiences" if client_side_id or not project_key else "rest")
     verdicts = check(
         token=token,
         client_side_id=client_side_id,
@@ -362,14 +364,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         clientsdk_url=args.clientsdk_url,
         project_key=project_key,
         environment_key=environment_key,
+        writer=writer,
     )
     _print(*(v.line() for v in verdicts))
     if not client_side_id:
         _print("SKIP  client-side ID: not given (--client-side-id or LD_CLIENT_SIDE_ID)")
     if not project_key:
         _print("SKIP  project and environment: not given (--project-key and --environment-key, for the rest writer)")
+    if not project_key:
+        _print("SKIP  write access and big segment store: they need the project and environment")
     bad = [v for v in verdicts if not v.ok]
-    _print(f"verdict: {'all good' if not bad else f'{len(bad)} problem(s)'}")
+    unsure = sum(v.warn for v in verdicts)
+    _print(
+        f"verdict: {'all good' if not bad else f'{len(bad)} problem(s)'}" + (f", {unsure} to check" if unsure else "")
+    )
     return 1 if bad else 0
 
 
@@ -968,8 +976,13 @@ def build_parser() -> argparse.ArgumentParser:
             "the segment-audiences writer; GET {base}/api/v2/projects/{project}/environments/{environment}\n"
             "with the token (200: both exist and the token can read them; 403: its role cannot; 404: which\n"
             "one is unknown), for the rest writer. Prints one verdict line per check; exit status 0 only if\n"
-            "every check passed. The token is never printed. (Write actions such as createSegment are not\n"
-            "visible to this check.)"
+            "every check passed (a WARN is what the API does not show: check it by hand). The token is\n"
+            "never printed. Then, for the writer: whether the instance offers its segments (no synced\n"
+            "segments on the EU and federal instances); with the project and environment, whether the\n"
+            "token may write segments there (GET /api/v2/caller-identity, /api/v2/tokens/{id}, its custom\n"
+            "roles' policies: our reading of them) and whether a big segment store integration serves the\n"
+            "environment to server-side SDKs (GET /api/v2/integration-capabilities/big-segment-store; a\n"
+            "Relay Proxy is not visible there)."
         ),
         epilog="EU instance: --base-url https://app.eu.launchdarkly.com; federal: https://app.launchdarkly.us",
     )
@@ -984,6 +997,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-key", metavar="KEY", help="project key, for the rest writer (env LD_PROJECT_KEY)")
     p.add_argument(
         "--environment-key", metavar="KEY", help="environment key, for the rest writer (env LD_ENVIRONMENT_KEY)"
+    )
+    p.add_argument(
+        "--writer",
+        dest="segment_writer",
+        choices=("segment-audiences", "rest"),
+        help="the writer to check for (default: segment-audiences with a client-side ID, else rest with a project)",
     )
     p.add_argument(
         "--clientsdk-url",

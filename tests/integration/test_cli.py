@@ -192,7 +192,7 @@ def test_check_passes_with_a_valid_token_and_client_side_id(emulator: Emulator) 
         CLIENT_SIDE_ID,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("OK  ") == 2
+    assert result.stdout.count("OK  ") == 3  # token, client-side ID, the instance offers synced segments
     assert "verdict: all good" in result.stdout
     assert LD_TOKEN not in result.stdout + result.stderr
 
