@@ -29,7 +29,7 @@ WRITING_ROLES = frozenset({"writer", "admin", "owner"})
 READ_ONLY_ROLES = frozenset({"reader", "no_access"})
 # Hosts of the instances without synced segments (DESIGN.md; LaunchDarkly's instance docs).
 NO_SYNCED_SEGMENTS = {"app.eu.launchdarkly.com": "EU", "app.launchdarkly.us": "federal"}
-STORE_DOCS = "https://launchdarkly.com/docs/home/flags/big-segments"
+STORE_DOCS = "https://launchdarkly.com/docs/home/flags/segment-config"
 Statement = Mapping[str, Any]
 
 
@@ -154,8 +154,9 @@ class _Api:
         self._base, self._session = base_url.rstrip("/"), session
         self._headers = {"Authorization": token, "LD-API-Version": API_VERSION}
 
-    def get(self, path: str) -> requests.Response:
-        return self._session.get(self._base + path, headers=self._headers, timeout=TIMEOUT, allow_redirects=False)
+    def get(self, path: str, version: str = API_VERSION) -> requests.Response:
+        headers = {**self._headers, "LD-API-Version": version}
+        return self._session.get(self._base + path, headers=headers, timeout=TIMEOUT, allow_redirects=False)
 
 
 def _object(response: requests.Response) -> dict[str, Any]:
@@ -205,7 +206,8 @@ def check_write_access(
 def check_store(
     base_url: str, token: str, project_key: str, environment_key: str, session: requests.Session
 ) -> Verdict:
-    answer = _Api(base_url, token, session).get("/api/v2/integration-capabilities/big-segment-store")
+    # A beta API: LaunchDarkly serves it only to `LD-API-Version: beta` ("Persistent store integrations (beta)").
+    answer = _Api(base_url, token, session).get("/api/v2/integration-capabilities/big-segment-store", "beta")
     if answer.status_code != 200:
         return _unsure(
             "big segment store",

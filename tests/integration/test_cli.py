@@ -161,7 +161,9 @@ def test_operator_commands_escape_ids_keys_and_reasons(aws: Aws, emulator: Emula
     status = run("status", *where)
     listed = run("redrive", "--queue-url", aws.queue_url, "--dlq-url", aws.dlq_url, "--dry-run")
     resynced = run("resync", *where, "--audience", hostile.audience_id, "--dry-run")
-    audited = run("audit", *where, "--audience", "aud_h", *launchdarkly, "--environment-key", "production")
+    # The emulator here lists no segments (getSegments): the synced segment is named.
+    synced = ["--segment-key", "segment-audiences-aud_h"]
+    audited = run("audit", *where, "--audience", "aud_h", *launchdarkly, "--environment-key", "production", *synced)
     for result, code in ((status, 0), (listed, 0), (resynced, 0), (audited, 1)):
         assert result.returncode == code, result.stdout + result.stderr
         assert raw_controls(result.stdout + result.stderr) == []
@@ -629,6 +631,7 @@ def test_check_tells_whether_segments_written_to_the_environment_can_be_evaluate
     assert "OK    write access: the token's custom role(s) allow createSegment and updateIncluded" in result.stdout
     assert "OK    big segment store: 'Prod Redis' (redis) is on for p/e and in sync" in result.stdout
     assert "sdk-secret" not in result.stdout and "verdict: all good\n" in result.stdout
+    assert [r.headers["LD-API-Version"] for r in server.requests if "big-segment-store" in r.path] == ["beta"]
 
 
 def test_check_fails_a_read_only_token_and_warns_of_a_missing_store() -> None:
