@@ -3,8 +3,9 @@
 Every known context of a small audience, a uniform random sample of a large one
 (`AudienceReader.sample`), each checked with LaunchDarkly's big-segment membership read,
 `GET /api/v2/segments/{project}/{environment}/{segment}/contexts/{context key}` (docs/LAUNCHDARKLY.md):
-`included: true` is a member; `included: false` or 404 is not. A segment that does not exist (404 on
-the segment itself) has no members, and is not asked about each context.
+`included: true` is a member; `included: false` or 404 is not. Which segment is read is found first
+(`segment_lookup`): a segment that cannot be found, or found for sure, is reported as that, and no context is
+asked about.
 
 A mismatch is *drift* when the context's newest change is recorded as written to LaunchDarkly: the
 segment was changed behind the sync's back (deleted, edited) or a write got lost. A mismatch whose
@@ -36,7 +37,6 @@ import requests
 from ld_audiences.audiences import AudienceReader, ContextState
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, json_object
 from ld_audiences.rate_limit import LocalRateLimit, Window
-from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
 
 REQUEST_SECONDS = 60.0  # how long one read may take, retries and rate-limit waits included
 RATE_LIMIT_ROUNDS = 10  # longer rate-limit waits than the client's own, before the audit gives up
@@ -62,10 +62,25 @@ class ReservedRateLimit(LocalRateLimit):
         super().learn(window)
 
 
-def segment_key(writer: str, audience_id: str, audience_key: str, context_kind: str) -> str:
-    """The key of the segment a writer keeps the audience in (docs/LAUNCHDARKLY.md)."""
-    target = Target(audience_id, audience_key, context_kind)
-    return RestWriter.segment_key(target) if writer == "rest" else SegmentAudiencesWriter.segment_key(target)
+def get(client: LaunchDarklyClient, path: str, where: str, context_key: str | None = None) -> requests.Response | None:
+    """The 200 answer, or None for 404; LaunchDarkly's rate limit waited out `RATE_LIMIT_ROUNDS` times at most."""
+    keys = [context_key] if context_key else []
+    for _ in range(RATE_LIMIT_ROUNDS):
+        try:
+            response = client.request(
+                "GET", path, None, deadline=time.time() + REQUEST_SECONDS, expected={404}, context_keys=keys
+            )
+        except WriteError as exc:
+            if exc.retry_after is not None and not exc.permanent:
+                time.sleep(exc.retry_after)
+                continue
+            raise AuditError(f"LaunchDarkly answered {exc} reading {where}") from None
+        return None if response.status_code == 404 else response
+    raise AuditError(f"LaunchDarkly's rate limit kept {where} from being read")
+
+
+def segments_path(project_key: str, environment_key: str, *rest: str) -> str:
+    return "/api/v2/segments/" + "/".join(quote(part, safe="") for part in (project_key, environment_key, *rest))
 
 
 class SegmentMembership:
@@ -74,36 +89,27 @@ class SegmentMembership:
     def __init__(self, client: LaunchDarklyClient, project_key: str, environment_key: str, key: str) -> None:
         self._client = client
         self.where = f"segment {key} in {project_key}/{environment_key}"
-        parts = (project_key, environment_key, key)
-        self._path = "/api/v2/segments/" + "/".join(quote(part, safe="") for part in parts)
-
-    def exists(self) -> bool:
-        response = self._get(self._path)
-        if response is None:
-            return False
-        if json_object(response).get("unbounded") is not True:
-            raise AuditError(f"{self.where} is not a big segment: ld-audiences writes only big (synced) segments")
-        return True
+        self._path = segments_path(project_key, environment_key, key)
 
     def included(self, context_key: str) -> bool:
-        response = self._get(f"{self._path}/contexts/{quote(context_key, safe='')}", context_key)
+        path = f"{self._path}/contexts/{quote(context_key, safe='')}"
+        response = get(self._client, path, self.where, context_key)
         return response is not None and json_object(response).get("included") is True
 
-    def _get(self, path: str, context_key: str | None = None) -> requests.Response | None:
-        """The 200 answer, or None for 404."""
-        keys = [context_key] if context_key else []
-        for _ in range(RATE_LIMIT_ROUNDS):
-            try:
-                response = self._client.request(
-                    "GET", path, None, deadline=time.time() + REQUEST_SECONDS, expected={404}, context_keys=keys
-                )
-            except WriteError as exc:
-                if exc.retry_after is not None and not exc.permanent:
-                    time.sleep(exc.retry_after)
-                    continue
-                raise AuditError(f"LaunchDarkly answered {exc} reading {self.where}") from None
-            return None if response.status_code == 404 else response
-        raise AuditError(f"LaunchDarkly's rate limit kept {self.where} from being read")
+
+class Ticker:
+    """Calls `emit` every `every` counts or `seconds` seconds, whichever comes first: a long run shows it is alive
+    without flooding a short one."""
+
+    def __init__(self, emit: Callable[[int], None], every: int = 1000, seconds: float = 5.0) -> None:
+        self._emit, self._every, self._seconds = emit, every, seconds
+        self._last_count, self._last_time = 0, time.monotonic()
+
+    def tick(self, count: int) -> None:
+        now = time.monotonic()
+        if count - self._last_count >= self._every or now - self._last_time >= self._seconds:
+            self._last_count, self._last_time = count, now
+            self._emit(count)
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,6 @@ class AuditResult:
     desired_members: int
     checked: int
     sampled: bool
-    segment_exists: bool
     missing: list[ContextState] = field(default_factory=list)  # desired member, not in LaunchDarkly
     extra: list[ContextState] = field(default_factory=list)  # desired non-member, in LaunchDarkly
     pending: list[ContextState] = field(default_factory=list)  # differ, but their newest change is not written yet
@@ -168,23 +173,18 @@ def audit(
     on_checked: Callable[[int], None] = lambda checked: None,
 ) -> AuditResult:
     """Check every context when the audience has at most `sample` of them (or `sample` is None), else a uniform
-    random sample of `sample`."""
+    random sample of `sample`; `on_checked` after each read, with the count so far (a `Ticker` thins it out)."""
     read_before = reader.usage.read_units
     counts = reader.counts(audience_id, context_kind)
     if sample is not None and counts.contexts > sample:
         sampled, contexts = True, reader.sample(audience_id, context_kind, sample, counts, rng)
     else:
         sampled, contexts = False, list(reader.contexts(audience_id, context_kind))
-    exists = membership.exists()
-    if exists:
-        with ThreadPoolExecutor(threads) as pool:
-            in_launchdarkly = []
-            for included in pool.map(membership.included, (c.context_key for c in contexts)):
-                in_launchdarkly.append(included)
-                if len(in_launchdarkly) % 1000 == 0:
-                    on_checked(len(in_launchdarkly))
-    else:
-        in_launchdarkly = [False] * len(contexts)
+    with ThreadPoolExecutor(threads) as pool:
+        in_launchdarkly = []
+        for included in pool.map(membership.included, (c.context_key for c in contexts)):
+            in_launchdarkly.append(included)
+            on_checked(len(in_launchdarkly))
     result = AuditResult(
         audience_id=audience_id,
         context_kind=context_kind,
@@ -193,7 +193,6 @@ def audit(
         desired_members=counts.members,
         checked=len(contexts),
         sampled=sampled,
-        segment_exists=exists,
     )
     for context, included in zip(contexts, in_launchdarkly, strict=True):
         if context.included == included:
@@ -214,8 +213,6 @@ def _percent(value: float) -> str:
 def lines(result: AuditResult, *, show: int = 10) -> list[str]:
     r = result
     out = [f"audience {r.audience_id} (context kind {r.context_kind}) against LaunchDarkly {r.where}"]
-    if not r.segment_exists:
-        out.append("the segment does not exist in LaunchDarkly (deleted, or never created): it has no members")
     how = f"a uniform random sample of {r.checked}" if r.sampled else f"all {r.checked}"
     out.append(f"known contexts: {r.population} ({r.desired_members} desired members); checked: {how}")
     for name, found, meaning in (

@@ -5,7 +5,8 @@ segment-audiences writer) and the project and environment (the rest writer).
 * client-side ID: `HEAD {clientsdk}/sdk/goals/{id}` (200 valid, 404 unknown);
 * project and environment: `GET {base}/api/v2/projects/{project}/environments/{environment}` with the
   token (200: both exist and the token can read them; 403: the token's role cannot; 404: one is unknown,
-  and `GET {base}/api/v2/projects/{project}` tells which).
+  and `GET {base}/api/v2/projects/{project}` tells which);
+* whether segments written there can be evaluated (readiness.py): write access, the instance, a big segment store.
 
 No verdict, error or exception text ever contains the token (nor the environment's SDK key, which the
 environment's representation holds).
@@ -26,12 +27,13 @@ TIMEOUT = (3.05, 10.0)
 
 @dataclass(frozen=True)
 class Verdict:
-    subject: str  # "access token", "client-side ID" or "project and environment"
+    subject: str  # "access token", "client-side ID", "project and environment", or one of readiness.py's
     ok: bool
     message: str
+    warn: bool = False  # not decided by what LaunchDarkly's API shows: the message says what to check by hand
 
     def line(self) -> str:
-        return f"{'OK  ' if self.ok else 'FAIL'}  {self.subject}: {self.message}"
+        return f"{'FAIL' if not self.ok else 'WARN' if self.warn else 'OK  '}  {self.subject}: {self.message}"
 
 
 def _redact(text: str, secret: str) -> str:
@@ -132,11 +134,20 @@ def check(
     clientsdk_url: str = DEFAULT_CLIENTSDK_URL,
     project_key: str | None = None,
     environment_key: str | None = None,
+    writer: str | None = None,
 ) -> list[Verdict]:
+    from ld_audiences_local.readiness import readiness
+
     with requests.Session() as session:
         verdicts = [check_token(base_url, token, session=session)]
         if client_side_id:
             verdicts.append(check_client_side_id(clientsdk_url, client_side_id, session=session))
         if project_key and environment_key:
             verdicts.append(check_environment(base_url, token, project_key, environment_key, session=session))
-    return [Verdict(v.subject, v.ok, _redact(v.message, token)) for v in verdicts]
+        if writer and verdicts[0].ok:
+            # Write access and the store are asked about only of an environment that was found.
+            found = project_key and environment_key and verdicts[-1].ok
+            verdicts += readiness(
+                base_url, token, writer, *((project_key, environment_key) if found else (None, None)), session
+            )
+    return [Verdict(v.subject, v.ok, _redact(v.message, token), v.warn) for v in verdicts]

@@ -36,7 +36,7 @@ AUDIT_NO_DRIFT, AUDIT_DRIFT, AUDIT_CANNOT_TELL = 0, 1, 3
 AUDIT_EXIT_STATUSES = (
     f"exit status: {AUDIT_NO_DRIFT} no drift; {AUDIT_DRIFT} drift found; 2 usage error (an option "
     f"missing or wrong);\n             {AUDIT_CANNOT_TELL} cannot tell: AWS or LaunchDarkly failed, or the segment "
-    "was not found"
+    "was not found, or not for sure"
 )
 POLICIES = (
     "user_id_only",
@@ -96,6 +96,11 @@ def _print(*lines: str) -> None:
 
 def _error(message: str) -> None:
     print(f"ld-audiences: error: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def _progress(message: str) -> None:
+    """On stderr: stdout stays the report a script reads."""
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def _stop_event_on_signals() -> threading.Event:
@@ -350,6 +355,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if bool(project_key) != bool(environment_key):
         _error("give both the project key and the environment key (the rest writer needs both), or neither")
         return 2
+    # Which writer the settings are for: the one whose setting was given, when not named.
+    writer = args.segment_writer or ("segment-audiences" if client_side_id or not project_key else "rest")
     verdicts = check(
         token=token,
         client_side_id=client_side_id,
@@ -357,14 +364,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         clientsdk_url=args.clientsdk_url,
         project_key=project_key,
         environment_key=environment_key,
+        writer=writer,
     )
     _print(*(v.line() for v in verdicts))
     if not client_side_id:
         _print("SKIP  client-side ID: not given (--client-side-id or LD_CLIENT_SIDE_ID)")
     if not project_key:
         _print("SKIP  project and environment: not given (--project-key and --environment-key, for the rest writer)")
+    if not project_key:
+        _print("SKIP  write access and big segment store: they need the project and environment")
     bad = [v for v in verdicts if not v.ok]
-    _print(f"verdict: {'all good' if not bad else f'{len(bad)} problem(s)'}")
+    unsure = sum(v.warn for v in verdicts)
+    _print(
+        f"verdict: {'all good' if not bad else f'{len(bad)} problem(s)'}" + (f", {unsure} to check" if unsure else "")
+    )
     return 1 if bad else 0
 
 
@@ -609,7 +622,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from ld_audiences.audiences import AudienceReader
     from ld_audiences.launchdarkly import LaunchDarklyClient
     from ld_audiences.sqs_queue import SqsChangeQueue
-    from ld_audiences_local import audit
+    from ld_audiences.writers import Target
+    from ld_audiences_local import audit, segment_lookup
     from ld_audiences_local.resync import queue_reasserts
 
     token = args.token or os.environ.get("LD_API_TOKEN", "")
@@ -618,10 +632,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
     where = _deployment(args, "table", "queue_url") if args.repair else _deployment(args, "table")
     writer, project, environment, base_url = _launchdarkly_settings(args, where)
     reader = AudienceReader(where.client("dynamodb", threads=4), str(where.table))
-    kind, key = _audience(reader, args, need_key=writer == "rest" or args.repair)
-    segment_key = args.segment_key or audit.segment_key(writer, args.audience, key, kind)
+    # The audience key names the segment (rest key, synced segment's name) and the repairs.
+    kind, key = _audience(reader, args, need_key=not args.segment_key or args.repair)
     client = LaunchDarklyClient(base_url, token, rate_limit=audit.ReservedRateLimit(args.reserve))
-    membership = audit.SegmentMembership(client, project, environment, segment_key)
+    listed = audit.Ticker(lambda n: _progress(f"listed {n} segments…"), every=500)
+    lookup = segment_lookup.find_segment(
+        client,
+        writer,
+        Target(args.audience, key, kind),
+        project,
+        environment,
+        segment_key=args.segment_key,
+        on_page=lambda n, total: listed.tick(n),
+    )
+    _print(*segment_lookup.lines(lookup))
+    if lookup.key is None:
+        # Reading members of the wrong segment (or none) would report every member missing: nothing to repair.
+        _error(f"cannot tell: {lookup.problem}; {lookup.remedy}" + ("; --repair queued nothing" if args.repair else ""))
+        return AUDIT_CANNOT_TELL
+    membership = audit.SegmentMembership(client, project, environment, lookup.key)
+    checked = audit.Ticker(lambda n: _progress(f"checked {n} contexts…"))
     result = audit.audit(
         reader,
         membership,
@@ -631,7 +661,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         rng=random.Random(args.seed),
         confidence=args.confidence,
         threads=args.threads,
-        on_checked=lambda checked: _print(f"checked {checked} contexts…"),
+        on_checked=checked.tick,
     )
     _print(*audit.lines(result, show=args.show))
     if args.repair and result.to_repair:
@@ -641,13 +671,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _print(f"repair: queued {len(result.to_repair) - unsent} reasserts on {where.queue_url}")
         if unsent:
             _error(f"SQS did not accept {unsent} reassert(s): run the audit with --repair again")
-    if not result.segment_exists:
-        # Deleted behind the sync's back, or looked for in the wrong place: the audit cannot tell which.
-        _error(
-            f"{result.where} was not found: if it was deleted, resync (or --repair) creates it again; else check "
-            "--project-key, --environment-key, --writer and --segment-key"
-        )
-        return AUDIT_CANNOT_TELL
     return AUDIT_DRIFT if result.drift else AUDIT_NO_DRIFT
 
 
@@ -993,8 +1016,13 @@ def build_parser() -> argparse.ArgumentParser:
             "the segment-audiences writer; GET {base}/api/v2/projects/{project}/environments/{environment}\n"
             "with the token (200: both exist and the token can read them; 403: its role cannot; 404: which\n"
             "one is unknown), for the rest writer. Prints one verdict line per check; exit status 0 only if\n"
-            "every check passed. The token is never printed. (Write actions such as createSegment are not\n"
-            "visible to this check.)"
+            "every check passed (a WARN is what the API does not show: check it by hand). The token is\n"
+            "never printed. Then, for the writer: whether the instance offers its segments (no synced\n"
+            "segments on the EU and federal instances); with the project and environment, whether the\n"
+            "token may write segments there (GET /api/v2/caller-identity, /api/v2/tokens/{id}, its custom\n"
+            "roles' policies: our reading of them) and whether a big segment store integration serves the\n"
+            "environment to server-side SDKs (GET /api/v2/integration-capabilities/big-segment-store; a\n"
+            "Relay Proxy is not visible there)."
         ),
         epilog="EU instance: --base-url https://app.eu.launchdarkly.com; federal: https://app.launchdarkly.us",
     )
@@ -1009,6 +1037,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-key", metavar="KEY", help="project key, for the rest writer (env LD_PROJECT_KEY)")
     p.add_argument(
         "--environment-key", metavar="KEY", help="environment key, for the rest writer (env LD_ENVIRONMENT_KEY)"
+    )
+    p.add_argument(
+        "--writer",
+        dest="segment_writer",
+        choices=("segment-audiences", "rest"),
+        help="the writer to check for (default: segment-audiences with a client-side ID, else rest with a project)",
     )
     p.add_argument(
         "--clientsdk-url",
@@ -1172,7 +1206,11 @@ def _add_operation_commands(commands: Any) -> None:
             "change is not written yet are reported apart. --repair queues a reassert for each\n"
             "difference, like resync. The reads share LaunchDarkly's rate limit with the sync: they are\n"
             "paced by its headers and leave --reserve requests of each window to it. A read-only token\n"
-            "is enough (role Reader, or viewProject on the project)."
+            "is enough (role Reader, or viewProject on the project). The segment is found first: rest,\n"
+            "the writer's key with its tag and marker (GET .../segments/{p}/{e}/{key}); segment-audiences,\n"
+            "the one synced segment from Segment named after the audience among the environment's big\n"
+            "segments (GET .../segments/{p}/{e}?filter=unbounded equals true, paged); or --segment-key. One\n"
+            "not found, or not for sure, is said so (exit 3) and --repair queues nothing. Progress on stderr."
         ),
         epilog=(
             "example: ld-audiences audit --stack-name ld-audiences --audience aud_2f8Yx \\\n"
@@ -1220,10 +1258,15 @@ def _add_operation_commands(commands: Any) -> None:
         "--writer",
         dest="segment_writer",
         choices=("segment-audiences", "rest"),
-        help="how the deployment writes segments, which decides the segment's key (default: the stack's "
+        help="how the deployment writes segments, which decides how its segment is found (default: the stack's "
         "LaunchDarklyWriter, else segment-audiences)",
     )
-    ld.add_argument("--segment-key", metavar="KEY", help="the segment's key, when it is not the writer's")
+    ld.add_argument(
+        "--segment-key",
+        metavar="KEY",
+        help="the segment's key: read as given, instead of found (rest: the writer's key, tag and marker; "
+        "segment-audiences: the synced segment named after the audience)",
+    )
     ld.add_argument(
         "--reserve",
         type=_non_negative_int,

@@ -161,7 +161,9 @@ def test_operator_commands_escape_ids_keys_and_reasons(aws: Aws, emulator: Emula
     status = run("status", *where)
     listed = run("redrive", "--queue-url", aws.queue_url, "--dlq-url", aws.dlq_url, "--dry-run")
     resynced = run("resync", *where, "--audience", hostile.audience_id, "--dry-run")
-    audited = run("audit", *where, "--audience", "aud_h", *launchdarkly, "--environment-key", "production")
+    # The emulator here lists no segments (getSegments): the synced segment is named.
+    synced = ["--segment-key", "segment-audiences-aud_h"]
+    audited = run("audit", *where, "--audience", "aud_h", *launchdarkly, "--environment-key", "production", *synced)
     for result, code in ((status, 0), (listed, 0), (resynced, 0), (audited, 1)):
         assert result.returncode == code, result.stdout + result.stderr
         assert raw_controls(result.stdout + result.stderr) == []
@@ -192,7 +194,7 @@ def test_check_passes_with_a_valid_token_and_client_side_id(emulator: Emulator) 
         CLIENT_SIDE_ID,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("OK  ") == 2
+    assert result.stdout.count("OK  ") == 3  # token, client-side ID, the instance offers synced segments
     assert "verdict: all good" in result.stdout
     assert LD_TOKEN not in result.stdout + result.stderr
 
@@ -572,3 +574,95 @@ def test_demo_replays_the_bundled_fixtures() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Beta testers" in result.stdout and "- u-1001" in result.stdout
     assert "dead-letter queue: 0 message(s)" in result.stdout
+
+
+def scripted_account(token: dict[str, object], stores: list[dict[str, object]]) -> RecordingServer:
+    """LaunchDarkly as `check` reads it: the token is `tok1` with `token`'s fields, the environment p/e exists."""
+    answers: dict[str, object] = {
+        "/api/v2/versions": {"validVersions": [20240415], "latestVersion": 20240415, "currentVersion": 20240415},
+        "/api/v2/projects/p/environments/e": {"_id": "cs-1", "key": "e", "name": "E", "apiKey": "sdk-secret"},
+        "/api/v2/caller-identity": {"tokenId": "tok1", "tokenKind": "auth", "authKind": "token", "serviceToken": True},
+        "/api/v2/tokens/tok1": {"_id": "tok1", "ownerId": "o", "memberId": "m", "creationDate": 0, **token},
+        "/api/v2/roles/role1": {
+            "_id": "role1",
+            "key": "segment-sync",
+            "name": "Segment sync",
+            "policy": [
+                {
+                    "effect": "allow",
+                    "actions": ["createSegment", "updateIncluded"],
+                    "resources": ["proj/p:env/e:segment/*"],
+                }
+            ],
+        },
+        "/api/v2/integration-capabilities/big-segment-store": {"_links": {}, "items": stores},
+    }
+    return RecordingServer(
+        respond=lambda r: Scripted(200, body=answers[r.path]) if r.path in answers else Scripted(404, body={})
+    )
+
+
+def redis_store(environment: str) -> dict[str, object]:
+    return {
+        "_id": "s1",
+        "_links": {},
+        "integrationKey": "redis",
+        "projectKey": "p",
+        "environmentKey": environment,
+        "config": {},
+        "on": True,
+        "tags": [],
+        "name": "Prod Redis",
+        "version": 1,
+        "_status": {"available": True, "potentiallyStale": False, "lastSync": 0},
+    }
+
+
+def test_check_tells_whether_segments_written_to_the_environment_can_be_evaluated() -> None:
+    server = scripted_account({"role": "reader", "customRoleIds": ["role1"]}, [redis_store("e")])
+    try:
+        result = run(
+            "check", "--base-url", server.url, "--token", LD_TOKEN, "--project-key", "p", "--environment-key", "e"
+        )
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stdout
+    assert "OK    instance: big segments (the rest writer)" in result.stdout
+    assert "OK    write access: the token's custom role(s) allow createSegment and updateIncluded" in result.stdout
+    assert "OK    big segment store: 'Prod Redis' (redis) is on for p/e and in sync" in result.stdout
+    assert "sdk-secret" not in result.stdout and "verdict: all good\n" in result.stdout
+    assert [r.headers["LD-API-Version"] for r in server.requests if "big-segment-store" in r.path] == ["beta"]
+
+
+def test_check_fails_a_read_only_token_and_warns_of_a_missing_store() -> None:
+    server = scripted_account({"role": "reader"}, [redis_store("other")])
+    try:
+        args = ["--project-key", "p", "--environment-key", "e", "--writer", "segment-audiences"]
+        result = run("check", "--base-url", server.url, "--token", LD_TOKEN, *args)
+    finally:
+        server.close()
+    assert result.returncode == 1
+    assert "OK    instance: 127.0.0.1 offers synced segments" in result.stdout
+    assert "FAIL  write access: built-in role 'reader' cannot write" in result.stdout
+    assert "WARN  big segment store: no persistent store integration is on for p/e (none)" in result.stdout
+    assert "Relay Proxy" in result.stdout and "verdict: 1 problem(s), 1 to check" in result.stdout
+
+
+def test_check_warns_when_the_api_does_not_show_the_tokens_role() -> None:
+    server = RecordingServer(
+        respond=lambda r: (
+            Scripted(403, body={"code": "forbidden", "message": "Access to the requested resource was denied"})
+            if r.path.startswith(("/api/v2/tokens", "/api/v2/integration"))
+            else Scripted(200, body={"tokenId": "tok1"})
+        )
+    )
+    try:
+        result = run(
+            "check", "--base-url", server.url, "--token", LD_TOKEN, "--project-key", "p", "--environment-key", "e"
+        )
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stdout
+    assert "WARN  write access: cannot tell: GET /api/v2/tokens/{id} answered 403 forbidden" in result.stdout
+    assert "Authorization" in result.stdout
+    assert "WARN  big segment store: cannot tell" in result.stdout and "2 to check" in result.stdout

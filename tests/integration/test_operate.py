@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -28,12 +29,15 @@ from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.resync import Progress, resync
 from tests.audience_state import change, write_audience, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
+from tests.launchdarkly_answers import error, user_segment, user_segments
 from tests.recording_server import Recorded, RecordingServer, Scripted
 
 MEMBERS = [f"m{i}" for i in range(20)]
 LEFT = [f"l{i}" for i in range(10)]
 SEGMENT = f"{CLIENT_SIDE_ID}/aud_a"  # the emulator's id of audience aud_a's synced segment
 READER_TOKEN = "api-read-only-token"
+# The emulator here lists no segments (getSegments): the synced segment is named, as an operator would.
+SYNCED = ["--segment-key", "segment-audiences-aud_a"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -242,7 +246,7 @@ def test_resync_needs_the_kind_and_key_of_an_audience_the_table_has_no_summary_f
 def test_audit_of_a_segment_in_sync_passes(
     audience: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator))
+    code, out, _ = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator), *SYNCED)
     assert code == 0, out
     assert "checked: all 30" in out and "missing members: 0" in out and "extra members: 0" in out
     assert "drift: 0 of 30 checked" in out
@@ -254,7 +258,8 @@ def test_audit_reports_missing_extra_and_unwritten_contexts_and_repair_queues_th
     aws = audience
     write_launchdarkly(emulator, ["l1", "l2"], ["m1", "m2", "m3"])  # edited in LaunchDarkly
     write_state(aws, [change("aud_a", "m9", False, second=30)], applied=False)  # left; not written yet
-    code, out, _ = run(capsys, "audit", *where(aws), "--audience", "aud_a", *launchdarkly(emulator), "--show", "2")
+    args = ["--audience", "aud_a", *launchdarkly(emulator), *SYNCED]
+    code, out, _ = run(capsys, "audit", *where(aws), *args, "--show", "2")
     assert code == 1
     assert "missing members: 3" in out and "extra members: 2" in out
     assert "not written yet: 1 differ" in out and "drift: 5 of 30 checked" in out
@@ -262,22 +267,24 @@ def test_audit_reports_missing_extra_and_unwritten_contexts_and_repair_queues_th
     assert len([k for k in ("m1", "m2", "m3") if f"  {k}\n" in listed]) == 2 and "… and 1 more" in listed
     assert queued(aws) == []  # no --repair: nothing queued
 
-    code, out, _ = run(capsys, "audit", *where(aws), "--audience", "aud_a", *launchdarkly(emulator), "--repair")
+    code, out, _ = run(capsys, "audit", *where(aws), *args, "--repair")
     assert code == 1 and "repair: queued 6 reasserts" in out
     repairs = queued(aws)
     assert sorted(m.context_key for m in repairs) == ["l1", "l2", "m1", "m2", "m3", "m9"]
     assert all(m.reassert for m in repairs)
 
 
-def test_audit_of_a_deleted_segment_finds_every_member_missing_without_asking_for_each(
+def test_audit_of_a_deleted_segment_cannot_tell_and_repairs_nothing(
     audience: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = f"{emulator.url}/api/v2/segments/default/production/segment-audiences-aud_a"
     assert requests.delete(path, headers={"Authorization": LD_TOKEN}, timeout=5).status_code == 204
-    code, out, err = run(capsys, "audit", *where(audience), "--audience", "aud_a", *launchdarkly(emulator))
+    args = ["--audience", "aud_a", *launchdarkly(emulator), *SYNCED, "--repair"]
+    code, out, err = run(capsys, "audit", *where(audience), *args)
     assert code == 3  # deleted, or a wrong project, environment or key: the audit cannot tell
-    assert "the segment does not exist in LaunchDarkly" in out and "missing members: 20" in out
-    assert "was not found" in err and "--project-key" in err
+    assert "segment not found: searched segment segment-audiences-aud_a in default/production" in out
+    assert "missing members" not in out and "--repair queued nothing" in err
+    assert queued(audience) == []  # rewriting every member into a segment that may be the wrong one: no
     requests_made = emulator.stats()["requests"]
     assert not any("/contexts/" in route for route in requests_made)
 
@@ -288,7 +295,7 @@ def test_audit_samples_a_large_audience_and_states_the_interval(
     members = [f"u{i}" for i in range(200)]
     write_audience(aws, "aud_a", members)
     write_launchdarkly(emulator, members[50:])  # a quarter missing
-    args = ["--audience", "aud_a", *launchdarkly(emulator), "--sample", "60", "--seed", "4"]
+    args = ["--audience", "aud_a", *launchdarkly(emulator), *SYNCED, "--sample", "60", "--seed", "4"]
     code, out, _ = run(capsys, "audit", *where(aws), *args)
     assert code == 1
     assert "checked: a uniform random sample of 60" in out
@@ -322,8 +329,9 @@ def test_audit_paces_by_answers_that_name_only_the_reset(audience: Aws, capsys: 
 
     def answer(request: Recorded) -> Scripted:
         reset = {"X-Ratelimit-Reset": str(int((time.time() + 10) * 1000))}
-        if "/contexts/" not in request.path:
-            return Scripted(200, reset, {"key": "segment-audiences-aud_a", "unbounded": True})
+        if "/contexts/" not in request.path:  # the listing
+            segment = user_segment("synced-aud-a", "Aud a key", external="segment-audiences")
+            return Scripted(200, reset, user_segments([segment]))
         return Scripted(200, reset, {"included": request.path.rsplit("/", 1)[1].startswith("m")})
 
     server = RecordingServer(respond=answer)
@@ -398,3 +406,108 @@ def test_retire_empties_the_segment_skips_later_changes_and_undo_with_resync_res
     assert run(capsys, "resync", *where(aws), "--audience", "aud_a")[0] == 0
     sync_queue()
     assert emulator.included(SEGMENT) == set(MEMBERS)
+
+
+# ----------------------------------------------------------------------------------------- audit: which segment
+
+
+def scripted_launchdarkly(listed: list[dict[str, object]], by_key: dict[str, dict[str, object]]) -> RecordingServer:
+    """getSegments over `listed` (paged by limit and offset), getSegment from `by_key`, and membership: m… are in."""
+
+    def answer(request: Recorded) -> Scripted:
+        url = urlsplit(request.path)
+        parts = url.path.split("/")  # "", api, v2, segments, project, environment, [key, [contexts, context]]
+        if len(parts) == 6:
+            query = parse_qs(url.query)
+            offset, limit = int(query["offset"][0]), int(query["limit"][0])
+            return Scripted(200, body=user_segments(listed[offset : offset + limit], total=len(listed)))
+        if len(parts) == 7:
+            found = by_key.get(parts[6])
+            return Scripted(200, body=found) if found else Scripted(404, body=error("not_found", "Invalid resource"))
+        return Scripted(200, body={"userKey": parts[8], "included": parts[8].startswith("m"), "excluded": False})
+
+    return RecordingServer(respond=answer)
+
+
+def audit_against(
+    server: RecordingServer, aws: Aws, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, str]:
+    args = ["--audience", "aud_a", "--base-url", server.url, "--token", LD_TOKEN, "--project-key", "p"]
+    try:
+        return run(capsys, "audit", *where(aws), *args, "--environment-key", "e", *extra)
+    finally:
+        server.close()
+
+
+def synced(key: str, name: str = "Aud a key") -> dict[str, object]:
+    return user_segment(key, name, external="segment-audiences")
+
+
+def membership_reads(server: RecordingServer) -> list[str]:
+    return [r.path for r in server.requests if "/contexts/" in r.path]
+
+
+def test_audit_finds_the_synced_segment_among_every_page_of_big_segments(
+    audience: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    others = [user_segment(f"big-{i}", f"Big {i}") for i in range(60)]
+    server = scripted_launchdarkly([*others, synced("LD-chose-this-key")], {})
+    code, out, _ = audit_against(server, audience, capsys)
+    assert code == 0, out
+    assert "found segment LD-chose-this-key: searched the big segments of p/e (61 listed)" in out
+    listings = [urlsplit(r.path) for r in server.requests if "/contexts/" not in r.path]
+    assert [parse_qs(u.query)["offset"] for u in listings] == [["0"], ["50"]]
+    assert all(parse_qs(u.query)["filter"] == ["unbounded equals true"] for u in listings)
+    reads = membership_reads(server)
+    assert len(reads) == 30 and all(p.startswith("/api/v2/segments/p/e/LD-chose-this-key/contexts/") for p in reads)
+
+
+def test_audit_of_a_synced_segment_it_cannot_find_cannot_tell_and_repairs_nothing(
+    audience: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = scripted_launchdarkly([synced("s-other", "Gamers"), user_segment("rest-one", "Aud a key")], {})
+    code, out, err = audit_against(server, audience, capsys, "--repair")
+    assert code == 3
+    assert "segment not found: searched the big segments of p/e (2 listed)" in out and "'Aud a key'" in out
+    assert "s-other ('Gamers')" in out and "resync" in out and "--segment-key" in out
+    assert "cannot tell" in err and "--repair queued nothing" in err
+    assert membership_reads(server) == [] and queued(audience) == []
+
+
+def test_audit_of_two_matching_synced_segments_names_both_and_reads_neither(
+    audience: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = scripted_launchdarkly([synced("s-2"), synced("s-1")], {})
+    code, out, err = audit_against(server, audience, capsys, "--repair")
+    assert code == 3
+    assert "segment not found for sure" in out and "2 segments match: s-1, s-2" in out
+    assert "--segment-key" in err and membership_reads(server) == [] and queued(audience) == []
+
+
+def test_audit_reads_the_segment_key_given_without_listing(audience: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    server = scripted_launchdarkly([synced("s-1"), synced("s-2")], {"s-2": synced("s-2")})
+    code, out, _ = audit_against(server, audience, capsys, "--segment-key", "s-2")
+    assert code == 0, out
+    assert "found segment s-2: searched segment s-2 in p/e (--segment-key)" in out
+    assert [r.path for r in server.requests if "/contexts/" not in r.path] == ["/api/v2/segments/p/e/s-2"]
+
+
+def test_audit_of_a_rest_key_held_by_a_segment_it_did_not_create_cannot_tell(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_audience(aws, "aud_a", MEMBERS)
+    key = RestWriter.segment_key(Target("aud_a", "aud_a_key", "user"))
+    server = scripted_launchdarkly([], {key: user_segment(key, "Aud a key", description="made by hand")})
+    code, out, err = audit_against(server, aws, capsys, "--writer", "rest")
+    assert code == 3
+    assert f"searched segment {key} in p/e (the rest writer key)" in out and "lacks the tag 'ld-audiences'" in out
+    assert "segment_not_managed" in out and "cannot tell" in err and membership_reads(server) == []
+
+
+def test_audit_shows_progress_on_stderr_while_listing(audience: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    others = [user_segment(f"big-{i}", f"Big {i}") for i in range(1200)]
+    server = scripted_launchdarkly([*others, synced("s-1")], {})
+    code, out, err = audit_against(server, audience, capsys)
+    assert code == 0, out
+    assert "listed 500 segments…" in err and "listed 1000 segments…" in err
+    assert "segments…" not in out  # stdout stays the report
