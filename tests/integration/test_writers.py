@@ -31,6 +31,12 @@ def deadline() -> float:
 
 
 @pytest.fixture
+def emulator(emulator_every_answer: Emulator) -> Emulator:
+    """Every test here runs under each answer LaunchDarkly's documentation leaves open."""
+    return emulator_every_answer
+
+
+@pytest.fixture
 def client(emulator: Emulator) -> LaunchDarklyClient:
     return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=RetryPolicy(base_delay=0.01, max_delay=0.05))
 
@@ -124,6 +130,7 @@ def take_the_key(http: requests.Session, emulator: Emulator, **overrides: Any) -
     """Someone else creates a segment at the key ld-audiences would use."""
     key = RestWriter.segment_key(BETA)
     body = {"key": key, "name": "Internal admins", "unbounded": True, "unboundedContextKind": "user", **overrides}
+    body = {name: value for name, value in body.items() if value is not None}  # the schema has no nulls
     assert http.post(f"{emulator.url}{SEGMENTS}", json=body).status_code == 201
     if body["unbounded"]:
         assert http.post(f"{emulator.url}{SEGMENTS}/{key}/contexts", json={"included": {"add": ["alice-admin"]}}).ok
@@ -197,7 +204,9 @@ def echoing_server() -> RecordingServer:
     """LaunchDarkly refusing a write and quoting its context keys back, raw, JSON- and URL-escaped."""
 
     def respond(request: Any) -> Scripted:
-        if not request.path.endswith(("/contexts", "segment-audiences")):  # the rest writer's create
+        if not request.path.endswith(("/contexts", "segment-audiences")):  # the rest writer's read, then create
+            if request.method == "GET":
+                return Scripted(404, body={"code": "not_found", "message": "Invalid resource identifier"})
             return Scripted(201, body={})
         message = r"invalid keys: user-7781, quote\"d-\u00fc, c%2Fd, alice@example.com and user-77810"
         return Scripted(400, body={"code": "invalid_request", "message": message})
