@@ -692,7 +692,6 @@ class Emulator:
         self._authorize(route, req)
         limit_headers = self._spend_rate_limit(route, req)
         try:
-            self._check_against_spec(route, req)
             response = self._dispatch_within_limit(route, req)
         except _ApiError as err:
             response = _Response(err.status, _error_body(err.code, err.message), err.headers)
@@ -738,6 +737,7 @@ class Emulator:
         if write:
             if req.method == "POST" and req.content_type != "application/json":
                 raise _ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+            self._check_against_spec(route, req)
             fault = self._draw_fault()
             if fault == "late":
                 self._apply_late(handler, req)

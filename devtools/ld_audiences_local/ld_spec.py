@@ -61,7 +61,10 @@ def _problem(validator: OAS30Validator, document: Any) -> str | None:
     error = best_match(validator.iter_errors(document))
     if error is None:
         return None
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    path = list(error.absolute_path)
+    if error.validator == "required":  # reported at the object: name the missing property itself
+        path.append(error.message.split("'")[1])
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
     return f"{where or 'body'}: {error.message}"[:300]
 
 

@@ -230,3 +230,46 @@ def test_launchdarkly_error_text_never_carries_the_requests_context_keys(make_wr
         assert key not in text, text
     assert caught.value.message.startswith("invalid keys: <context key>, <context key>, <context key>, <")
     assert caught.value.message.endswith("<context key>0")  # a longer text around a key keeps the rest
+
+
+# ----------------------------------------------------------------------------------------- ownership by reading
+
+
+def test_a_new_execution_environment_finds_its_segment_by_reading(
+    client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """Another instance (a new Lambda execution environment) has no `_ours` cache: whatever LaunchDarkly answers
+    to a duplicate create, it reads the segment, finds it its own and writes without creating it again."""
+    assert RestWriter(client, PROJECT, ENVIRONMENT).write(BETA, ["u1"], [], deadline()) is False
+    assert RestWriter(client, PROJECT, ENVIRONMENT).write(BETA, ["u2"], [], deadline()) is False
+    key = RestWriter.segment_key(BETA)
+    assert members(emulator, key) == {"u1", "u2"}
+    creates = emulator.stats()["requests"]["POST /api/v2/segments/{projectKey}/{environmentKey}"]
+    assert creates == {"201": 1}
+
+
+def test_a_create_refused_because_another_instance_won_the_race_goes_on(
+    client: LaunchDarklyClient, emulator: Emulator, http: requests.Session
+) -> None:
+    """The segment appears between the writer's read and its create: the refusal (whatever its status) is judged
+    by reading again; with `overwrite` the create itself succeeds."""
+    writer = RestWriter(client, PROJECT, ENVIRONMENT)
+    original = client.request
+
+    def racing(method: str, path: str, body: Any, **kwargs: Any) -> requests.Response:
+        if method == "POST" and path == SEGMENTS:
+            rival = RestWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), PROJECT, ENVIRONMENT)
+            assert rival.write(BETA, ["rival"], [], deadline()) is False
+        return original(method, path, body, **kwargs)
+
+    client.request = racing  # type: ignore[method-assign]
+    assert writer.write(BETA, ["u1"], [], deadline()) is False
+    assert members(emulator, RestWriter.segment_key(BETA)) >= {"u1"}
+
+
+def test_a_refused_create_of_a_segment_that_still_does_not_exist_is_permanent(client: LaunchDarklyClient) -> None:
+    writer = RestWriter(client, PROJECT, ENVIRONMENT)
+    bad = Target("aud_x", "x", "multi")  # a reserved context kind: LaunchDarkly refuses the create
+    with pytest.raises(WriteError) as caught:
+        writer.write(bad, ["u1"], [], deadline())
+    assert (caught.value.permanent, caught.value.status) == (True, 400)
