@@ -3,6 +3,7 @@ emulator over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from ld_audiences.pending_log import PendingLog
 from ld_audiences.state_table import table_definition
 from ld_audiences.sync import Synchronizer
 from ld_audiences.writers import SegmentWriter
+from ld_audiences_local.ambiguities import Ambiguities, every_variant, label
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.moto_patches import prepare_moto
 
@@ -180,9 +182,30 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     return Aws(moto_endpoint, sqs, dynamodb, secrets, queue_url, dlq_url, table, token_secret, webhook_secret)
 
 
+@contextlib.contextmanager
+def running_emulator(ambiguities: Ambiguities | None = None, *, strict: bool = False) -> Iterator[Emulator]:
+    """The tests' emulator; `strict`: on the way out, no answer of it strayed from LaunchDarkly's documentation
+    (tests that provoke undocumented refusals on purpose are not strict)."""
+    emu = Emulator(
+        tokens=(LD_TOKEN,), client_side_ids=(CLIENT_SIDE_ID,), reject_cohorts=("aud_rejected",), ambiguities=ambiguities
+    )
+    emu.start()
+    try:
+        yield emu
+        if strict:
+            assert emu.stats()["spec_violations"] == []
+    finally:
+        emu.stop()
+
+
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    emu = Emulator(tokens=(LD_TOKEN,), client_side_ids=(CLIENT_SIDE_ID,), reject_cohorts=("aud_rejected",))
-    emu.start()
-    yield emu
-    emu.stop()
+    with running_emulator() as emu:
+        yield emu
+
+
+@pytest.fixture(params=every_variant(), ids=label)
+def emulator_every_answer(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """The emulator under each answer LaunchDarkly's documentation leaves open (ambiguities.py)."""
+    with running_emulator(request.param, strict=True) as emu:
+        yield emu

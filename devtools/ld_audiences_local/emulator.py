@@ -8,7 +8,9 @@ exercised against 429s, 5xx, slow answers, dropped connections and writes applie
 dropped. A deterministic route rate limit (`RouteRateLimit`) answers 429 like LaunchDarkly past N requests
 per window.
 
-Stdlib only: the local stack and the tests must not need anything the Lambda layer does not have.
+Request bodies are checked against LaunchDarkly's published schemas and the emulator's own answers against
+the documented statuses and bodies (`ld_spec`); where the documentation leaves an answer open, `Ambiguities`
+picks one.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from ld_audiences_local import ld_spec
+from ld_audiences_local.ambiguities import Ambiguities
 from ld_audiences_local.http_routing import AllMethodsHandler
 from ld_audiences_local.rate_window import RouteRateLimit, RouteWindows
+from ld_audiences_local.segment_listing import FilterError, query_int, segment_filter
 from ld_audiences_local.terminal import printable
 
 API_VERSION = "20240415"
@@ -244,13 +249,14 @@ def _route(template: str, auth: str = "none", **handlers: str) -> _Route:
     return _Route(template, tuple(template.strip("/").split("/")), handlers, auth)
 
 
-_SEGMENT = "/api/v2/segments/{projectKey}/{environmentKey}/{segmentKey}"
+_SEGMENTS = "/api/v2/segments/{projectKey}/{environmentKey}"
+_SEGMENT = f"{_SEGMENTS}/{{segmentKey}}"
 _ROUTES: tuple[_Route, ...] = (
     _route("/api/v2/segment-targets/segment-audiences", "segment-audiences", POST="_segment_audiences"),
     _route("/api/v2/versions", "rest", GET="_versions"),
     _route("/api/v2/projects/{projectKey}", "rest", GET="_get_project"),
     _route("/api/v2/projects/{projectKey}/environments/{environmentKey}", "rest", GET="_get_environment"),
-    _route("/api/v2/segments/{projectKey}/{environmentKey}", "rest", POST="_create_segment"),
+    _route(_SEGMENTS, "rest", GET="_list_segments", POST="_create_segment"),
     _route(_SEGMENT, "rest", GET="_get_segment", DELETE="_delete_segment"),
     _route(f"{_SEGMENT}/contexts", "rest", POST="_update_contexts"),
     _route(f"{_SEGMENT}/contexts/{{contextKey}}", "rest", GET="_get_membership"),
@@ -321,6 +327,21 @@ def _error_body(code: str, message: str) -> dict[str, str]:
 
 def _bad(message: str, code: str = "invalid_request") -> _ApiError:
     return _ApiError(400, code, message)
+
+
+def _keys_in(doc: _JSONValue) -> int:
+    """How many context keys a write carries: segment-audiences items, or included/excluded adds and removes."""
+    if not isinstance(doc, dict):
+        return 0
+    if isinstance(doc.get("batch"), list):
+        return len(doc["batch"])
+    sections = [doc.get(target) for target in ("included", "excluded")]
+    return sum(
+        len(section.get(change) or [])
+        for section in sections
+        if isinstance(section, dict)
+        for change in ("add", "remove")
+    )
 
 
 def _parse_json_object(body: bytes) -> dict[str, _JSONValue]:
@@ -472,7 +493,8 @@ class Emulator:
     `environments` are the projects and environments that exist (`project/environment` keys; by default
     what a new LaunchDarkly account starts with); `client_side_ids[i]` is the client-side ID of the i-th.
     `tokens` may do everything; `reader_tokens` may only read (LaunchDarkly's Reader role).
-    `rate_limit` limits every token on every API route (None: unlimited).
+    `rate_limit` limits the account on every API route (None: unlimited).
+    `ambiguities` picks LaunchDarkly's answer wherever its documentation leaves it open.
     """
 
     def __init__(
@@ -487,6 +509,7 @@ class Emulator:
         reader_tokens: Iterable[str] = (),
         rate_limit: RouteRateLimit | None = None,
         clock: Callable[[], float] = time.time,
+        ambiguities: Ambiguities | None = None,
     ) -> None:
         self._tokens = frozenset(tokens)
         self._reader_tokens = frozenset(reader_tokens)
@@ -499,8 +522,10 @@ class Emulator:
         self._faults = faults or Faults()
         self._rng, self._late_rng = _fault_streams(self._faults.seed)
         self._clock = clock  # the rate limit's (the simulation's tests drive it)
-        # (token, route) → its window
+        # The account's window on each route, and its global window
         self._windows = RouteWindows(rate_limit) if rate_limit is not None else None
+        self.ambiguities = ambiguities or Ambiguities()
+        self._spec_violations: list[str] = []
         self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
         self._late_applied = 0  # late writes applied so far
         self._epoch = 0  # reset() counts up: a late write from before a reset is never applied
@@ -600,6 +625,7 @@ class Emulator:
                 "writes": self._writes,
                 "rate_limit": dict(self._limit_counts),
                 "late_applied": self._late_applied,
+                "spec_violations": list(self._spec_violations),
             }
 
     def reset(self) -> None:
@@ -614,6 +640,7 @@ class Emulator:
             self._limit_counts = dict.fromkeys(_LIMIT_COUNTS, 0)
             if self._windows is not None:
                 self._windows = RouteWindows(self._windows.limit)
+            self._spec_violations.clear()
             self._epoch += 1
             self._rng, self._late_rng = _fault_streams(self._faults.seed)
 
@@ -649,7 +676,38 @@ class Emulator:
             response = _Response(err.status, _error_body(err.code, err.message), err.headers)
         if limit_headers:
             response.headers = {**limit_headers, **(response.headers or {})}
+        self._check_answer(route, req, response)
         return response
+
+    def _check_against_spec(self, route: _Route, req: _Request) -> None:
+        """400 for a body that does not match its operation's published schema (a body that is not JSON is
+        left to the handler's own message)."""
+        if req.method != "POST" or route.auth == "none":
+            return
+        try:
+            doc = json.loads(req.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return
+        problem = ld_spec.request_problem(req.method, route.template, doc)
+        if problem is not None:
+            raise _bad(f"Invalid request body: {problem}")
+        limit = self.ambiguities.max_keys_per_request
+        keys = _keys_in(doc)
+        if limit is not None and keys > limit:
+            raise _bad(f"Invalid request body: {keys} context keys, more than the {limit} allowed in one request")
+
+    def _check_answer(self, route: _Route, req: _Request, response: _Response) -> None:
+        """Record any answer LaunchDarkly does not document for the operation (`stats()["spec_violations"]`):
+        the emulator's own bug, unless a switch chose an undocumented answer on purpose."""
+        if response.drop or route.auth == "none":
+            return
+        chosen = route.template == _SEGMENTS and req.method == "POST" and response.status == 409
+        if chosen and self.ambiguities.duplicate_create in ("key_exists", "conflict"):
+            return
+        problem = ld_spec.response_problem(req.method, route.template, response.status, response.body)
+        if problem is not None:
+            with self._lock:
+                self._spec_violations.append(f"{req.method} {route.template}: {problem}")
 
     def _dispatch_within_limit(self, route: _Route, req: _Request) -> _Response:
         write = route.writes(req.method)
@@ -658,6 +716,7 @@ class Emulator:
         if write:
             if req.method == "POST" and req.content_type != "application/json":
                 raise _ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+            self._check_against_spec(route, req)
             fault = self._draw_fault()
             if fault == "late":
                 self._apply_late(handler, req)
@@ -681,16 +740,17 @@ class Emulator:
         return response
 
     def _spend_rate_limit(self, route: _Route, req: _Request) -> dict[str, str]:
-        """Count the request in its token's window on this route: the headers every answer carries, or
-        429 past the limit. Requests that fail authentication are not counted (no token to count them for)."""
+        """Count the request in the account's window on this route and in its global window: the headers every
+        answer carries, or 429 past either limit. Every token of the emulator is one account, as LaunchDarkly
+        counts ("the account is permitted to make per ten seconds"); requests that fail authentication are
+        not counted."""
         with self._lock:
             if self._windows is None or route.auth == "none":
                 return {}
-            key = (req.headers.get("authorization", ""), f"{req.method} {route.template}")
-            spent = self._windows.spend(key, self._clock())
+            spent = self._windows.spend(f"{req.method} {route.template}", self._clock())
             self._limit_counts["windows"] += spent.opened
             self._limit_counts["429"] += not spent.allowed
-            self._limit_counts["windows_with_429"] += spent.first_refusal
+            self._limit_counts["windows_with_429"] += spent.first_refusals
         if not spent.allowed:
             raise _ApiError(429, "rate_limited", "Rate limit exceeded", spent.headers)
         return spent.headers
@@ -796,26 +856,43 @@ class Emulator:
         _, first_name, first_cohort, _ = items[0]
         if first_cohort in self._reject:
             raise _bad("cohort rejected")
-        # The key LaunchDarkly's integration validation server gives a new synced segment (docs/LAUNCHDARKLY.md).
-        address = (env.project, env.key, f"{SYNCED_SEGMENT_SOURCE}-{first_cohort}")
+        by_cohort: dict[tuple[str, str], list[tuple[str, bool]]] = {}
+        for user_id, name, cohort, value in items:
+            if self.ambiguities.mixed_cohorts == "first_item":
+                name, cohort = first_name, first_cohort
+            by_cohort.setdefault((cohort, name), []).append((user_id, value))
         with self._lock:
-            seg = self._segments.get(address)
-            if seg is None:
-                seg = self._new_segment(address, first_name, None, [], True, kind)
-                seg.client_side_id, seg.cohort_id = env_id, first_cohort
-            elif not seg.synced:
-                raise _bad(f"segment {address[2]!r} exists and is not synced from {SYNCED_SEGMENT_SOURCE}")
-            elif seg.context_kind != kind:
-                raise _bad(f"contextKind {kind!r} does not match the segment's context kind {seg.context_kind!r}")
-            seg.name = first_name
-            # Faithful to the real service: every item lands in the FIRST item's segment, whatever
-            # its own cohortId. Mixing audiences in one request is the client's bug to avoid.
-            for user_id, _, _, value in items:
-                if value:
-                    seg.included.add(user_id)
-                else:
-                    seg.included.discard(user_id)
+            segments = [
+                (self._synced_segment(env, cohort, name, kind), changes)
+                for (cohort, name), changes in by_cohort.items()
+            ]
+            for seg, changes in segments:
+                for user_id, value in changes:
+                    if value:
+                        seg.included.add(user_id)
+                    else:
+                        seg.included.discard(user_id)
         return _Response(204)
+
+    def _synced_segment(self, env: _Environment, cohort: str, name: str, kind: str) -> _Segment:
+        """The cohort's synced segment, created at the key LaunchDarkly's validation server gives it
+        (docs/LAUNCHDARKLY.md); the lock is held. 409, which the capability documents, for a key held by
+        another segment or a context kind that differs."""
+        address = (env.project, env.key, f"{SYNCED_SEGMENT_SOURCE}-{cohort}")
+        seg = self._segments.get(address)
+        if seg is None:
+            seg = self._new_segment(address, name, None, [], True, kind)
+            seg.client_side_id, seg.cohort_id = env.client_side_id, cohort
+        elif not seg.synced:
+            raise _ApiError(
+                409, "conflict", f"segment {address[2]!r} exists and is not synced from {SYNCED_SEGMENT_SOURCE}"
+            )
+        elif seg.context_kind != kind:
+            raise _ApiError(
+                409, "conflict", f"contextKind {kind!r} does not match the segment's context kind {seg.context_kind!r}"
+            )
+        seg.name = name
+        return seg
 
     def _new_segment(
         self,
@@ -912,9 +989,34 @@ class Emulator:
         address = (env.project, env.key, key)
         with self._lock:
             if address in self._segments:
-                raise _ApiError(409, "key_exists", "Duplicate segment key")
+                duplicate = self.ambiguities.duplicate_create
+                if duplicate == "key_exists":
+                    raise _ApiError(409, "key_exists", "Duplicate segment key")
+                if duplicate == "conflict":
+                    raise _ApiError(409, "conflict", "A segment with this key already exists")
+                if duplicate == "bad_request":
+                    raise _bad("A segment with this key already exists")
             segment = self._new_segment(address, name, description, list(tags), unbounded, context_kind)
             return _Response(201, segment.to_json())
+
+    def _list_segments(self, req: _Request) -> _Response:
+        """`getSegments`: `limit` (default 20), `offset`, and the `filter` fields the project's tools use."""
+        env = self._environment(req)
+        try:
+            limit, offset = query_int(req.query, "limit", 20), query_int(req.query, "offset", 0)
+            matches = segment_filter(req.query.get("filter", ""))
+        except FilterError as exc:
+            raise _bad(str(exc)) from None
+        with self._lock:
+            found = [
+                seg.to_json()
+                for (project, environment, _), seg in sorted(self._segments.items())
+                if (project, environment) == (env.project, env.key) and matches(seg)
+            ]
+        path = f"/api/v2/segments/{quote(env.project)}/{quote(env.key)}"
+        return _Response(
+            200, {"_links": _self_link(path), "totalCount": len(found), "items": found[offset : offset + limit]}
+        )
 
     def _segment(self, req: _Request) -> _Segment:
         """The request's segment (the lock is held); 404 when it, its project or environment is unknown."""
@@ -973,6 +1075,9 @@ class Emulator:
         context_key = req.params.get("contextKey") or req.params["userKey"]
         with self._lock:
             seg = self._big_segment(req)
+            known = context_key in seg.included or context_key in seg.excluded
+            if not known and self.ambiguities.unknown_context == "not_found":
+                raise _ApiError(404, "not_found", "Invalid resource identifier")
             return _Response(
                 200,
                 {

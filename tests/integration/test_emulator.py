@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from ld_audiences_local.ambiguities import Ambiguities
 from ld_audiences_local.emulator import Emulator, Faults, RouteRateLimit
 
 TOKEN = "api-local-token"
@@ -108,13 +109,19 @@ def test_segment_audiences_adds_and_removes(emu: Emulator, http: requests.Sessio
     assert emu.stats()["writes"] == 2
 
 
-def test_segment_audiences_identity_comes_from_first_item(emu: Emulator, http: requests.Session) -> None:
+def test_segment_audiences_mixed_cohorts_go_where_the_switch_says(emu: Emulator, http: requests.Session) -> None:
     body = sa_body(item("a", cohort_id="aud_A", name="First"), item("b", cohort_id="aud_B", name="Second"))
+    # The manifest's per-item cohortIdPath: each item to its own cohort (the default).
+    assert post_sa(http, emu, body).status_code == 204
+    assert {s["id"]: s["name"] for s in emu.segments()} == {f"{CSID}/aud_A": "First", f"{CSID}/aud_B": "Second"}
+    assert (emu.included(f"{CSID}/aud_A"), emu.included(f"{CSID}/aud_B")) == ({"a"}, {"b"})
+    # The validation server's key from batch[0]: everything to the first item's cohort.
+    emu.reset()
+    emu.ambiguities = Ambiguities(mixed_cohorts="first_item")
     assert post_sa(http, emu, body).status_code == 204
     assert [s["id"] for s in emu.segments()] == [f"{CSID}/aud_A"]
     assert emu.segments()[0]["name"] == "First"
     assert emu.included(f"{CSID}/aud_A") == {"a", "b"}
-    assert emu.included(f"{CSID}/aud_B") == set()
 
 
 def test_segment_audiences_auth_and_version(emu: Emulator, http: requests.Session) -> None:
@@ -176,7 +183,7 @@ def test_segment_audiences_unknown_environment_and_rejected_cohort(emu: Emulator
 
 def test_segment_audiences_context_kind_cannot_change(emu: Emulator, http: requests.Session) -> None:
     assert post_sa(http, emu, sa_body(item("u1"))).status_code == 204
-    assert_error(post_sa(http, emu, sa_body(item("o1"), kind="organization")), 400, "invalid_request", "kind")
+    assert_error(post_sa(http, emu, sa_body(item("o1"), kind="organization")), 409, "conflict", "kind")
     assert emu.included(f"{CSID}/aud_1") == {"u1"}
 
 
@@ -426,7 +433,7 @@ def test_synced_segments_are_read_like_big_segments(emu: Emulator, http: request
     # A REST segment already holding the synced segment's key is not taken over.
     emu.reset()
     assert create_segment(http, emu, key=SYNCED).status_code == 201
-    assert_error(post_sa(http, emu, sa_body(item("u1"))), 400, "invalid_request", "not synced")
+    assert_error(post_sa(http, emu, sa_body(item("u1"))), 409, "conflict", "not synced")
 
 
 def test_membership_of_a_standard_segment_cannot_be_read(emu: Emulator, http: requests.Session) -> None:
@@ -543,6 +550,7 @@ def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
         "writes": 2,
         "rate_limit": {"windows": 0, "windows_with_429": 0, "429": 0},
         "late_applied": 0,
+        "spec_violations": [],
     }
 
     assert http.post(f"{emu.url}/emulator/faults", json={"rate_5xx": 1, "seed": 3}).status_code == 204
@@ -561,6 +569,7 @@ def test_inspection_endpoints(emu: Emulator, http: requests.Session) -> None:
         "writes": 0,
         "rate_limit": {"windows": 0, "windows_with_429": 0, "429": 0},
         "late_applied": 0,
+        "spec_violations": [],
     }
 
 
@@ -739,14 +748,14 @@ def test_rate_limit_counts_down_then_answers_429_until_the_reset(emu: Emulator, 
     assert stats["faults"]["429"] == 0  # not an injected fault
 
 
-def test_rate_limit_is_per_token_and_route_and_counts_every_answer(emu: Emulator, http: requests.Session) -> None:
+def test_rate_limit_is_per_account_and_route_and_counts_every_answer(emu: Emulator, http: requests.Session) -> None:
     emu.set_rate_limit(RouteRateLimit(requests=2, window_seconds=30))
     other = {"Authorization": "api-reader-token"}
     assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=REST))[0] == "1"
     invalid = post_sa(http, emu, {"batch": []})  # an error answer counts and carries the headers too
     assert (invalid.status_code, limit_headers(invalid)[0]) == (400, "1")
-    assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=other))[0] == "1"  # another token
-    assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=REST))[0] == "0"
+    # Another token of the same account draws on the same window ("the account is permitted to make").
+    assert limit_headers(http.get(f"{emu.url}/api/v2/versions", headers=other))[0] == "0"
     assert http.get(f"{emu.url}/api/v2/versions", headers=REST).status_code == 429
     unauthorized = http.get(f"{emu.url}/api/v2/versions", headers={"Authorization": "nope"})
     assert (unauthorized.status_code, limit_headers(unauthorized)) == (401, (None, None))
@@ -754,7 +763,7 @@ def test_rate_limit_is_per_token_and_route_and_counts_every_answer(emu: Emulator
     for _ in range(3):
         assert http.head(f"{emu.url}/sdk/goals/{CSID}").status_code == 200
         assert http.get(f"{emu.url}/emulator/stats").status_code == 200
-    assert emu.stats()["rate_limit"] == {"windows": 3, "windows_with_429": 1, "429": 1}  # (token, route) pairs
+    assert emu.stats()["rate_limit"] == {"windows": 2, "windows_with_429": 1, "429": 1}  # one per route
 
 
 def test_rate_limit_window_resets_at_the_time_it_announced(emu: Emulator, http: requests.Session) -> None:
@@ -879,3 +888,87 @@ def test_serve_prints_url_and_stops_on_ctrl_c() -> None:
             proc.wait()
     assert proc.returncode == 0
     assert err == ""
+
+
+# ----------------------------------------------------------------------------- documented answers, switches
+
+
+@pytest.mark.parametrize(
+    ("duplicate", "status", "code"),
+    [("key_exists", 409, "key_exists"), ("conflict", 409, "conflict"), ("bad_request", 400, "invalid_request")],
+)
+def test_a_duplicate_create_answers_as_the_switch_says(
+    emu: Emulator, http: requests.Session, duplicate: str, status: int, code: str
+) -> None:
+    emu.ambiguities = Ambiguities(duplicate_create=duplicate)  # type: ignore[arg-type]
+    assert create_segment(http, emu).status_code == 201
+    assert_error(create_segment(http, emu, name="Other"), status, code)
+    assert emu.stats()["spec_violations"] == []
+
+
+def test_a_duplicate_create_can_overwrite(emu: Emulator, http: requests.Session) -> None:
+    emu.ambiguities = Ambiguities(duplicate_create="overwrite")
+    assert create_segment(http, emu).status_code == 201
+    again = create_segment(http, emu, name="Other")
+    assert (again.status_code, again.json()["name"], again.json()["generation"]) == (201, "Other", 2)
+
+
+def test_a_key_never_added_reads_as_the_switch_says(emu: Emulator, http: requests.Session) -> None:
+    assert create_segment(http, emu).status_code == 201
+    url = f"{emu.url}/api/v2/segments/proj/prod/vip/contexts/nobody"
+    assert http.get(url, headers=REST).json() == {"userKey": "nobody", "included": False, "excluded": False}
+    emu.ambiguities = Ambiguities(unknown_context="not_found")
+    assert_error(http.get(url, headers=REST), 404, "not_found")
+
+
+def test_keys_per_request_limit_is_a_switch(emu: Emulator, http: requests.Session) -> None:
+    emu.ambiguities = Ambiguities(max_keys_per_request=2)
+    assert_error(post_sa(http, emu, sa_body(item("a"), item("b"), item("c"))), 400, "invalid_request", "3 context keys")
+    assert post_sa(http, emu, sa_body(item("a"), item("b"))).status_code == 204
+    assert create_segment(http, emu).status_code == 201
+    body = {"included": {"add": ["a", "b"], "remove": ["c"]}}
+    resp = http.post(f"{emu.url}/api/v2/segments/proj/prod/vip/contexts", json=body, headers=REST)
+    assert_error(resp, 400, "invalid_request", "3 context keys")
+
+
+def test_requests_are_checked_against_the_published_schema(emu: Emulator, http: requests.Session) -> None:
+    assert_error(create_segment(http, emu, unboundedContextKind=None), 400, "invalid_request", "unboundedContextKind")
+    assert_error(create_segment(http, emu, tags="x"), 400, "invalid_request", "tags")
+    assert create_segment(http, emu).status_code == 201
+    resp = http.post(f"{emu.url}/api/v2/segments/proj/prod/vip/contexts", json={"included": {"add": [1]}}, headers=REST)
+    assert_error(resp, 400, "invalid_request", "included.add[0]")
+    assert emu.stats()["spec_violations"] == []
+
+
+def test_the_global_limit_is_shared_by_every_route(emu: Emulator, http: requests.Session) -> None:
+    emu.set_rate_limit(RouteRateLimit(requests=5, window_seconds=30, global_requests=2))
+    first = http.get(f"{emu.url}/api/v2/versions", headers=REST)
+    assert (first.headers["X-Ratelimit-Route-Remaining"], first.headers["X-Ratelimit-Global-Remaining"]) == ("4", "1")
+    second = http.get(f"{emu.url}/api/v2/projects/proj", headers=REST)
+    assert (second.headers["X-Ratelimit-Route-Remaining"], second.headers["X-Ratelimit-Global-Remaining"]) == ("4", "0")
+    refused = http.get(f"{emu.url}/api/v2/projects/proj/environments/prod", headers=REST)
+    assert_error(refused, 429, "rate_limited")
+    assert refused.headers["X-Ratelimit-Global-Remaining"] == "0"
+
+
+def test_segments_are_listed_with_limit_offset_and_filter(emu: Emulator, http: requests.Session) -> None:
+    assert create_segment(http, emu, key="a-ours", tags=["ld-audiences"], description="synced by us").status_code == 201
+    standard = {"key": "b-other", "name": "Admins", "unbounded": False}
+    assert http.post(f"{emu.url}/api/v2/segments/proj/prod", json=standard, headers=REST).status_code == 201
+    assert post_sa(http, emu, sa_body(item("u1"))).status_code == 204
+    url = f"{emu.url}/api/v2/segments/proj/prod"
+
+    def keys(**query: Any) -> list[str]:
+        resp = http.get(url, params=query, headers=REST)
+        assert resp.status_code == 200, resp.text
+        return [s["key"] for s in resp.json()["items"]]
+
+    assert keys() == ["a-ours", "b-other", SYNCED]
+    assert http.get(url, params={"limit": 1, "offset": 1}, headers=REST).json()["totalCount"] == 3
+    assert keys(limit=1, offset=1) == ["b-other"]
+    assert keys(filter='tags anyOf ["ld-audiences", "x"]') == ["a-ours"]
+    assert keys(filter='query equals "admins"') == ["b-other"]
+    assert keys(filter="unbounded equals true") == ["a-ours", SYNCED]
+    assert keys(filter="external exists") == [SYNCED]
+    assert keys(filter='unbounded equals true,query equals "synced by"') == ["a-ours"]
+    assert_error(http.get(url, params={"filter": "tags equals 1"}, headers=REST), 400, "invalid_request")

@@ -54,6 +54,12 @@ def writes(emulator: Emulator) -> int:
 
 
 @pytest.fixture
+def emulator(emulator_every_answer: Emulator) -> Emulator:
+    """Every test here runs under each answer LaunchDarkly's documentation leaves open."""
+    return emulator_every_answer
+
+
+@pytest.fixture
 def client(emulator: Emulator) -> LaunchDarklyClient:
     return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=FAST_RETRIES)
 

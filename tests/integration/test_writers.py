@@ -31,6 +31,12 @@ def deadline() -> float:
 
 
 @pytest.fixture
+def emulator(emulator_every_answer: Emulator) -> Emulator:
+    """Every test here runs under each answer LaunchDarkly's documentation leaves open."""
+    return emulator_every_answer
+
+
+@pytest.fixture
 def client(emulator: Emulator) -> LaunchDarklyClient:
     return LaunchDarklyClient(emulator.url, LD_TOKEN, policy=RetryPolicy(base_delay=0.01, max_delay=0.05))
 
@@ -124,6 +130,7 @@ def take_the_key(http: requests.Session, emulator: Emulator, **overrides: Any) -
     """Someone else creates a segment at the key ld-audiences would use."""
     key = RestWriter.segment_key(BETA)
     body = {"key": key, "name": "Internal admins", "unbounded": True, "unboundedContextKind": "user", **overrides}
+    body = {name: value for name, value in body.items() if value is not None}  # the schema has no nulls
     assert http.post(f"{emulator.url}{SEGMENTS}", json=body).status_code == 201
     if body["unbounded"]:
         assert http.post(f"{emulator.url}{SEGMENTS}/{key}/contexts", json={"included": {"add": ["alice-admin"]}}).ok
@@ -197,7 +204,9 @@ def echoing_server() -> RecordingServer:
     """LaunchDarkly refusing a write and quoting its context keys back, raw, JSON- and URL-escaped."""
 
     def respond(request: Any) -> Scripted:
-        if not request.path.endswith(("/contexts", "segment-audiences")):  # the rest writer's create
+        if not request.path.endswith(("/contexts", "segment-audiences")):  # the rest writer's read, then create
+            if request.method == "GET":
+                return Scripted(404, body={"code": "not_found", "message": "Invalid resource identifier"})
             return Scripted(201, body={})
         message = r"invalid keys: user-7781, quote\"d-\u00fc, c%2Fd, alice@example.com and user-77810"
         return Scripted(400, body={"code": "invalid_request", "message": message})
@@ -221,3 +230,46 @@ def test_launchdarkly_error_text_never_carries_the_requests_context_keys(make_wr
         assert key not in text, text
     assert caught.value.message.startswith("invalid keys: <context key>, <context key>, <context key>, <")
     assert caught.value.message.endswith("<context key>0")  # a longer text around a key keeps the rest
+
+
+# ----------------------------------------------------------------------------------------- ownership by reading
+
+
+def test_a_new_execution_environment_finds_its_segment_by_reading(
+    client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """Another instance (a new Lambda execution environment) has no `_ours` cache: whatever LaunchDarkly answers
+    to a duplicate create, it reads the segment, finds it its own and writes without creating it again."""
+    assert RestWriter(client, PROJECT, ENVIRONMENT).write(BETA, ["u1"], [], deadline()) is False
+    assert RestWriter(client, PROJECT, ENVIRONMENT).write(BETA, ["u2"], [], deadline()) is False
+    key = RestWriter.segment_key(BETA)
+    assert members(emulator, key) == {"u1", "u2"}
+    creates = emulator.stats()["requests"]["POST /api/v2/segments/{projectKey}/{environmentKey}"]
+    assert creates == {"201": 1}
+
+
+def test_a_create_refused_because_another_instance_won_the_race_goes_on(
+    client: LaunchDarklyClient, emulator: Emulator, http: requests.Session
+) -> None:
+    """The segment appears between the writer's read and its create: the refusal (whatever its status) is judged
+    by reading again; with `overwrite` the create itself succeeds."""
+    writer = RestWriter(client, PROJECT, ENVIRONMENT)
+    original = client.request
+
+    def racing(method: str, path: str, body: Any, **kwargs: Any) -> requests.Response:
+        if method == "POST" and path == SEGMENTS:
+            rival = RestWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), PROJECT, ENVIRONMENT)
+            assert rival.write(BETA, ["rival"], [], deadline()) is False
+        return original(method, path, body, **kwargs)
+
+    client.request = racing  # type: ignore[method-assign]
+    assert writer.write(BETA, ["u1"], [], deadline()) is False
+    assert members(emulator, RestWriter.segment_key(BETA)) >= {"u1"}
+
+
+def test_a_refused_create_of_a_segment_that_still_does_not_exist_is_permanent(client: LaunchDarklyClient) -> None:
+    writer = RestWriter(client, PROJECT, ENVIRONMENT)
+    bad = Target("aud_x", "x", "multi")  # a reserved context kind: LaunchDarkly refuses the create
+    with pytest.raises(WriteError) as caught:
+        writer.write(bad, ["u1"], [], deadline())
+    assert (caught.value.permanent, caught.value.status) == (True, 400)

@@ -27,10 +27,10 @@ def test_a_window_opens_with_its_first_request_not_on_a_grid() -> None:
     windows = RouteWindows(RouteRateLimit(requests=2, window_seconds=10))
     answers = [windows.spend("k", t) for t in (3.5, 4.0, 12.0, 13.5, 14.0)]
     assert [a.allowed for a in answers] == [True, True, False, True, True]
-    assert [a.opened for a in answers] == [True, False, False, True, False]
+    assert [a.opened for a in answers] == [1, 0, 0, 1, 0]
     assert [a.headers["X-Ratelimit-Reset"] for a in answers] == ["13500"] * 3 + ["23500"] * 2
     assert [a.headers["X-Ratelimit-Route-Remaining"] for a in answers] == ["1", "0", "0", "1", "0"]
-    assert [a.first_refusal for a in answers] == [False, False, True, False, False]
+    assert [a.first_refusals for a in answers] == [0, 0, 1, 0, 0]
 
 
 def test_five_requests_a_second_is_fifty_per_ten_second_window() -> None:

@@ -130,8 +130,30 @@ class RestWriter:
         return late or unanswered_before(response)
 
     def _claim(self, target: Target, key: str, deadline: float) -> None:
-        """Create the segment, or, if the key is taken, make sure the segment there is ours."""
-        body = {
+        """Make sure the segment at the key exists and is ours, by reading it: LaunchDarkly documents no answer
+        to creating a key that is taken (409 key_exists was seen; 400 or another 409 code would fit the spec as
+        well), so a refused create is judged by what is there afterwards, never by its status or code."""
+        path = f"{self._base}/{quote(key, safe='')}"
+        existing = self._client.request("GET", path, None, deadline=deadline, expected={404})
+        if existing.status_code == 404:
+            try:
+                self._client.request(
+                    "POST", self._base, self._new_segment(target, key), deadline=deadline, conflict_is_transient=False
+                )
+            except WriteError as refused:
+                if refused.status is None or refused.status == 429 or not 400 <= refused.status < 500:
+                    raise
+                # Created meanwhile by another invocation (ours, then), or by someone else: read it again.
+                existing = self._client.request("GET", path, None, deadline=deadline, expected={404})
+                if existing.status_code == 404:
+                    raise WriteError(True, refused.status, refused.code, refused.message) from refused
+                self._check_ownership(target, key, json_object(existing))
+        else:
+            self._check_ownership(target, key, json_object(existing))
+        self._ours.add(key)
+
+    def _new_segment(self, target: Target, key: str) -> dict[str, Any]:
+        return {
             "key": key,
             "name": target.cohort_name,
             "description": f"Synced from Twilio Segment Engage audience {target.audience_key} by ld-audiences; "
@@ -140,19 +162,6 @@ class RestWriter:
             "unboundedContextKind": target.context_kind,
             "tags": [MANAGED_TAG],
         }
-        response = self._client.request(
-            "POST", self._base, body, deadline=deadline, expected={409}, conflict_is_transient=False
-        )
-        if response.status_code == 409:
-            code, message = error_details(response)
-            if code != "key_exists":
-                raise WriteError(True, 409, code, message)
-            path = f"{self._base}/{quote(key, safe='')}"
-            existing = self._client.request("GET", path, None, deadline=deadline, expected={404})
-            if existing.status_code == 404:  # deleted in between: the next attempt creates it
-                raise WriteError(False, 404, "not_found", f"segment {key} was deleted while it was checked")
-            self._check_ownership(target, key, json_object(existing))
-        self._ours.add(key)
 
     def _check_ownership(self, target: Target, key: str, segment: dict[str, Any]) -> None:
         where = f"Segment {key} in {self._where} (audience {target.audience_id}, context kind {target.context_kind})"
