@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from ld_audiences.retry import RetryPolicy
 from ld_audiences.sync import TICK_BODY, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
-from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, make_sync
+from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, make_sync, running_emulator
 
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, max_rate_limit_wait=0.3)
 
@@ -54,9 +54,12 @@ def writes(emulator: Emulator) -> int:
 
 
 @pytest.fixture
-def emulator(emulator_every_answer: Emulator) -> Emulator:
-    """Every test here runs under each answer LaunchDarkly's documentation leaves open."""
-    return emulator_every_answer
+def emulator() -> Iterator[Emulator]:
+    """The emulator on its defaults, held to LaunchDarkly's documentation. The writers' own tests
+    (test_writers.py) run under each answer the documentation leaves open, and so does the rest writer's
+    test here, where the sync meets a segment that already exists."""
+    with running_emulator(strict=True) as emu:
+        yield emu
 
 
 @pytest.fixture
@@ -282,9 +285,9 @@ def test_a_batch_dynamodb_cannot_record_is_returned_to_sqs(
     assert report.failed == [] and members(emulator, "flaky") == {"u1"}
 
 
-def test_rest_writer_creates_the_big_segment_then_updates_it(
-    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
-) -> None:
+def test_rest_writer_creates_the_big_segment_then_updates_it(aws: Aws, emulator_every_answer: Emulator) -> None:
+    emulator = emulator_every_answer
+    client = LaunchDarklyClient(emulator.url, LD_TOKEN, policy=FAST_RETRIES)
     sync = make_sync(aws, RestWriter(client, "default", "production"))
     sync.sync(records(change("u1", True, 1), change("u2", True, 1)), deadline())
     # A second writer (a new Lambda instance) finds the segment already there: 409 key_exists is fine.

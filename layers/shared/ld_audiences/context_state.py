@@ -69,9 +69,10 @@ class ContextStates:
             found[by_hash[item[t.SK]["S"]]] = Applied(applied, item[t.DESIRED_INCLUDED]["BOOL"])
         return found
 
-    def write(self, written: Sequence[MembershipChange]) -> list[MembershipChange]:
+    def write(self, written: Sequence[MembershipChange], *, parallel: bool = True) -> list[MembershipChange]:
         """Record changes LaunchDarkly acknowledged; returns those that could not be recorded (they stay
-        pending and are written again: a duplicate write, never a lost one)."""
+        pending and are written again: a duplicate write, never a lost one). `parallel=False` makes the calls
+        one after another, for a caller already running on the state pool."""
         now = int(self._clock())
         requests: list[dict[str, Any]] = []
         for change in written:
@@ -86,7 +87,7 @@ class ContextStates:
                 # A member is kept as long as it is one; only contexts that left the audience expire.
                 item[t.EXPIRES_AT] = {"N": str(now + RETENTION_SECONDS)}
             requests.append({"PutRequest": {"Item": item}})
-        return [written[i] for i in self._batch.write(requests)]
+        return [written[i] for i in self._batch.write(requests, parallel=parallel)]
 
     def record_write(
         self, audience_id: str, audience_key: str, context_kind: str, written: Sequence[MembershipChange]

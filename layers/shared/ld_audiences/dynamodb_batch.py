@@ -54,10 +54,17 @@ class BatchCalls:
         self._sleep = sleep
         self.calls = 0  # DynamoDB calls made, for benchmarks and metrics
 
-    def write(self, requests: Sequence[dict[str, Any]]) -> list[int]:
-        """Send PutRequest / DeleteRequest entries; returns the indexes of those that could not be written."""
+    def write(self, requests: Sequence[dict[str, Any]], *, parallel: bool = True) -> list[int]:
+        """Send PutRequest / DeleteRequest entries; returns the indexes of those that could not be written.
+        `parallel=False`: one call after another (the caller is on the executor already: nesting could
+        deadlock it)."""
         groups = [list(range(i, min(i + WRITE_ITEMS, len(requests)))) for i in range(0, len(requests), WRITE_ITEMS)]
-        return [i for failed in self._map(lambda group: self._write_group(requests, group), groups) for i in failed]
+
+        def write(group: list[int]) -> list[int]:
+            return self._write_group(requests, group)
+
+        done = self._map(write, groups) if parallel else [write(group) for group in groups]
+        return [i for failed in done for i in failed]
 
     def get(self, keys: Sequence[dict[str, Any]], projection: str | None = None) -> list[dict[str, Any]]:
         """The items found at `keys`, read consistently; raises StateError if some stay unread."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -144,13 +146,20 @@ class _Round:
     wait: float | None = None  # the rate-limit window or the deadline stopped the writes: come back after this
     failed: bool = False  # LaunchDarkly kept failing
     refused: WriteError | None = None  # LaunchDarkly refused the token (401/403): the caller may re-read it
+    unknown: bool = False  # a write's outcome stayed unknown: the lease is kept until it runs out
+    recording: list[Future[None]] = field(default_factory=list)  # written chunks being recorded meanwhile
+    lock: threading.Lock = field(default_factory=threading.Lock)  # `report` and `resolved`, shared with them
 
     @property
     def stopped(self) -> bool:
         """The rest of the round would fail the same way, each after a call."""
         return self.wait is not None or self.failed or self.refused is not None
 
-    unknown: bool = False  # a write's outcome stayed unknown: the lease is kept until it runs out
+    def note(self, change: MembershipChange, result: str, detail: str = "", age: float | None = None) -> None:
+        """A change the round is done with (written or dead-lettered)."""
+        with self.lock:
+            self.report.note_change(change, result, detail, age)
+            self.resolved.add(change.context_key)
 
 
 class AudienceReconciler:
@@ -165,9 +174,11 @@ class AudienceReconciler:
         chunks_per_round: int,
         late_apply_rechecks: Sequence[int] = LATE_APPLY_RECHECKS,
         token_refusal_is_final: bool = False,
+        record_pool: Executor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._writer = writer
+        self._record_pool = record_pool  # records a written chunk while the next one is written
         self._token_refusal_is_final = token_refusal_is_final
         self._log = log
         self._states = states
@@ -191,7 +202,11 @@ class AudienceReconciler:
         for change, result in decided.skipped:
             work.report.note_change(change, result)
         work.resolved = {c.context_key for c in pending} - {c.context_key for c in decided.write}
-        self._write_chunks(work, decided.write)
+        try:
+            self._write_chunks(work, decided.write)
+        finally:
+            for recording in work.recording:
+                recording.result()
 
         done, rest = [], [] if read.rest_since is None else [read.rest_since]
         for item in read.items:
@@ -232,20 +247,29 @@ class AudienceReconciler:
             # An attempt before the one that landed got no answer: LaunchDarkly may apply it later, over a
             # newer write. Look again once that cannot happen any more.
             self._recheck(work, chunk)
-        # A retired audience's removals are not recorded as LaunchDarkly's state: the table keeps the members
-        # Engage sent, so that `ld-audiences retire --undo` then `resync` can write them back.
-        unrecorded = set() if work.lease.retired_at is not None else {c.context_key for c in self._states.write(chunk)}
+        if self._record_pool is None:
+            self._record(work, chunk, answered, parallel=True)
+        else:
+            # Recorded while the next chunk goes to LaunchDarkly: a first sync is bound by the two together.
+            work.recording.append(self._record_pool.submit(self._record, work, chunk, answered, parallel=False))
+        return None
+
+    def _record(self, work: _Round, chunk: list[MembershipChange], answered: float, *, parallel: bool) -> None:
+        """Record a chunk LaunchDarkly acknowledged. A retired audience's removals are not recorded as
+        LaunchDarkly's state: the table keeps the members Engage sent, so that `ld-audiences retire --undo`
+        then `resync` can write them back."""
+        retired = work.lease.retired_at is not None
+        unrecorded = set() if retired else {c.context_key for c in self._states.write(chunk, parallel=parallel)}
         for change in chunk:
             if change.context_key in unrecorded:
                 continue  # stays pending: written again next time, a duplicate at worst
-            work.resolved.add(change.context_key)
             age = answered - change.received_at if change.received_at is not None else None
-            work.report.note_change(change, ADDED if change.included else REMOVED, age=age)
+            work.note(change, ADDED if change.included else REMOVED, age=age)
+        target = work.lease.target
         try:
             self._states.record_write(target.audience_id, target.audience_key, target.context_kind, chunk)
         except Exception:  # the summary is for `status`; the write itself is done and recorded
             logger.warning("could not update the audience summary", exc_info=True)
-        return None
 
     def _isolate(self, work: _Round, chunk: list[MembershipChange], failure: WriteError, budget: list[int]) -> None:
         """`chunk` failed with `failure`. LaunchDarkly refuses a whole request for one invalid key (400),
@@ -296,8 +320,7 @@ class AudienceReconciler:
         for change in chunk:
             record = QueuedRecord(change.message_id, change.to_message())
             if self._dead_letters.send(record, reason, detail):
-                work.resolved.add(change.context_key)
-                work.report.note_change(change, DEAD_LETTERED, reason)
+                work.note(change, DEAD_LETTERED, reason)
             # else it stays pending and is tried again: nothing is lost for want of a dead-letter queue
 
     def _recheck(self, work: _Round, chunk: list[MembershipChange]) -> None:
@@ -305,13 +328,14 @@ class AudienceReconciler:
         the lease ends, then the configured seconds after that."""
         lease_left = max(work.lease.until - self._clock(), 0.0)
         for delay in self._late_apply_rechecks:
-            work.report.reasserts += [
-                (
-                    c.model_copy(update={"reassert": True, "received_at": None}),
-                    min(lease_left + delay, MAX_DELAY_SECONDS),
-                )
-                for c in chunk
-            ]
+            with work.lock:
+                work.report.reasserts += [
+                    (
+                        c.model_copy(update={"reassert": True, "received_at": None}),
+                        min(lease_left + delay, MAX_DELAY_SECONDS),
+                    )
+                    for c in chunk
+                ]
 
 
 def _chunks(items: list[MembershipChange], size: int) -> Iterator[list[MembershipChange]]:

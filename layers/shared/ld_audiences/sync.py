@@ -71,6 +71,7 @@ class Synchronizer:
         late_apply_rechecks: Sequence[int] = LATE_APPLY_RECHECKS,
         reconcile_seconds: float = RECONCILE_SECONDS,
         token_refusal_is_final: bool = False,
+        record_executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._log = log
@@ -88,6 +89,7 @@ class Synchronizer:
             chunks_per_round=CHUNKS_PER_ROUND,
             late_apply_rechecks=late_apply_rechecks,
             token_refusal_is_final=token_refusal_is_final,
+            record_pool=record_executor,
             clock=clock,
         )
 

@@ -99,6 +99,7 @@ class SyncService:
                 late_apply_rechecks=self.settings.late_apply_rechecks,
                 reconcile_seconds=self.reconcile_seconds,
                 token_refusal_is_final=refusal_is_final,
+                record_executor=self.state_pool,
                 clock=self.clock,
             )
             if refusal_is_final:
