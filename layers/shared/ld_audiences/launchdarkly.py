@@ -223,6 +223,9 @@ def _out_of_time(unanswered: bool) -> WriteError:
     )
 
 
+MIN_SCRUBBED_KEY = 3  # shorter context keys are left in LaunchDarkly's error text (see error_details)
+
+
 def error_details(response: requests.Response, context_keys: Iterable[str] = ()) -> tuple[str, str]:
     """LaunchDarkly's `{"code", "message"}` error body, or the status line when there is none, scrubbed
     (see `_scrub`): it ends up in log lines and dead-letter attributes."""
@@ -233,18 +236,13 @@ def error_details(response: requests.Response, context_keys: Iterable[str] = ())
         code, message = f"http_{response.status_code}", response.reason or ""
     request = getattr(response, "request", None)
     token = request.headers.get("Authorization") if request is not None else None
-    secrets = {key: "<context key>" for key in context_keys}
+    # Keys of one or two characters identify no one, and scrubbing them would mangle LaunchDarkly's own words
+    # (a key "b" inside "forbidden", the code that names the failure in dead letters).
+    secrets = {key: "<context key>" for key in context_keys if len(key) >= MIN_SCRUBBED_KEY}
     if isinstance(token, str) and token:
         secrets[token] = "<token>"
     # Scrubbed whole, then cut: a cut first could leave the start of a key behind.
     return _scrub(code, secrets)[:100], _scrub(message, secrets)[:500]
-
-
-def _whole(form: str) -> str:
-    """`form` as a pattern that matches it only where it does not continue a word on either side."""
-    before = r"(?<!\w)" if re.match(r"\w", form) else ""
-    after = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
-    return before + re.escape(form) + after
 
 
 # What an email address looks like, enough to find one quoted in an error message.
@@ -263,7 +261,6 @@ def _scrub(text: str, secrets: dict[str, str]) -> str:
                 forms.setdefault(form, placeholder)
     if forms:
         # One pass, longest first: a key inside a longer one, or inside a placeholder, is not replaced twice.
-        # Never inside a word: a context key "b" must not turn LaunchDarkly's "forbidden" into a placeholder.
-        pattern = re.compile("|".join(_whole(form) for form in sorted(forms, key=len, reverse=True)))
+        pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
         text = pattern.sub(lambda match: forms[match.group()], text)
     return _EMAIL.sub("<email>", text)

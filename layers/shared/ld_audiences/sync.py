@@ -50,6 +50,9 @@ MIN_AUDIENCE_SECONDS = 2.0
 # An invocation stops taking audiences after this long (one LaunchDarkly window), so that the event source
 # keeps handing batches over: a batch waiting in SQS is work nobody can see the age of.
 RECONCILE_SECONDS = 10.0
+# The longest an invocation waits for the shared rate-limit window: a longer wait ends its reconcile, and a
+# tick brings an invocation back at the reset (waiting is billed, and the event source waits for it).
+WINDOW_WAIT_SECONDS = 2.0
 # Chunks one lease reads and writes before the audience goes back in line behind older ones.
 CHUNKS_PER_ROUND = 4
 # When work is left that no tick of an audience's own covers (held by another invocation, say), a tick

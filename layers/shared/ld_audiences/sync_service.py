@@ -25,8 +25,9 @@ from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.rate_limit import SharedRateLimit
 from ld_audiences.requeue import Settlement, settle
+from ld_audiences.retry import RetryPolicy
 from ld_audiences.sqs_queue import SqsChangeQueue
-from ld_audiences.sync import RECONCILE_SECONDS, Synchronizer
+from ld_audiences.sync import RECONCILE_SECONDS, WINDOW_WAIT_SECONDS, Synchronizer
 from ld_audiences.writers import make_writer
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class SyncService:
             client = LaunchDarklyClient(
                 self.settings.launchdarkly.base_url,
                 token,
+                policy=RetryPolicy(max_rate_limit_wait=WINDOW_WAIT_SECONDS),
                 session=self.session,
                 rate_limit=self.rate_limit,
                 clock=self.clock,
