@@ -84,22 +84,18 @@ def log_changes(report: SyncReport) -> None:
     dead-lettered one, DEBUG for the rest (POWERTOOLS_LOGGER_SAMPLE_RATE turns DEBUG on for a share of
     invocations)."""
     debug = logger.log_level <= logging.DEBUG  # checked once: a disabled call still costs ~2 µs a record
-    for record in report.records:
-        if record.result == DEAD_LETTERED or debug:
-            (logger.error if record.result == DEAD_LETTERED else logger.debug)(
-                f"record {record.result}",
-                correlation_id=record.message_id,
-                sqs_message_id=record.record_id,
-                audience_id=record.audience_id,
-                detail=record.detail or None,
-            )
-    for change in report.changes:
-        if change.result == DEAD_LETTERED or debug:
-            (logger.error if change.result == DEAD_LETTERED else logger.debug)(
-                f"change {change.result}",
-                correlation_id=change.message_id,
-                audience_id=change.audience_id,
-                detail=change.detail or None,
+    lines: list[tuple[str, str, str | None, str | None, str, str | None]] = [
+        (f"record {r.result}", r.result, r.message_id, r.audience_id, r.detail, r.record_id) for r in report.records
+    ]
+    lines += [(f"change {c.result}", c.result, c.message_id, c.audience_id, c.detail, None) for c in report.changes]
+    for message, result, message_id, audience_id, detail, record_id in lines:
+        if result == DEAD_LETTERED or debug:
+            (logger.error if result == DEAD_LETTERED else logger.debug)(
+                message,
+                correlation_id=message_id,
+                sqs_message_id=record_id,
+                audience_id=audience_id,
+                detail=detail or None,
             )
 
 

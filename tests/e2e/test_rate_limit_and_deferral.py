@@ -201,3 +201,24 @@ def test_a_steady_stream_over_many_audiences_keeps_up_within_the_lag_bound() -> 
         assert stack.dead_letter_count() == 0
         assert STREAM_AUDIENCES <= written <= 1.2 * rate * (done - started)
         assert stack.stats()["failures"] == 0
+
+
+# ----------------------------------------------------------------------------------------- token rotation
+
+
+def test_rotating_the_launchdarkly_token_mid_stream_dead_letters_nothing() -> None:
+    """Issue 18, item 4: the token is rotated in Secrets Manager mid-stream and LaunchDarkly refuses the old one
+    at once, while the sync still caches it: the sync reads the secret again and writes on; nothing reaches
+    the dead-letter queue, and every segment ends exact."""
+    events, expected = traffic(audiences=6, users=20)
+    half = len(events) // 2
+    with LocalStack(port=0, webhook_secret=SECRET, batching_window=0.3, max_receive_count=1) as stack:
+        assert stack.emulator is not None
+        post_events(stack, events[:half], per_request=20)
+        rotated = "api-rotated-local-token"
+        stack.client("secretsmanager").put_secret_value(SecretId=stack.aws.token_secret_arn, SecretString=rotated)
+        stack.emulator.set_tokens([rotated])
+        post_events(stack, events[half:], per_request=20)
+        stack.wait_until_drained(90)
+        assert stack.dead_letter_count() == 0
+        assert segments(stack) == expected

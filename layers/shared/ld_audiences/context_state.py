@@ -5,18 +5,16 @@ with BatchWriteItem (one write unit a context); a change older than what an item
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
-from ld_audiences.dynamodb_batch import BatchCalls
+from ld_audiences.dynamodb_batch import TableStore
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 # Longer than anything can wait upstream (Segment retries 4 h, the DLQ keeps 14 days) before being
 # redriven, so an old change can never find its key forgotten and overwrite a newer state.
@@ -31,26 +29,7 @@ class Applied:
     included: bool
 
 
-class ContextStates:
-    def __init__(
-        self,
-        client: DynamoDBClient,
-        table: str,
-        *,
-        executor: Executor | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._client = client
-        self._clock = clock
-        self._table = table
-        self._batch = BatchCalls(client, table, executor=executor, sleep=sleep)
-        self._calls = 0
-
-    @property
-    def calls(self) -> int:
-        return self._calls + self._batch.calls
-
+class ContextStates(TableStore):
     def read(self, audience_id: str, context_kind: str, keys: Sequence[str]) -> dict[str, Applied]:
         """What LaunchDarkly has of each of `keys`, by context key (absent: never written). Read consistently:
         the previous holder's writes must be seen, or a change it superseded could be written again."""

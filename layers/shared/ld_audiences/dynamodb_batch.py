@@ -121,3 +121,29 @@ def _identity(request: dict[str, Any]) -> str:
     """The item a write request is for (DynamoDB returns the unprocessed requests themselves)."""
     key = request["PutRequest"]["Item"] if "PutRequest" in request else request["DeleteRequest"]["Key"]
     return f"{key[t.PK]['S']}\0{key[t.SK]['S']}"
+
+
+class TableStore:
+    """What a store of the state table holds: the client, the table, batched calls on the state pool, the
+    clock, and the calls it made."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        *,
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._executor = executor
+        self._clock = clock
+        self._batch = BatchCalls(client, table, executor=executor, sleep=sleep)
+        self._calls = 0
+
+    @property
+    def calls(self) -> int:
+        """DynamoDB calls made, for benchmarks and metrics."""
+        return self._calls + self._batch.calls

@@ -28,11 +28,9 @@ about 0.1 write units a change, against 1 for its context item.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +38,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
-from ld_audiences.dynamodb_batch import BatchCalls, StateError, error_code
+from ld_audiences.dynamodb_batch import StateError, TableStore, error_code
 from ld_audiences.writers import Target
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 # Changes per log item: a batch's changes of one audience, split further while the compressed entries exceed
 # ITEM_BYTES, so that an item stays below DynamoDB's 400 KB whatever the keys (1,000 keys of 1,024 random
@@ -105,28 +103,7 @@ class PendingRead:
     rest_since: float | None  # when the oldest pending change not among `items` was recorded; None: none
 
 
-class PendingLog:
-    def __init__(
-        self,
-        client: DynamoDBClient,
-        table: str,
-        *,
-        executor: Executor | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._client = client
-        self._table = table
-        self._executor = executor
-        self._clock = clock
-        self._batch = BatchCalls(client, table, executor=executor, sleep=sleep)
-        self._calls = 0
-
-    @property
-    def calls(self) -> int:
-        """DynamoDB calls made, for benchmarks and metrics."""
-        return self._calls + self._batch.calls
-
+class PendingLog(TableStore):
     # ------------------------------------------------------------------------------------ record
 
     def record(self, groups: Sequence[tuple[Target, Sequence[MembershipChange]]]) -> set[Target]:
