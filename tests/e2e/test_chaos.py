@@ -72,6 +72,8 @@ class BatchLog(logging.Handler):
 
     FIELDS = (
         "records",
+        "recorded",
+        "audiences",
         "failed",
         "dead_lettered",
         "added",
@@ -79,7 +81,6 @@ class BatchLog(logging.Handler):
         "superseded",
         "stale",
         "duplicates",
-        "busy",
         "retries",
     )
 
@@ -199,7 +200,8 @@ def figures(
         lines.append(
             f"sync log    {batch_log.invocations} invocations: client retries {totals['retries']}, "
             f"added {totals['added']}, removed {totals['removed']}, superseded in batch {totals['superseded']}, "
-            f"stale {totals['stale']}, duplicates {totals['duplicates']}, busy {totals['busy']}, "
+            f"stale {totals['stale']}, duplicates {totals['duplicates']}, recorded {totals['recorded']}, "
+            f"audiences reconciled {totals['audiences']}, "
             f"failed {totals['failed']}, "
             f"dead-lettered {totals['dead_lettered']}; client saw {dict(sorted(batch_log.responses.items()))}"
         )
