@@ -10,13 +10,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ld_audiences.change import MembershipChange
 from ld_audiences.config import ConfigError
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.sync import TICK_BODY
+from ld_audiences.writers import Target
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.handlers import FakeLambdaContext, load_handler
 from tests.conftest import CLIENT_SIDE_ID, Aws
@@ -392,3 +395,20 @@ def test_a_token_the_secret_still_holds_dead_letters_its_changes_with_the_reason
     # The synced-segments endpoint answers a token it does not take with 403 (LaunchDarkly's documentation).
     assert {m["MessageAttributes"]["failure_reason"]["StringValue"] for m in letters} == {"launchdarkly_403_forbidden"}
     assert PendingLog(aws.dynamodb, aws.table).oldest_since() is None  # nothing left waiting for ever
+
+
+def test_the_schedules_event_reconciles_what_is_pending(
+    aws: Aws, environment: Callable[[str], None], emulator: Emulator
+) -> None:
+    """The one-minute schedule invokes sync with no records (events/lambda/sync_schedule.json): it writes
+    what is pending, as a tick would."""
+    environment(emulator.url)
+    ingest(aws, load_handler("ingest"), [engage_event(user_id="a")])
+    records = sqs_event(aws)["Records"]
+    PendingLog(aws.dynamodb, aws.table).record(
+        [(Target("aud_beta", "beta", "user"), [MembershipChange.from_message(r["body"]) for r in records])]
+    )
+    schedule = json.loads((Path(__file__).parents[2] / "events" / "lambda" / "sync_schedule.json").read_text())
+    assert load_handler("sync")(schedule, FakeLambdaContext("sync")) == {"batchItemFailures": []}
+    assert emulator.included(f"{CLIENT_SIDE_ID}/aud_beta") == {"a"}
+    assert PendingLog(aws.dynamodb, aws.table).oldest_since() is None
