@@ -1,7 +1,7 @@
 """First sync of a large audience, simulated: the product's real sync path on a virtual clock.
 
 Every change goes through the sync function's own code — `SyncService.handle` (the same object
-functions/sync/app.py builds), the `Synchronizer`, the `StateStore` and shared rate-limit window on real
+functions/sync/app.py builds), the `Synchronizer`, the pending log, the context states and the shared rate-limit window on real
 boto3 clients, the `LaunchDarklyClient` on a real `requests.Session` — while the network is replaced by
 in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `bench/virtual_time.py`:
 
@@ -10,7 +10,7 @@ in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `
 * SQS and the Lambda event source mapping: up to `concurrency` instances, each gathering a batch of up
   to `batch_size` records or what the batching window brings, within Lambda's 6 MB payload; a record
   reported failed comes back after the visibility timeout and goes to the DLQ after `max_receive_count`
-  receives; a record queued again (deferred) comes back after its delay;
+  receives; a message queued with a delay (a tick, a recheck) comes back after it;
 * Lambda: an instance's CPU is this machine's CPU time of our code scaled to its memory (1,769 MB = one
   vCPU), plus 10 ms per invocation and a 1 s cold start;
 * DynamoDB: 4 ms a call plus 0.05 ms an item of a transaction or batch read;
