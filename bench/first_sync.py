@@ -1,8 +1,9 @@
 """First sync of a large audience, simulated: the product's real sync path on a virtual clock.
 
 Every change goes through the sync function's own code — `SyncService.handle` (the same object
-functions/sync/app.py builds), the `Synchronizer`, the pending log, the context states and the shared rate-limit window on real
-boto3 clients, the `LaunchDarklyClient` on a real `requests.Session` — while the network is replaced by
+functions/sync/app.py builds), the `Synchronizer`, the pending log, the context states and the shared
+rate-limit window on real boto3 clients, the `LaunchDarklyClient` on a real `requests.Session` — while the
+network is replaced by
 in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `bench/virtual_time.py`:
 
 * arrivals: Engage sends one change per member at `arrival_rate` a second, over `audiences` audiences in
