@@ -19,7 +19,7 @@ from ld_audiences.outcomes import QueuedRecord
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.reconcile import ISOLATED_KEYS_BUDGET, LEASE_MARGIN_SECONDS
 from ld_audiences.retry import RetryPolicy
-from ld_audiences.sync import TICK_BODY, Synchronizer
+from ld_audiences.sync import INDEX_LAG_SECONDS, TICK_BODY, Synchronizer
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, SegmentWriter, Target
 from ld_audiences_local.emulator import Emulator, Faults
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, make_sync, running_emulator
@@ -376,3 +376,26 @@ def test_a_write_that_landed_after_an_unanswered_attempt_is_written_again_later(
     lease_end = 20 + LEASE_MARGIN_SECONDS
     assert [(key, reassert) for key, reassert, _ in rechecks] == [("u1", True)] * 2 + [("u2", True)] * 2
     assert {delay for _, _, delay in rechecks} <= {round(lease_end + 30), round(lease_end + 30) - 1, 900}
+
+
+def test_a_batch_the_pending_index_does_not_show_yet_is_promised_a_tick(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """DynamoDB's index is eventually consistent: right after recording, it may not list the audience. The
+    invocation cannot take it then, and a tick must come back for it (else it waits for the schedule)."""
+
+    class LaggingIndex:
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+        def query(self, **kwargs: Any) -> Any:
+            return {"Items": []} if "IndexName" in kwargs else self._real.query(**kwargs)
+
+    writer = SegmentAudiencesWriter(client, CLIENT_SIDE_ID)
+    lagging = make_sync(aws, writer, dynamodb=LaggingIndex(aws.dynamodb))
+    report = lagging.sync(records(change("u1", True, 1)), deadline())
+    assert (report.recorded, report.audiences, report.next_tick) == (1, 0, INDEX_LAG_SECONDS)
+    assert make_sync(aws, writer).sync([QueuedRecord("tick", TICK_BODY)], deadline()).added == 1  # the tick

@@ -58,6 +58,8 @@ CHUNKS_PER_ROUND = 4
 # When work is left that no tick of an audience's own covers (held by another invocation, say), a tick
 # comes back this soon.
 IDLE_TICK_SECONDS = 5.0
+# When the pending index does not show yet what this invocation recorded, a tick comes back this soon.
+INDEX_LAG_SECONDS = 2.0
 
 
 class Synchronizer:
@@ -98,13 +100,18 @@ class Synchronizer:
 
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
         report = SyncReport()
-        self._record(records, report)
-        self._reconcile(deadline, report)
+        recorded = self._record(records, report)
+        taken = self._reconcile(deadline, report)
+        if recorded - taken and report.oldest_pending is None and report.next_tick is None:
+            # Recorded, not reconciled, and the index shows nothing pending: it lags behind the table (it is
+            # eventually consistent). A tick comes back for what this batch brought.
+            report.tick_in(INDEX_LAG_SECONDS)
         return report
 
     # ------------------------------------------------------------------------------------ record
 
-    def _record(self, records: Sequence[QueuedRecord], report: SyncReport) -> None:
+    def _record(self, records: Sequence[QueuedRecord], report: SyncReport) -> set[Target]:
+        """Record the batch; returns the audiences it recorded."""
         groups: dict[Target, dict[str, tuple[MembershipChange, QueuedRecord]]] = defaultdict(dict)
         for record in records:
             if record.body == TICK_BODY:
@@ -126,7 +133,7 @@ class Synchronizer:
             else:
                 report.note_record(record, change, SUPERSEDED)
         if not groups:
-            return
+            return set()
         try:
             failed = self._log.record([(target, [c for c, _ in group.values()]) for target, group in groups.items()])
         except Exception:
@@ -135,12 +142,15 @@ class Synchronizer:
         for target, group in groups.items():
             for change, record in group.values():
                 report.note_record(record, change, RETRY if target in failed else RECORDED)
+        return set(groups) - failed
 
     # ------------------------------------------------------------------------------------ reconcile
 
-    def _reconcile(self, deadline: float, report: SyncReport) -> None:
+    def _reconcile(self, deadline: float, report: SyncReport) -> set[Target]:
+        """Reconcile the audiences waiting longest; returns those it took."""
         stop_at = min(deadline - MIN_AUDIENCE_SECONDS, self._clock() + self._reconcile_seconds)
         unavailable: set[tuple[str, str]] = set()  # held by another invocation, or just finished
+        taken: set[Target] = set()
         while True:
             if self._clock() >= stop_at:
                 # Out of budget, not of work: another invocation goes on at once (one per invocation, so
@@ -150,6 +160,7 @@ class Synchronizer:
             wave = self._take(deadline, stop_at, unavailable)
             if not wave:
                 break
+            taken.update(lease.target for lease, _ in wave)
             parts = (
                 self._executor.map(self._reconcile_one, wave)
                 if self._executor is not None and len(wave) > 1
@@ -173,6 +184,7 @@ class Synchronizer:
             report.continue_now = False
         elif report.next_tick is None:
             report.tick_in(IDLE_TICK_SECONDS)
+        return taken
 
     def _take(self, deadline: float, stop_at: float, unavailable: set[tuple[str, str]]) -> list[tuple[Lease, float]]:
         """Leases of the audiences with the oldest pending changes, up to `at_once`."""
