@@ -454,7 +454,7 @@ def audit_after_resync(dynamodb: InProcessDynamoDB, launchdarkly: LaunchDarklyMo
         clock=time.time, block=lambda seconds: None, rate_limit=RouteRateLimit(10**9), members=launchdarkly.members
     )
     client = LaunchDarklyClient("https://app.launchdarkly.com", TOKEN, session=session_for(model))
-    key = audit.segment_key("segment-audiences", AUDIENCE_ID, AUDIENCE_KEY, "user")
+    key = f"segment-audiences-{AUDIENCE_ID}"  # the simulated segment's key, as `audit --segment-key` gives it
     reader = AudienceReader(_plain_client("dynamodb", dynamodb), TABLE)
     result = audit.audit(
         reader,
