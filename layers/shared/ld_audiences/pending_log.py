@@ -51,6 +51,9 @@ ITEM_CHANGES = 1000
 ITEM_BYTES = 300_000
 # Audiences read from the index per page while looking for one to take.
 INDEX_PAGE = 50
+# Items first read from each shard of a wide log: its items hold up to ITEM_CHANGES each, and a round takes
+# the oldest few over every shard.
+WIDE_FIRST_ITEMS = 2
 
 
 def encode(changes: Sequence[MembershipChange]) -> bytes:
@@ -231,29 +234,26 @@ class PendingLog(TableStore):
 
     def read(self, lease: Lease, max_changes: int) -> PendingRead:
         """The oldest log items of the leased audience holding at most `max_changes` changes (at least one
-        item), read consistently."""
+        item), read consistently. A wide log (a first sync: 1,000 changes an item, over every shard) is read a
+        few items a shard first, so a round does not read megabytes to use four items."""
         target = lease.target
         found: list[dict[str, Any]] = []
-        cut: list[float] = []  # per shard whose query stopped early: when its last item returned was recorded
-        for shard in range(t.PENDING_SHARDS if lease.wide else 1):
-            try:
-                self._calls += 1
-                answer = self._client.query(
-                    TableName=self._table,
-                    KeyConditionExpression="#pk = :pk",
-                    ExpressionAttributeNames={"#pk": t.PK},
-                    ExpressionAttributeValues={
-                        ":pk": {"S": t.pending_partition(target.audience_id, target.context_kind, shard)}
-                    },
-                    ConsistentRead=True,
-                    Limit=max_changes,
-                )
-            except (ClientError, BotoCoreError) as exc:
-                raise StateError(error_code(exc)) from exc
-            items = answer.get("Items", [])
-            found += items
-            if answer.get("LastEvaluatedKey") and items:
-                cut.append(_recorded_at(items[-1]))
+        starts: dict[int, dict[str, Any] | None] = dict.fromkeys(range(t.PENDING_SHARDS if lease.wide else 1))
+        cut: dict[int, float] = {}  # shards not read to the end: when their last item read was recorded
+        limit = WIDE_FIRST_ITEMS if lease.wide else max_changes
+        while starts:
+            for shard, start in list(starts.items()):
+                items, last = self._query_log(target, shard, start, limit)
+                found += items
+                if last is None:
+                    del starts[shard]
+                    cut.pop(shard, None)
+                else:
+                    starts[shard] = last
+                    cut[shard] = _recorded_at(items[-1]) if items else cut.get(shard, 0.0)
+            if sum(int(item[t.COUNT]["N"]) for item in found) >= max_changes:
+                break
+            limit = max_changes
         found.sort(key=lambda item: item[t.SK]["S"])
         taken: list[PendingItem] = []
         total = 0
@@ -266,8 +266,31 @@ class PendingLog(TableStore):
             taken.append(
                 PendingItem({t.PK: item[t.PK], t.SK: item[t.SK]}, _recorded_at(item), decode(bytes(blob), target))
             )
-        rest = [_recorded_at(item) for item in found[len(taken) : len(taken) + 1]] + cut
+        rest = [_recorded_at(item) for item in found[len(taken) : len(taken) + 1]] + list(cut.values())
         return PendingRead(taken, min(rest) if rest else None)
+
+    def _query_log(
+        self, target: Target, shard: int, start: dict[str, Any] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of a log shard, oldest first: its items, and where the next page starts (None: the end)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": t.PK},
+            "ExpressionAttributeValues": {
+                ":pk": {"S": t.pending_partition(target.audience_id, target.context_kind, shard)}
+            },
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if start is not None:
+            request["ExclusiveStartKey"] = start
+        try:
+            self._calls += 1
+            answer = self._client.query(**request)
+        except (ClientError, BotoCoreError) as exc:
+            raise StateError(error_code(exc)) from exc
+        return list(answer.get("Items", [])), answer.get("LastEvaluatedKey")
 
     def finish(
         self,
@@ -291,9 +314,9 @@ class PendingLog(TableStore):
             values[":hold"] = {"N": f"{hold_until:.3f}"}
         if rest_since is None:
             clear = (
-                "REMOVE #owner, #until, #since, #queue"
+                "REMOVE #owner, #until, #since, #queue, #wide"
                 if hold_until is None
-                else "SET #until = :hold REMOVE #since, #queue"
+                else "SET #until = :hold REMOVE #since, #queue, #wide"
             )
             old = self._update_work(lease, clear, values, "#owner = :owner AND #seq = :seq")
             if old is None or old.get(t.LEASE_OWNER, {}).get("S") != lease.owner:
