@@ -439,6 +439,7 @@ def _deployment(args: argparse.Namespace, *needed: str) -> Deployment:
             dlq_url=args.dlq_url,
             endpoint_url=args.endpoint_url,
             region=args.region,
+            profile=args.profile,
         )
         found.need(*needed)
     except deployment.DeploymentError as exc:
@@ -472,7 +473,7 @@ def _operation(failed: int) -> Callable[[Command], Command]:
 
     def wrap(command: Command) -> Command:
         def run(args: argparse.Namespace) -> int:
-            from botocore.exceptions import BotoCoreError, ClientError
+            from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
             from ld_audiences_local.audit import AuditError
 
@@ -480,6 +481,9 @@ def _operation(failed: int) -> Callable[[Command], Command]:
                 return command(args)
             except _Refused as exc:
                 _error(str(exc))
+                return 2
+            except NoRegionError:
+                _error("no AWS region: give --region (or set AWS_REGION, or a region in the --profile)")
                 return 2
             except (BotoCoreError, ClientError) as exc:
                 _error(f"AWS call failed: {exc}")
@@ -824,6 +828,15 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
     logs.add_argument("--access-log", action="store_true", help="log one line per ingest request on stderr")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ld-audiences")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ld-audiences",
@@ -835,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `ld-audiences COMMAND --help` for the options of a command.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser(
@@ -1099,6 +1113,9 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
         "--endpoint-url", metavar="URL", help="AWS endpoint (default: the one a loopback queue URL names, else AWS's)"
     )
     where.add_argument("--region", help="AWS region (default: from the queue URL, then your AWS configuration)")
+    where.add_argument(
+        "--profile", metavar="P", help="a named profile of your AWS configuration (default: AWS_PROFILE)"
+    )
 
 
 def _add_audience_options(parser: argparse.ArgumentParser) -> None:

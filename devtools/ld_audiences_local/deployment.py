@@ -35,6 +35,7 @@ class Deployment:
     endpoint_url: str | None = None  # None: AWS's own endpoints
     region: str | None = None  # None: boto3's own configuration chain
     parameters: dict[str, str] = field(default_factory=dict)  # the stack's template parameters
+    profile: str | None = None  # a named profile of the AWS configuration (None: boto3's default chain)
 
     @property
     def local(self) -> bool:
@@ -50,7 +51,8 @@ class Deployment:
         if self.local:
             # moto accepts any credentials; real ones have no business going there.
             kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
-        return boto3.client(service, **kwargs)
+            return boto3.client(service, **kwargs)
+        return boto3.session.Session(profile_name=self.profile).client(service, **kwargs)
 
     def need(self, *names: str) -> None:
         """Raise DeploymentError naming each of `names` ("table", "queue_url", "dlq_url") that is unknown."""
@@ -77,6 +79,7 @@ def find(
     dlq_url: str | None = None,
     endpoint_url: str | None = None,
     region: str | None = None,
+    profile: str | None = None,
 ) -> Deployment:
     """The deployment the options name (see the module docstring); explicit names win over the stack's
     outputs. Raises DeploymentError when the stack cannot be read."""
@@ -84,7 +87,9 @@ def find(
     local = bool(endpoint_url and loopback_origin(endpoint_url))
     parameters: dict[str, str] = {}
     if stack_name:
-        cloudformation = Deployment(endpoint_url=endpoint_url, region=region or (defaults.REGION if local else None))
+        cloudformation = Deployment(
+            endpoint_url=endpoint_url, region=region or (defaults.REGION if local else None), profile=profile
+        )
         outputs, parameters = _describe_stack(cloudformation.client("cloudformation"), stack_name)
         table = table or outputs[OUTPUTS["table"]]
         queue_url = queue_url or outputs[OUTPUTS["queue_url"]]
@@ -92,7 +97,7 @@ def find(
     region = region or _region_of(queue_url) or _region_of(dlq_url) or (defaults.REGION if local else None)
     if table is None and local:
         table = defaults.TABLE_NAME
-    return Deployment(table, queue_url, dlq_url, endpoint_url, region, parameters)
+    return Deployment(table, queue_url, dlq_url, endpoint_url, region, parameters, profile)
 
 
 def _describe_stack(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -26,6 +26,7 @@ from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.sync import QueuedRecord
 from ld_audiences.writers import SegmentAudiencesWriter, Target
+from ld_audiences_local.cli import main
 from ld_audiences_local.emulator import Emulator
 from tests.audience_state import change, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, free_port
@@ -666,3 +667,16 @@ def test_check_warns_when_the_api_does_not_show_the_tokens_role() -> None:
     assert "WARN  write access: cannot tell: GET /api/v2/tokens/{id} answered 403 forbidden" in result.stdout
     assert "Authorization" in result.stdout
     assert "WARN  big segment store: cannot tell" in result.stdout and "2 to check" in result.stdout
+
+
+def test_version_and_a_missing_region_are_answered_as_the_aws_cli_would(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("ld-audiences ")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert main(["status", "--table", "t"]) == 2
+    assert "give --region" in capsys.readouterr().err
