@@ -602,7 +602,10 @@ def cmd_retire(args: argparse.Namespace) -> int:
             f"{args.audience} --context-kind {kind} (changes Engage sent while it was retired were skipped)"
         )
         return 0
-    retired_at = log.retire(Target(args.audience, key, kind), time.time())
+    target = Target(args.audience, key, kind)
+    if args.delete_segment:
+        return _retire_deleting_the_segment(args, where, log, target)
+    retired_at = log.retire(target, time.time())
     # One reassert per known context: under a retired audience, the sync writes each member's removal.
     queue = SqsChangeQueue(where.client("sqs"), str(where.queue_url))
     result = resync(reader, queue, args.audience, key, kind)
@@ -614,6 +617,32 @@ def cmd_retire(args: argparse.Namespace) -> int:
         f"audience {args.audience} ({key}, {kind}) retired as of {when}: {result.members} member(s) "
         f"will be removed from its segment by the sync; its later changes are skipped (reason: retired). "
         f"To bring it back: ld-audiences retire --audience {args.audience} --context-kind {kind} --undo"
+    )
+    return 0
+
+
+def _retire_deleting_the_segment(args: argparse.Namespace, where: Deployment, log: Any, target: Any) -> int:
+    import time
+
+    from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
+    from ld_audiences_local.retire import NotOurs, delete_own_segment
+
+    writer, project, environment, base_url = _launchdarkly_settings(args, where)
+    if writer != "rest":
+        raise _Refused("--delete-segment is for the rest writer: synced segments belong to LaunchDarkly's integration")
+    token = args.token or os.environ.get("LD_API_TOKEN", "")
+    if not token:
+        raise _Refused("no access token: pass --token or set LD_API_TOKEN (one that may delete segments)")
+    log.retire(target, time.time())  # first: no write can create the segment again behind the deletion
+    try:
+        done = delete_own_segment(LaunchDarklyClient(base_url, token), project, environment, target)
+    except (NotOurs, WriteError) as exc:
+        _error(f"audience {target.audience_id} retired, its segment not deleted: {exc}")
+        return 1
+    _print(
+        f"audience {target.audience_id} ({target.audience_key}, {target.context_kind}) retired; {done}. "
+        f"To bring it back: ld-audiences retire --audience {target.audience_id} --context-kind "
+        f"{target.context_kind} --undo, then ld-audiences resync (it creates the segment again)"
     )
     return 0
 
@@ -1208,6 +1237,28 @@ def _add_operation_commands(commands: Any) -> None:
     _add_deployment_options(p)
     _add_audience_options(p)
     p.add_argument("--undo", action="store_true", help="end the retirement: the audience's changes are written again")
+    p.add_argument(
+        "--delete-segment",
+        action="store_true",
+        help="rest writer only: delete the big segment ld-audiences made for the audience instead of emptying it "
+        "(only if it is that writer's own: key, tag, marker, context kind)",
+    )
+    ld = p.add_argument_group("LaunchDarkly (with --delete-segment)")
+    ld.add_argument("--token", metavar="T", help="API access token that may delete segments (env LD_API_TOKEN)")
+    ld.add_argument(
+        "--base-url", metavar="URL", help="LaunchDarkly API base (default: the stack's LaunchDarklyBaseUrl)"
+    )
+    ld.add_argument(
+        "--project-key", metavar="KEY", help="the segment's project (env LD_PROJECT_KEY; default: the stack's)"
+    )
+    ld.add_argument(
+        "--environment-key",
+        metavar="KEY",
+        help="the segment's environment (env LD_ENVIRONMENT_KEY; default: the stack's)",
+    )
+    ld.add_argument(
+        "--writer", dest="segment_writer", choices=("segment-audiences", "rest"), help="default: the stack's"
+    )
     p.set_defaults(func=cmd_retire)
 
     p = commands.add_parser(

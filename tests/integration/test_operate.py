@@ -523,3 +523,48 @@ def test_audit_shows_progress_on_stderr_while_listing(audience: Aws, capsys: pyt
     assert code == 0, out
     assert "listed 500 segments…" in err and "listed 1000 segments…" in err
     assert "segments…" not in out  # stdout stays the report
+
+
+def test_retire_can_delete_the_rest_writers_own_segment_and_nothing_else(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Emulator(tokens=(LD_TOKEN,), environments=("proj/prod",)) as emulator:
+        write_audience(aws, "aud_r", ["a", "b"])
+        target = Target("aud_r", "aud_r_key", "user")
+        RestWriter(LaunchDarklyClient(emulator.url, LD_TOKEN), "proj", "prod").write(
+            target, ["a", "b"], [], time.time() + 10
+        )
+        ld = ["--writer", "rest", "--base-url", emulator.url, "--token", LD_TOKEN, "--project-key", "proj"]
+        ld += ["--environment-key", "prod"]
+        # A segment-audiences deployment's synced segment is LaunchDarkly's integration's: refused.
+        code, _, err = run(
+            capsys,
+            "retire",
+            *where(aws),
+            "--audience",
+            "aud_r",
+            "--delete-segment",
+            *ld[:1],
+            "segment-audiences",
+            *ld[2:],
+        )
+        assert code == 2 and "rest writer" in err
+        code, out, _ = run(capsys, "retire", *where(aws), "--audience", "aud_r", "--delete-segment", *ld)
+        assert code == 0 and f"deleted {RestWriter.segment_key(target)}" in out and "--undo" in out
+        assert emulator.segments() == [] and queued(aws) == []  # deleted, not emptied
+        code, out, _ = run(capsys, "status", *where(aws), "--json")
+        assert json.loads(out)["audiences"][0]["retired_at"] is not None
+
+        # A segment at the writer's key that ld-audiences did not make is left alone.
+        other = Target("aud_o", "aud_o_key", "user")
+        write_audience(aws, "aud_o", ["x"])
+        key = RestWriter.segment_key(other)
+        requests.post(
+            f"{emulator.url}/api/v2/segments/proj/prod",
+            json={"key": key, "name": "by hand", "unbounded": True, "unboundedContextKind": "user"},
+            headers={"Authorization": LD_TOKEN, "LD-API-Version": "20240415"},
+            timeout=10,
+        ).raise_for_status()
+        code, _, err = run(capsys, "retire", *where(aws), "--audience", "aud_o", "--delete-segment", *ld)
+        assert code == 1 and "not made by ld-audiences" in err
+        assert [s["key"] for s in emulator.segments()] == [key]
