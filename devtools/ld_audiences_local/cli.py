@@ -1147,6 +1147,30 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_segment_location_options(ld: Any) -> None:
+    """Where an audience's segment is in LaunchDarkly (`_launchdarkly_settings` reads these)."""
+    ld.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="LaunchDarkly API base (default: the stack's LaunchDarklyBaseUrl, else https://app.launchdarkly.com)",
+    )
+    ld.add_argument(
+        "--project-key", metavar="KEY", help="the segment's project (env LD_PROJECT_KEY; default: the stack's)"
+    )
+    ld.add_argument(
+        "--environment-key",
+        metavar="KEY",
+        help="the segment's environment (env LD_ENVIRONMENT_KEY; default: the stack's)",
+    )
+    ld.add_argument(
+        "--writer",
+        dest="segment_writer",
+        choices=("segment-audiences", "rest"),
+        help="how the deployment writes segments, which decides how its segment is found (default: the stack's "
+        "LaunchDarklyWriter, else segment-audiences)",
+    )
+
+
 def _add_audience_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audience", required=True, metavar="ID", help="the Engage audience id (computation_id)")
     parser.add_argument(
@@ -1245,20 +1269,7 @@ def _add_operation_commands(commands: Any) -> None:
     )
     ld = p.add_argument_group("LaunchDarkly (with --delete-segment)")
     ld.add_argument("--token", metavar="T", help="API access token that may delete segments (env LD_API_TOKEN)")
-    ld.add_argument(
-        "--base-url", metavar="URL", help="LaunchDarkly API base (default: the stack's LaunchDarklyBaseUrl)"
-    )
-    ld.add_argument(
-        "--project-key", metavar="KEY", help="the segment's project (env LD_PROJECT_KEY; default: the stack's)"
-    )
-    ld.add_argument(
-        "--environment-key",
-        metavar="KEY",
-        help="the segment's environment (env LD_ENVIRONMENT_KEY; default: the stack's)",
-    )
-    ld.add_argument(
-        "--writer", dest="segment_writer", choices=("segment-audiences", "rest"), help="default: the stack's"
-    )
+    _add_segment_location_options(ld)
     p.set_defaults(func=cmd_retire)
 
     p = commands.add_parser(
@@ -1309,26 +1320,7 @@ def _add_operation_commands(commands: Any) -> None:
     )
     ld = p.add_argument_group("LaunchDarkly")
     ld.add_argument("--token", metavar="T", help="API access token, read-only is enough (env LD_API_TOKEN)")
-    ld.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="LaunchDarkly API base (default: the stack's LaunchDarklyBaseUrl, else https://app.launchdarkly.com)",
-    )
-    ld.add_argument(
-        "--project-key", metavar="KEY", help="the segment's project (env LD_PROJECT_KEY; default: the stack's)"
-    )
-    ld.add_argument(
-        "--environment-key",
-        metavar="KEY",
-        help="the segment's environment (env LD_ENVIRONMENT_KEY; default: the stack's)",
-    )
-    ld.add_argument(
-        "--writer",
-        dest="segment_writer",
-        choices=("segment-audiences", "rest"),
-        help="how the deployment writes segments, which decides how its segment is found (default: the stack's "
-        "LaunchDarklyWriter, else segment-audiences)",
-    )
+    _add_segment_location_options(ld)
     ld.add_argument(
         "--segment-key",
         metavar="KEY",
