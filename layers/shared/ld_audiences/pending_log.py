@@ -169,29 +169,22 @@ class PendingLog(TableStore):
     def pending_audiences(self) -> Iterator[tuple[str, str, float]]:
         """(audience id, context kind, pending since) of every audience with pending changes, oldest first.
         The index is eventually consistent: an audience just finished may still show (its take fails)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": t.PENDING_INDEX,
+            "KeyConditionExpression": "#queue = :queue",
+            "ExpressionAttributeNames": {"#queue": t.PENDING_QUEUE},
+            "ExpressionAttributeValues": {":queue": {"S": t.PENDING_QUEUE_VALUE}},
+            "Limit": INDEX_PAGE,
+        }
         start: dict[str, Any] | None = None
         while True:
-            request: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": t.PENDING_INDEX,
-                "KeyConditionExpression": "#queue = :queue",
-                "ExpressionAttributeNames": {"#queue": t.PENDING_QUEUE},
-                "ExpressionAttributeValues": {":queue": {"S": t.PENDING_QUEUE_VALUE}},
-                "Limit": INDEX_PAGE,
-            }
-            if start:
-                request["ExclusiveStartKey"] = start
-            try:
-                self._calls += 1
-                answer = self._client.query(**request)
-            except (ClientError, BotoCoreError) as exc:
-                raise StateError(error_code(exc)) from exc
-            for item in answer.get("Items", []):
+            items, start = self._query(request, start)
+            for item in items:
                 audience_id, context_kind = t.audience_of_work_item(item)
                 since = item.get(t.PENDING_SINCE, {}).get("N")
                 if since is not None:  # moto's index can show an item between two attributes of an update
                     yield audience_id, context_kind, float(since)
-            start = answer.get("LastEvaluatedKey")
             if not start:
                 return
 
@@ -283,8 +276,14 @@ class PendingLog(TableStore):
             "ConsistentRead": True,
             "Limit": limit,
         }
-        if start is not None:
-            request["ExclusiveStartKey"] = start
+        return self._query(request, start)
+
+    def _query(
+        self, request: dict[str, Any], start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of a Query from `start`: its items, and where the next page starts (None: the end)."""
+        if start:
+            request = {**request, "ExclusiveStartKey": start}
         try:
             self._calls += 1
             answer = self._client.query(**request)
