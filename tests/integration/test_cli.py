@@ -619,14 +619,28 @@ def redis_store(environment: str) -> dict[str, object]:
     }
 
 
-def test_check_tells_whether_segments_written_to_the_environment_can_be_evaluated() -> None:
-    server = scripted_account({"role": "reader", "customRoleIds": ["role1"]}, [redis_store("e")])
+def check_against(server: RecordingServer, *more: str) -> subprocess.CompletedProcess[str]:
+    """`check` of environment p/e against a scripted LaunchDarkly, which is closed afterwards."""
     try:
-        result = run(
-            "check", "--base-url", server.url, "--token", LD_TOKEN, "--project-key", "p", "--environment-key", "e"
+        return run(
+            "check",
+            "--base-url",
+            server.url,
+            "--token",
+            LD_TOKEN,
+            "--project-key",
+            "p",
+            "--environment-key",
+            "e",
+            *more,
         )
     finally:
         server.close()
+
+
+def test_check_tells_whether_segments_written_to_the_environment_can_be_evaluated() -> None:
+    server = scripted_account({"role": "reader", "customRoleIds": ["role1"]}, [redis_store("e")])
+    result = check_against(server)
     assert result.returncode == 0, result.stdout
     assert "OK    instance: big segments (the rest writer)" in result.stdout
     assert "OK    write access: the token's custom role(s) allow createSegment and updateIncluded" in result.stdout
@@ -636,12 +650,9 @@ def test_check_tells_whether_segments_written_to_the_environment_can_be_evaluate
 
 
 def test_check_fails_a_read_only_token_and_warns_of_a_missing_store() -> None:
-    server = scripted_account({"role": "reader"}, [redis_store("other")])
-    try:
-        args = ["--project-key", "p", "--environment-key", "e", "--writer", "segment-audiences"]
-        result = run("check", "--base-url", server.url, "--token", LD_TOKEN, *args)
-    finally:
-        server.close()
+    result = check_against(
+        scripted_account({"role": "reader"}, [redis_store("other")]), "--writer", "segment-audiences"
+    )
     assert result.returncode == 1
     assert "OK    instance: 127.0.0.1 offers synced segments" in result.stdout
     assert "FAIL  write access: built-in role 'reader' cannot write" in result.stdout
@@ -657,12 +668,7 @@ def test_check_warns_when_the_api_does_not_show_the_tokens_role() -> None:
             else Scripted(200, body={"tokenId": "tok1"})
         )
     )
-    try:
-        result = run(
-            "check", "--base-url", server.url, "--token", LD_TOKEN, "--project-key", "p", "--environment-key", "e"
-        )
-    finally:
-        server.close()
+    result = check_against(server)
     assert result.returncode == 0, result.stdout
     assert "WARN  write access: cannot tell: GET /api/v2/tokens/{id} answered 403 forbidden" in result.stdout
     assert "Authorization" in result.stdout
