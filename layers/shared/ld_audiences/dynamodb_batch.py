@@ -66,10 +66,14 @@ class BatchCalls:
         done = self._map(write, groups) if parallel else [write(group) for group in groups]
         return [i for failed in done for i in failed]
 
-    def get(self, keys: Sequence[dict[str, Any]], projection: str | None = None) -> list[dict[str, Any]]:
-        """The items found at `keys`, read consistently; raises StateError if some stay unread."""
+    def get(
+        self, keys: Sequence[dict[str, Any]], projection: str | None = None, *, consistent: bool = True
+    ) -> list[dict[str, Any]]:
+        """The items found at `keys`, read consistently unless told (half the read units); raises StateError if
+        some stay unread."""
         groups = [list(keys[i : i + GET_ITEMS]) for i in range(0, len(keys), GET_ITEMS)]
-        return [item for found in self._map(lambda group: self._get_group(group, projection), groups) for item in found]
+        found = self._map(lambda group: self._get_group(group, projection, consistent), groups)
+        return [item for items in found for item in items]
 
     def _write_group(self, requests: Sequence[dict[str, Any]], group: list[int]) -> list[int]:
         pending = group
@@ -89,8 +93,8 @@ class BatchCalls:
             self._backoff(round_)
         return pending
 
-    def _get_group(self, keys: list[dict[str, Any]], projection: str | None) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {"Keys": keys, "ConsistentRead": True}
+    def _get_group(self, keys: list[dict[str, Any]], projection: str | None, consistent: bool) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {"Keys": keys, "ConsistentRead": consistent}
         if projection:
             request["ProjectionExpression"] = projection
         found: list[dict[str, Any]] = []

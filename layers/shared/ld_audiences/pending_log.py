@@ -147,7 +147,11 @@ class PendingLog(TableStore):
             ":key": {"S": target.audience_key},
             ":one": {"N": "1"},
         }
-        update = "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key"
+        names["#newest"] = t.PENDING_NEWEST
+        update = (
+            "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key,"
+            " #newest = :now"
+        )
         if wide:
             update += ", #wide = :wide"
             names["#wide"], values[":wide"] = t.PENDING_WIDE, {"BOOL": True}
@@ -187,6 +191,20 @@ class PendingLog(TableStore):
                     yield audience_id, context_kind, float(since)
             if not start:
                 return
+
+    def newest(self, audiences: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """When the newest pending change of each of `audiences` (id, context kind) was recorded, where known.
+        Read eventually consistent: a hint for the debounce (`debounce.py`), never for correctness."""
+        items = self._batch.get(
+            [t.work_item_key(audience_id, context_kind) for audience_id, context_kind in audiences],
+            projection=f"{t.PK}, {t.PENDING_NEWEST}",
+            consistent=False,
+        )
+        return {
+            t.audience_of_work_item(item): float(item[t.PENDING_NEWEST]["N"])
+            for item in items
+            if t.PENDING_NEWEST in item
+        }
 
     def oldest_since(self) -> float | None:
         """When the oldest pending change was recorded, or None when nothing is pending."""
@@ -313,9 +331,9 @@ class PendingLog(TableStore):
             values[":hold"] = {"N": f"{hold_until:.3f}"}
         if rest_since is None:
             clear = (
-                "REMOVE #owner, #until, #since, #queue, #wide"
+                "REMOVE #owner, #until, #since, #queue, #wide, #newest"
                 if hold_until is None
-                else "SET #until = :hold REMOVE #since, #queue, #wide"
+                else "SET #until = :hold REMOVE #since, #queue, #wide, #newest"
             )
             old = self._update_work(lease, clear, values, "#owner = :owner AND #seq = :seq")
             if old is None or old.get(t.LEASE_OWNER, {}).get("S") != lease.owner:
@@ -412,6 +430,7 @@ _WORK_NAMES = {
     "#queue": t.PENDING_QUEUE,
     "#seq": t.PENDING_SEQ,
     "#wide": t.PENDING_WIDE,
+    "#newest": t.PENDING_NEWEST,
 }
 
 

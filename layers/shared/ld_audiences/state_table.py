@@ -62,6 +62,7 @@ AUDIENCE_KEY = "audience_key"
 # Work item attributes.
 PENDING_SEQ = "pending_seq"  # bumped by every recorded batch: tells a reconcile that more arrived meanwhile
 PENDING_SINCE = "pending_since"  # epoch seconds: no change older than this is pending
+PENDING_NEWEST = "pending_newest"  # epoch seconds the newest pending change was recorded (`debounce.py`)
 PENDING_QUEUE = "pending_queue"  # the index's partition key, PENDING_QUEUE_VALUE while changes are pending
 PENDING_QUEUE_VALUE = "pending"
 PENDING_WIDE = "pending_wide"  # a batch recorded more than one log item: the log spans every shard

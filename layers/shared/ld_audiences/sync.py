@@ -22,9 +22,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from itertools import islice
 
 from pydantic import ValidationError
 
+from ld_audiences import debounce
 from ld_audiences.change import MembershipChange
 from ld_audiences.context_state import ContextStates
 from ld_audiences.dynamodb_batch import StateError
@@ -38,7 +40,7 @@ from ld_audiences.outcomes import (
     QueuedRecord,
     SyncReport,
 )
-from ld_audiences.pending_log import Lease, PendingLog
+from ld_audiences.pending_log import INDEX_PAGE, Lease, PendingLog
 from ld_audiences.reconcile import LATE_APPLY_RECHECKS, LEASE_MARGIN_SECONDS, AudienceReconciler
 from ld_audiences.writers import SegmentWriter, Target
 
@@ -149,6 +151,7 @@ class Synchronizer:
     def _reconcile(self, deadline: float, report: SyncReport) -> set[Target]:
         """Reconcile the audiences waiting longest; returns those it took."""
         stop_at = min(deadline - MIN_AUDIENCE_SECONDS, self._clock() + self._reconcile_seconds)
+        ready_in: float | None = None  # when an audience passed over by the debounce is ready
         unavailable: set[tuple[str, str]] = set()  # held by another invocation, or just finished
         taken: set[Target] = set()
         while True:
@@ -157,7 +160,9 @@ class Synchronizer:
                 # these never outnumber the invocations running).
                 report.continue_now = True
                 break
-            wave = self._take(deadline, stop_at, unavailable)
+            wave, later = self._take(deadline, stop_at, unavailable)
+            if later is not None:
+                ready_in = later - self._clock()
             if not wave:
                 break
             taken.update(lease.target for lease, _ in wave)
@@ -183,29 +188,47 @@ class Synchronizer:
         if report.oldest_pending is None:
             report.continue_now = False
         elif report.next_tick is None:
-            report.tick_in(IDLE_TICK_SECONDS)
+            report.tick_in(IDLE_TICK_SECONDS if ready_in is None else min(max(ready_in, 1.0), IDLE_TICK_SECONDS))
         return taken
 
-    def _take(self, deadline: float, stop_at: float, unavailable: set[tuple[str, str]]) -> list[tuple[Lease, float]]:
-        """Leases of the audiences with the oldest pending changes, up to `at_once`."""
+    def _take(
+        self, deadline: float, stop_at: float, unavailable: set[tuple[str, str]]
+    ) -> tuple[list[tuple[Lease, float]], float | None]:
+        """Leases of the ready audiences with the oldest pending changes, up to `at_once`, and when the next
+        audience passed over as not ready yet will be (`debounce.py`)."""
         wave: list[tuple[Lease, float]] = []
+        later: float | None = None
         try:
-            for audience_id, context_kind, _ in self._log.pending_audiences():
-                if (audience_id, context_kind) in unavailable:
-                    continue
-                started = self._clock()
-                if started >= stop_at:
+            listed = self._log.pending_audiences()
+            first = list(islice(listed, INDEX_PAGE))
+            contended = len(first) >= debounce.CONTENDED_AUDIENCES
+            page, looked = first, 0
+            while page and len(wave) < self._at_once:
+                page = [entry for entry in page if entry[:2] not in unavailable]
+                newest = self._log.newest([entry[:2] for entry in page]) if contended and page else {}
+                for audience_id, context_kind, since in page:
+                    started = self._clock()
+                    if contended:
+                        ready = debounce.ready_at(since, newest.get((audience_id, context_kind)))
+                        if ready > started:
+                            later = ready if later is None else min(later, ready)
+                            continue
+                    if started >= stop_at:
+                        return wave, later
+                    lease = self._log.take(audience_id, context_kind, deadline + LEASE_MARGIN_SECONDS)
+                    if lease is None:
+                        unavailable.add((audience_id, context_kind))
+                        continue
+                    wave.append((lease, started))
+                    if len(wave) >= self._at_once:
+                        break
+                looked += len(page)
+                if contended and looked >= debounce.LOOK_AHEAD:
                     break
-                lease = self._log.take(audience_id, context_kind, deadline + LEASE_MARGIN_SECONDS)
-                if lease is None:
-                    unavailable.add((audience_id, context_kind))
-                    continue
-                wave.append((lease, started))
-                if len(wave) >= self._at_once:
-                    break
+                page = list(islice(listed, INDEX_PAGE))
         except StateError:
             logger.warning("could not list or take pending audiences", exc_info=True)
-        return wave
+        return wave, later
 
     def _reconcile_one(self, taken: tuple[Lease, float]) -> tuple[SyncReport, float | None]:
         lease, started = taken

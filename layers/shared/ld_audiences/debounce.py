@@ -1,0 +1,28 @@
+"""When an audience is worth a LaunchDarkly request: the sync's debounce.
+
+A request carries everything pending for one audience, and LaunchDarkly allows a few requests a window. While
+few audiences wait, every request is affordable and an audience is written as soon as it is taken. When many
+wait (Engage computing hundreds of audiences at once, their members interleaved), a request spent on an
+audience whose changes are still arriving is a request its next changes need again, taken from another
+audience. So under contention an audience is ready once it has been quiet for a moment (nothing recorded
+for QUIET_SECONDS) or once its oldest change has waited MAX_WAIT_SECONDS, whichever comes first: an audience
+that never goes quiet is still written at that pace.
+"""
+
+from __future__ import annotations
+
+# At least this many audiences waiting (of the first page of the pending index) is contention: more than a
+# rate-limit window's requests at LaunchDarkly's documented pace would write at once.
+CONTENDED_AUDIENCES = 20
+QUIET_SECONDS = 5.0
+MAX_WAIT_SECONDS = 30.0
+# Under contention, how many of the oldest waiting audiences are looked at for one that is ready; a work item
+# read (eventually consistent) costs a tenth of a write, so a round reads at most this many.
+LOOK_AHEAD = 200
+
+
+def ready_at(pending_since: float, pending_newest: float | None) -> float:
+    """When an audience whose oldest pending change was recorded at `pending_since` and newest at
+    `pending_newest` (None: unknown, as recorded by an earlier version) is ready under contention."""
+    newest = pending_since if pending_newest is None else max(pending_newest, pending_since)
+    return min(newest + QUIET_SECONDS, pending_since + MAX_WAIT_SECONDS)
