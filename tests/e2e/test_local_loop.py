@@ -155,3 +155,13 @@ def test_a_taken_port_is_named_by_its_flag(flag: str) -> None:
         result = run("local", *(word for pair in ports.items() for word in pair), timeout=30)
     assert result.returncode == 1
     assert f"port {taken.server_address[1]} ({flag}) is in use" in result.stderr
+
+
+def test_fixed_ports_give_the_same_urls_after_a_restart() -> None:
+    ports = {"port": free_port(), "aws_port": free_port(), "launchdarkly_port": free_port()}
+    seen = []
+    for _ in range(2):
+        with LocalStack(**ports, batching_window=0.2) as stack:
+            seen.append((stack.url, stack.moto_url, stack.queue_url, stack.dlq_url, stack.launchdarkly_url))
+    assert seen[0] == seen[1]
+    assert seen[0][1] == f"http://127.0.0.1:{ports['aws_port']}"
