@@ -80,8 +80,8 @@ def ready_to_paste(local: LocalStack, events_dir: Path) -> list[str]:
         "real LaunchDarkly at --launchdarkly-url)",
         "try:",
         f"  {cli} replay {events} --endpoint {local.url} --secret {secret}",
-        f"  {cli} status --queue-url {local.queue_url} --dlq-url {local.dlq_url}",
         f"  {cli} redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
+        f"  {cli} status --queue-url {local.queue_url} --dlq-url {local.dlq_url}",
     ]
     audience, where = first_audience(events_dir), local.launchdarkly_environment
     if audience and where:

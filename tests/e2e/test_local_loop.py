@@ -123,8 +123,9 @@ def test_local_serves_on_the_ports_it_is_given_and_its_lines_run_as_printed(tmp_
         assert reader.wait_for("moto (AWS): ", 30).split()[-1] == f"http://127.0.0.1:{aws_port}"
         assert reader.wait_for("LaunchDarkly: ", 5).split()[1] == f"http://127.0.0.1:{ld_port}"
         assert "the emulator's" in reader.wait_for("LaunchDarkly token: ", 5)
-        replay, status = reader.wait_for(f"  {CLI} replay ", 5), reader.wait_for(f"  {CLI} status ", 5)
+        replay = reader.wait_for(f"  {CLI} replay ", 5)
         reader.wait_for(f"  {CLI} redrive ", 5)
+        status = reader.wait_for(f"  {CLI} status ", 5)
         audit = reader.wait_for(f"  {CLI} audit ", 5)
         assert reader.wait_for("listening on ", 30) == f"listening on http://127.0.0.1:{port}"
         assert f"--base-url http://127.0.0.1:{ld_port}" in audit and REAL_TOKEN not in audit
