@@ -50,7 +50,7 @@ FILE_PARTS: tuple[tuple[str, str], ...] = (
     ("/functions/sync/", OURS),
     ("/pydantic", PYDANTIC),
     ("/aws_lambda_powertools/", POWERTOOLS),
-    ("/ld_audiences_local/emulator.py", EMULATOR),
+    ("/ld_audiences_local/emulator", EMULATOR),  # emulator.py and its emulator_*.py parts
     ("/ld_audiences_local/", HARNESS),
     ("/botocore/", SDK),
     ("/boto3/", SDK),
@@ -196,7 +196,7 @@ def _role(thread_name: str, stats: dict[Func, Any]) -> str:
         return "SQS poller + sync handler"
     if has("ld_audiences_local/stack.py", "invoke_ingest") or has("ld_audiences/sqs_queue.py"):
         return "ingest (HTTP server + handler)"
-    if has("ld_audiences_local/emulator.py"):
+    if has("ld_audiences_local/emulator"):
         return "LaunchDarkly emulator"
     if has("/werkzeug/serving.py") or has("/moto/"):
         return MOTO_ROLE

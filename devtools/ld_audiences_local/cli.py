@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -171,13 +170,16 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> LocalStack:
+    from ld_audiences_local.local_banner import launchdarkly_token
     from ld_audiences_local.stack import LocalStack
 
     options: dict[str, Any] = {
         "port": args.port,
+        "aws_port": args.aws_port,
+        "launchdarkly_port": args.launchdarkly_port,
         "launchdarkly_url": args.launchdarkly_url,
         "launchdarkly_rate_limit": _rate_limit(args),
-        "launchdarkly_token": args.launchdarkly_token or os.environ.get("LD_API_TOKEN") or defaults.DEFAULT_LD_TOKEN,
+        "launchdarkly_token": launchdarkly_token(args.launchdarkly_url, args.launchdarkly_token, os.environ),
         "client_side_id": args.client_side_id or os.environ.get("LD_CLIENT_SIDE_ID") or defaults.DEFAULT_CLIENT_SIDE_ID,
         "webhook_secret": args.webhook_secret
         or os.environ.get("LD_AUDIENCES_WEBHOOK_SECRET")
@@ -203,6 +205,9 @@ def _stack_from_args(args: argparse.Namespace, **overrides: Any) -> LocalStack:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
+    from ld_audiences_local.local_banner import ready_to_paste
+    from ld_audiences_local.stack import PortUnavailable
+
     try:
         local = _stack_from_args(args)
     except ValueError as exc:
@@ -211,11 +216,11 @@ def cmd_local(args: argparse.Namespace) -> int:
     stop = _stop_event_on_signals()
     try:
         local.start()
-    except OSError as exc:
-        _error(f"cannot start the local stack on port {args.port}: {exc.strerror or exc}")
+    except PortUnavailable as exc:
+        _error(f"cannot start the local stack: port {exc.port} (--{exc.option.replace('_', '-')}) is {exc.strerror}")
         return 1
     try:
-        _print(*local.describe(), *_ready_to_paste(local))
+        _print(*local.describe(), *ready_to_paste(local, _default_events_dir()))
         _print(f"listening on {local.url}")
         while not stop.wait(0.5):
             pass
@@ -223,21 +228,6 @@ def cmd_local(args: argparse.Namespace) -> int:
     finally:
         local.stop()
     return 0
-
-
-def _ready_to_paste(local: LocalStack) -> list[str]:
-    """The webhook secret when it is the local default (no real secret), and commands to paste."""
-    default = local.webhook_secret == defaults.DEFAULT_WEBHOOK_SECRET
-    secret = shlex.quote(local.bearer_secret) if default else "'<your webhook secret>'"
-    events = shlex.quote(str(_default_events_dir()))
-    return [
-        f"status page:  {local.url}/",
-        f"webhook secret: {local.bearer_secret} (the local default)" if default else "webhook secret: given, not shown",
-        "try:",
-        f"  ld-audiences replay {events} --endpoint {local.url} --secret {secret}",
-        f"  ld-audiences redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
-        f"  ld-audiences status --queue-url {local.queue_url} --dlq-url {local.dlq_url}",
-    ]
 
 
 # ----------------------------------------------------------------------------------------- replay
@@ -744,6 +734,10 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
             default=s.DEFAULT_PORT,
             help=f"port of the ingest endpoint on 127.0.0.1; 0 picks a free one (default {s.DEFAULT_PORT})",
         )
+        parser.add_argument("--aws-port", type=_port, metavar="P", default=0, help="moto's port (default 0: free)")
+        parser.add_argument(
+            "--launchdarkly-port", type=_port, metavar="P", default=0, help="the in-process emulator's port (default 0)"
+        )
     ld = parser.add_argument_group("LaunchDarkly")
     ld.add_argument(
         "--launchdarkly-url",
@@ -755,7 +749,7 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, with_port: bool = Tru
         "--launchdarkly-token",
         metavar="T",
         help="API access token stored in the token secret; with --launchdarkly-url, one that LaunchDarkly accepts "
-        f"(env LD_API_TOKEN; default {s.DEFAULT_LD_TOKEN})",
+        f"(env LD_API_TOKEN, read only for a --launchdarkly-url off this machine; default {s.DEFAULT_LD_TOKEN})",
     )
     ld.add_argument(
         "--client-side-id",
@@ -988,6 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "example: ld-audiences local --port 3000\n"
+            "         ld-audiences local --aws-port 5000 --launchdarkly-port 8765  # the ports of events/env.json\n"
             "         ld-audiences replay events/segment --endpoint http://127.0.0.1:3000 "
             "--secret local-webhook-secret\n" + EPILOG_ENV
         ),
@@ -1350,6 +1345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--visibility-timeout must be at least --sync-timeout ({sync_timeout:g} s): Lambda refuses less")
     if getattr(args, "launchdarkly_url", None) and getattr(args, "rate_limit", 0):
         parser.error("--rate-limit limits the in-process emulator: not with --launchdarkly-url")
+    if getattr(args, "launchdarkly_url", None) and getattr(args, "launchdarkly_port", 0):
+        parser.error("--launchdarkly-port is the in-process emulator's: not with --launchdarkly-url")
     result: int = args.func(args)
     return result
 

@@ -14,6 +14,9 @@ DEFAULT_LD_TOKEN = "api-local-token"  # noqa: S105 (local-only dummy value)
 DEFAULT_CLIENT_SIDE_ID = "local-client-side-id"
 DEFAULT_WEBHOOK_SECRET = "local-webhook-secret"  # noqa: S105 (local-only dummy value)
 DEFAULT_PORT = 3000
+# The ports events/env.json points `sam local invoke` at: `ld-audiences local --aws-port 5000 --launchdarkly-port 8765`.
+SAM_LOCAL_AWS_PORT = 5000
+SAM_LOCAL_LAUNCHDARKLY_PORT = 8765
 MAX_RECEIVE_COUNT = 5
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_BATCHING_WINDOW = 1.0

@@ -7,7 +7,7 @@ them) and hands it to `ApiGateway`, which is attached once the ingest function i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from ld_audiences_local.api_gateway import (
     json_answer,
 )
 from ld_audiences_local.http_routing import AllMethodsHandler
+from ld_audiences_local.status_page import Page
 
 
 class IngestServer(ThreadingHTTPServer):
@@ -30,7 +31,7 @@ class IngestServer(ThreadingHTTPServer):
         super().__init__(address, _IngestHandler)
         self.access_log = access_log
         self.gateway: ApiGateway | None = None
-        self.pages: Mapping[str, Callable[[], Answer]] = {}  # GET routes of the local stack's own (status page)
+        self.pages: Mapping[str, Page] = {}  # GET routes of the local stack's own (status page)
 
 
 class _IngestHandler(AllMethodsHandler):
@@ -59,7 +60,7 @@ class _IngestHandler(AllMethodsHandler):
         split = urlsplit(self.path)
         page = self.server.pages.get(split.path) if self.command in ("GET", "HEAD") else None
         if page is not None:
-            self._send(page())
+            self._send(page(self.command, {name.lower(): value for name, value in self.headers.items()}))
             return
         gateway = self.server.gateway
         assert gateway is not None, "the ingest server serves once the function is loaded"

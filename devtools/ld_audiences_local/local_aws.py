@@ -1,5 +1,6 @@
 """AWS on loopback: moto's server mode with the queue, its dead-letter queue, the state table and both
-secrets created as template.yaml defines them.
+secrets created as template.yaml defines them. It answers this machine's tools only, never a web page
+(loopback_guard.py): it holds both secrets.
 
 moto's backends are process-wide and outlive a server: starting removes what an earlier run in this process
 left under the same names (and nothing else), so every run starts empty.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
+import threading
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -28,20 +31,22 @@ from ld_audiences_local.defaults import (
     TOKEN_SECRET_NAME,
     WEBHOOK_SECRET_NAME,
 )
+from ld_audiences_local.loopback_guard import DOCKER_HOST_NAME, LOOPBACK_NAMES, LoopbackOnly
 from ld_audiences_local.moto_patches import prepare_moto
 from ld_audiences_local.status import queue_depth
 
 if TYPE_CHECKING:
-    from moto.server import ThreadedMotoServer
     from mypy_boto3_sqs import SQSClient
+    from werkzeug.serving import BaseWSGIServer
 
 DLQ_RETENTION_SECONDS = 1209600  # 14 days, SQS's longest, as template.yaml sets it
 
 
 class LocalAws:
-    """A moto server on 127.0.0.1 and a free port, and the product's resources in it."""
+    """A moto server on 127.0.0.1 (`port`, 0: a free one), and the product's resources in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
         self.url = ""
         self.queue_url = ""
         self.queue_arn = ""
@@ -50,25 +55,37 @@ class LocalAws:
         self.token_secret_arn = ""
         self.webhook_secret_arn = ""
         self.sqs: SQSClient | None = None
-        self._server: ThreadedMotoServer | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer
+        """Serve moto; OSError when the port is taken."""
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
 
         prepare_moto()
         werkzeug_logger = logging.getLogger("werkzeug")
         if werkzeug_logger.level == logging.NOTSET:
             werkzeug_logger.setLevel(logging.WARNING)  # no line per moto request
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        # Bound here, not by werkzeug, which answers a taken port with sys.exit (moto's ThreadedMotoServer
+        # then waits forever for a server that never starts).
+        with socket.create_server(("127.0.0.1", self.port)) as listening:
+            app = LoopbackOnly(DomainDispatcherApplication(create_backend_app), LOOPBACK_NAMES | {DOCKER_HOST_NAME})
+            self._server = make_server(
+                "127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler, fd=listening.fileno()
+            )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ld-audiences-moto", daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         if self._server is not None:
             with contextlib.suppress(Exception):
-                self._server.stop()
-            self._server = None
+                self._server.shutdown()
+                self._server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = self._thread = None
 
     def client(self, service: str) -> Any:
         """A boto3 client for moto (explicit endpoint and credentials; independent of the environment)."""

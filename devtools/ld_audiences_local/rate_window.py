@@ -1,4 +1,4 @@
-"""LaunchDarkly's rate limits as one pure model, shared by the local emulator (emulator.py) and the
+"""LaunchDarkly's rate limits as one pure model, shared by the local emulator (emulator_rate_limit.py) and the
 simulation's LaunchDarkly (bench/sim_launchdarkly.py), so that both answer a request at a given time alike.
 
 A window opens with the first request after the previous window ended (not on a clock grid: LaunchDarkly

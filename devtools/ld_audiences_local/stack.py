@@ -17,6 +17,7 @@ previous environment when it stops.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import threading
 import time
@@ -58,10 +59,38 @@ if TYPE_CHECKING:
     from ld_audiences_local.emulator import Emulator, RouteRateLimit
 
 # Also importable from here, as before the stack was split into modules.
-__all__ = ["REGION", "SYNC_FUNCTION", "LocalStack", "SqsEventSource", "bearer_secret", "prepare_moto"]
+__all__ = [
+    "REGION",
+    "SYNC_FUNCTION",
+    "LocalStack",
+    "PortUnavailable",
+    "SqsEventSource",
+    "bearer_secret",
+    "prepare_moto",
+]
 
 _active_lock = threading.Lock()
 _active: LocalStack | None = None
+
+
+class PortUnavailable(OSError):
+    """A port the stack was told to serve on cannot be had; `option` is the LocalStack field that names it."""
+
+    def __init__(self, option: str, port: int, cause: OSError) -> None:
+        taken = cause.errno == errno.EADDRINUSE
+        super().__init__(cause.errno, "in use by another program" if taken else (cause.strerror or str(cause)))
+        self.option = option
+        self.port = port
+
+
+@contextlib.contextmanager
+def _binding(option: str, port: int) -> Iterator[None]:
+    try:
+        yield
+    except PortUnavailable:
+        raise
+    except OSError as exc:
+        raise PortUnavailable(option, port, exc) from exc
 
 
 def bearer_secret(webhook_secret: str) -> str:
@@ -77,11 +106,14 @@ class LocalStack:
     """moto + the real handlers over HTTP + the SQS event source (+ the LaunchDarkly emulator).
 
     Use as a context manager, or `start()` / `stop()`. `url` is the ingest base URL once started
-    (`POST {url}/events`, `POST {url}/v1/batch`).
+    (`POST {url}/events`, `POST {url}/v1/batch`). Ports of 0 are free ones picked at start; fixed ports keep
+    the URLs (events/env.json's, printed commands) the same from one start to the next.
     """
 
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
+    aws_port: int = 0  # moto's
+    launchdarkly_port: int = 0  # the in-process emulator's
     launchdarkly_url: str | None = None  # the emulator's once started, unless given
     launchdarkly_rate_limit: RouteRateLimit | None = None  # the in-process emulator's (None: unlimited)
     launchdarkly_token: str = DEFAULT_LD_TOKEN
@@ -124,9 +156,11 @@ class LocalStack:
         bearer_secret(self.webhook_secret)  # fail now on a JSON secret without "current"
         if self.launchdarkly_url and self.launchdarkly_rate_limit is not None:
             raise ValueError("launchdarkly_rate_limit sets the in-process emulator's: not with launchdarkly_url")
+        if self.launchdarkly_url and self.launchdarkly_port:
+            raise ValueError("launchdarkly_port is the in-process emulator's: not with launchdarkly_url")
         self._external_launchdarkly = self.launchdarkly_url.rstrip("/") if self.launchdarkly_url else None
         self.emulator: Emulator | None = None  # the in-process emulator, when this stack started one
-        self.aws = LocalAws()
+        self.aws = LocalAws(self.aws_port)
         self._pending_log: PendingLog | None = None
         self._http: IngestServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -146,7 +180,7 @@ class LocalStack:
         self.stop()
 
     def start(self) -> str:
-        """Start everything; returns the ingest base URL. Raises OSError when the port is taken."""
+        """Start everything; returns the ingest base URL. Raises PortUnavailable when a port is taken."""
         global _active
         with _active_lock:
             if self._started:
@@ -156,9 +190,12 @@ class LocalStack:
             _active = self
         try:
             # Bind first: a taken port fails fast, before anything else is started.
-            self._http = IngestServer((self.host, self.port), access_log=self.access_log)
-            self.aws.start()
-            self._start_launchdarkly()
+            with _binding("port", self.port):
+                self._http = IngestServer((self.host, self.port), access_log=self.access_log)
+            with _binding("aws_port", self.aws_port):
+                self.aws.start()
+            with _binding("launchdarkly_port", self.launchdarkly_port):
+                self._start_launchdarkly()
             self._environment.set(aws_environment(self.aws.url))
             self.aws.create_resources(
                 visibility_timeout=self.visibility_timeout,
@@ -169,7 +206,7 @@ class LocalStack:
             self._environment.set(self._function_environment())
             self._load_functions()
             self._http.gateway = self._gateway
-            self._http.pages = status_page.routes(self)
+            self._http.pages = status_page.routes(self, self._http.server_port)
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="ld-audiences-ingest", daemon=True
             )
@@ -216,7 +253,8 @@ class LocalStack:
             return
         from ld_audiences_local.emulator import DEFAULT_ENVIRONMENTS, Emulator
 
-        # The rest writer's project and environment exist, with the client-side ID as theirs.
+        # The rest writer's project and environment exist, with the client-side ID as theirs; else the client-side
+        # ID is the first default environment's.
         environments = (
             (f"{self.project_key}/{self.environment_key}",) if self.writer == "rest" else DEFAULT_ENVIRONMENTS
         )
@@ -226,7 +264,7 @@ class LocalStack:
             environments=environments,
             rate_limit=self.launchdarkly_rate_limit,
         )
-        self.launchdarkly_url = self.emulator.start(host="127.0.0.1", port=0)
+        self.launchdarkly_url = self.emulator.start(host="127.0.0.1", port=self.launchdarkly_port)
 
     def _function_environment(self) -> dict[str, str | None]:
         return {
@@ -283,6 +321,19 @@ class LocalStack:
         if self._http is None:
             raise RuntimeError("local stack not started")
         return f"http://{self.host}:{self._http.server_port}"
+
+    @property
+    def launchdarkly_environment(self) -> tuple[str, str] | None:
+        """The project and environment the segments are in, when known: the in-process emulator's environment
+        of the client-side ID for the segment-audiences writer, else the ones given."""
+        if self.writer != "rest" and not self._external_launchdarkly:
+            from ld_audiences_local.emulator import DEFAULT_ENVIRONMENTS
+
+            project, _, environment = DEFAULT_ENVIRONMENTS[0].partition("/")
+            return project, environment
+        if self.project_key and self.environment_key:
+            return self.project_key, self.environment_key
+        return None
 
     @property
     def bearer_secret(self) -> str:

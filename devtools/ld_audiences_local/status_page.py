@@ -3,19 +3,22 @@
 What the pipeline is doing: the LaunchDarkly segments with their member counts, the queue and the
 dead-letter queue, and the last batches the sync poller handled. The page is one self-contained document
 (inline script and style, nothing fetched from elsewhere, which its Content-Security-Policy also enforces).
-No secret, token or context key is ever in it: segments are shown by name and count.
+No secret, token or context key is ever in it: segments are shown by name and count. It answers only
+requests addressed to it on loopback from no other origin (loopback_guard.py: DNS rebinding, cross-origin
+reads) and may not be framed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
 
 from ld_audiences_local.api_gateway import Answer
+from ld_audiences_local.loopback_guard import refusal
 from ld_audiences_local.urls import loopback_origin, without_credentials
 
 if TYPE_CHECKING:
@@ -26,19 +29,31 @@ RECENT_SHOWN = 20
 SEGMENTS_TIMEOUT = 2.0
 _HEADERS = {
     "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+        "frame-ancestors 'none'"
     ),
 }
+# A page's answer to a request (method, headers by lower-case name).
+Page = Callable[[str, Mapping[str, str]], Answer]
 
 
-def routes(stack: LocalStack) -> dict[str, Callable[[], Answer]]:
-    """The GET routes the ingest server answers itself, besides the API's."""
+def routes(stack: LocalStack, port: int) -> dict[str, Page]:
+    """The GET routes the ingest server on `port` answers itself, besides the API's."""
+
+    def page(content_type: str, body: Callable[[], bytes]) -> Page:
+        def answer(method: str, headers: Mapping[str, str]) -> Answer:
+            refused = refusal(method, headers, port)
+            if refused is not None:
+                return Answer(refused.status, {"Content-Type": "text/plain", **_HEADERS}, refused.reason.encode())
+            return Answer(200, {"Content-Type": content_type, **_HEADERS}, body())
+
+        return answer
+
     return {
-        "/": lambda: Answer(200, {"Content-Type": "text/html; charset=utf-8", **_HEADERS}, PAGE.encode()),
-        "/status.json": lambda: Answer(
-            200, {"Content-Type": "application/json", **_HEADERS}, json.dumps(snapshot(stack)).encode()
-        ),
+        "/": page("text/html; charset=utf-8", PAGE.encode),
+        "/status.json": page("application/json", lambda: json.dumps(snapshot(stack)).encode()),
     }
 
 

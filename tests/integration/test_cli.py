@@ -534,9 +534,9 @@ def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> Non
     reader = LineReader(process)
     try:
         assert reader.wait_for("webhook secret: ", 30) == "webhook secret: local-webhook-secret (the local default)"
-        replay_line = reader.wait_for("  ld-audiences replay ", 5)
-        redrive_line = reader.wait_for("  ld-audiences redrive ", 5)
-        status_line = reader.wait_for("  ld-audiences status ", 5)
+        replay_line = reader.wait_for(f"  {CLI} replay ", 5)
+        redrive_line = reader.wait_for(f"  {CLI} redrive ", 5)
+        status_line = reader.wait_for(f"  {CLI} status ", 5)
         reader.wait_for("listening on ", 30)
         replayed = run(*shlex.split(replay_line)[1:], env=env)
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr

@@ -20,6 +20,7 @@ import requests
 
 from ld_audiences_local.ambiguities import Ambiguities
 from ld_audiences_local.emulator import Emulator, Faults, RouteRateLimit
+from ld_audiences_local.emulator_state import digest, parse_environments
 
 TOKEN = "api-local-token"
 CSID = "local-client-side-id"
@@ -362,8 +363,7 @@ def test_unknown_projects_and_environments_are_404(emu: Emulator, http: requests
 
 
 def test_environments_are_configurable_and_checked() -> None:
-    emu = Emulator(client_side_ids=("a-id", "b-id"), environments=("p/a", "p/b"))
-    assert emu._by_client_side_id["b-id"].key == "b"
+    assert [e.client_side_id for e in parse_environments(("p/a", "p/b"), ("a-id",))] == ["a-id", digest("p/b")]
     for environments, ids in (
         (("p",), ()),
         (("p/a/b",), ()),
