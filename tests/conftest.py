@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,10 +150,11 @@ def make_sync(
     """The sync core as an invocation builds it, on the test's table and queues (`dynamodb` stands in for the
     client, to inject faults)."""
     client = dynamodb or aws.dynamodb
+    clock = options.get("clock", time.time)  # the stores keep the sync's time
     return Synchronizer(
         writer=writer,
-        log=PendingLog(client, aws.table),
-        states=ContextStates(client, aws.table),
+        log=PendingLog(client, aws.table, clock=clock),
+        states=ContextStates(client, aws.table, clock=clock),
         dead_letters=SqsDeadLetters(aws.sqs, aws.dlq_url),
         chunk_size=chunk_size,
         **options,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from ld_audiences import debounce
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError
@@ -144,6 +145,51 @@ def test_one_request_carries_an_audiences_changes_from_many_batches(
     assert writes(emulator) == 2  # one request an audience
     assert len(members(emulator, "a")) == len(members(emulator, "b")) == 30
     assert t.PENDING_SINCE not in work_item(aws, "a") and t.LEASE_OWNER not in work_item(aws, "a")
+
+
+def test_under_contention_an_audience_still_changing_waits_until_it_is_quiet_or_has_waited_long_enough(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """Many audiences waiting at once (Engage computing them together): a request goes to an audience whose
+    changes have stopped arriving, not to one still receiving them, whose next change would need another
+    request. One that never goes quiet is written once its oldest change has waited MAX_WAIT_SECONDS."""
+    now = [1_800_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    sync = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), clock=clock)
+    contended = debounce.CONTENDED_AUDIENCES
+    busy, quiet = [f"busy{i:02d}" for i in range(contended)], [f"quiet{i:02d}" for i in range(contended)]
+
+    def step(seconds: float, *batch: MembershipChange) -> None:
+        now[0] += seconds
+        report = sync.sync(records(*batch), now[0] + 60)
+        assert report.failed == []
+        assert report.next_tick is None or report.next_tick <= debounce.QUIET_SECONDS  # comes back in time
+
+    step(0, *(change("u0", True, 0, audience) for audience in busy + quiet))
+    assert writes(emulator) == 0  # all of them just changed
+    step(debounce.QUIET_SECONDS - 2, *(change("u1", True, 1, audience) for audience in busy))
+    assert writes(emulator) == 0
+    step(2)  # the quiet ones have been quiet long enough; the busy ones changed 2 s ago
+    assert writes(emulator) == contended
+    assert all(members(emulator, a) == {"u0"} for a in quiet) and all(members(emulator, a) == set() for a in busy)
+    step(debounce.QUIET_SECONDS)  # the busy ones went quiet too: both their changes in one request each
+    assert writes(emulator) == 2 * contended and all(members(emulator, a) == {"u0", "u1"} for a in busy)
+
+    # Contention again, and the busy ones never stop changing: they are written when their oldest change has
+    # waited long enough, with everything they have by then.
+    started = now[0]
+    step(0, *(change("v0", True, 2, audience) for audience in busy + quiet))
+    second = 3
+    while writes(emulator) < 4 * contended:
+        assert second < 3 + debounce.MAX_WAIT_SECONDS
+        step(debounce.QUIET_SECONDS - 1, *(change(f"v{second}", True, second, audience) for audience in busy))
+        second += 1
+    assert writes(emulator) == 4 * contended
+    assert now[0] - started >= debounce.MAX_WAIT_SECONDS
+    assert all(len(members(emulator, a)) == 2 + 1 + second - 3 for a in busy)
 
 
 def test_a_batch_recorded_during_a_reconcile_is_written_by_the_next_one(
