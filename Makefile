@@ -1,4 +1,4 @@
-# Two commands matter on a fresh machine: `make demo` and `make test` (README).
+# Two commands matter on a fresh machine: `make demo` and `make test` (README); `make help` lists the rest.
 # Everything installs into .venv at the repo root; the SAM CLI and checkov go into .venv-tools
 # (Makefile.infra) because their pins conflict with the runtime's.
 PYTHON ?= python3
