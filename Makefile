@@ -1,4 +1,4 @@
-# Two commands matter on a fresh machine: `make demo` and `make test` (README).
+# Two commands matter on a fresh machine: `make demo` and `make test` (README); `make help` lists the rest.
 # Everything installs into .venv at the repo root; the SAM CLI and checkov go into .venv-tools
 # (Makefile.infra) because their pins conflict with the runtime's.
 PYTHON ?= python3
@@ -17,7 +17,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(INSTALLED)
+install: $(INSTALLED)  ## .venv with the runtime and dev dependencies (pinned by constraints.txt)
 
 demo: install  ## start the local stack, replay events/segment, print the LaunchDarkly segments
 	$(BIN)/ld-audiences demo
@@ -32,11 +32,11 @@ unit: install  ## the fast tests only
 chaos: install  ## 5,000+ events through the local stack under injected LaunchDarkly faults (~2 min)
 	$(BIN)/python -m pytest -m chaos -s tests/e2e/test_chaos.py
 
-lint: install
+lint: install  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: install  ## mypy --strict on the shared package and both functions
 	$(BIN)/mypy
 
 bench: install  ## benchmarks (~30 min on 2 cores); rewrites BENCHMARKS.md (not part of `make test`)
@@ -45,7 +45,7 @@ bench: install  ## benchmarks (~30 min on 2 cores); rewrites BENCHMARKS.md (not 
 bench-long: install  ## the long simulated scenarios (1M first sync, 10,000 audiences, 10 min steady); their block of BENCHMARKS.md
 	$(BIN)/python -m bench --long
 
-clean:
+clean:  ## remove .venv, .venv-tools, .aws-sam and the caches
 	rm -rf $(VENV) .venv-tools .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 include Makefile.infra

@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.long and by_key.get("first_sync") and by_key.get("keep_up"):
             from bench import sizing
 
-            sizing.update_readme(sizing.render(by_key["first_sync"], by_key["keep_up"], command.strip()))
-            print("bench: rewrote README.md's sizing section", file=sys.stderr)
+            sizing.update_deploy_doc(sizing.render(by_key["first_sync"], by_key["keep_up"], command.strip()))
+            print("bench: rewrote docs/DEPLOY.md's sizing section", file=sys.stderr)
     failed = [f"{s.title}: {f.name.strip()}" for s in sections for f in s.figures if f.passed is False]
     broken = [s.title for s in sections if s.skipped and s.skipped.startswith("failed")]
     # A smoke run's tiny sizes make the figures mean nothing: it fails only when a section breaks.

@@ -7,7 +7,7 @@ boto3 clients, Logger, Metrics, Tracer and the resolver are created, exactly as 
 Two bytecode situations are measured:
 * with bytecode: `.pyc` files next to the sources, as the layer built by `layers/shared/Makefile` ships;
 * without bytecode: our code and every third-party package compiled from source on each start, as with a
-  plain `sam build` layer on Lambda's read-only filesystem (DESIGN.md, "Cold start"); the standard library
+  plain `sam build` layer on Lambda's read-only filesystem (docs/DESIGN.md, "Cold start"); the standard library
   keeps its bytecode, as the runtime image has it. Done with `-B -X pycache_prefix=DIR` where DIR holds
   the standard library's `.pyc` files only.
 """

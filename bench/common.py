@@ -94,7 +94,7 @@ class Section:
     load: str = ""  # load average before → after, to judge the noise
     headline: str = ""  # one line for the summary
     skipped: str | None = None
-    outcomes: list[tuple[str, Any]] = field(default_factory=list)  # simulated runs, by label (README's sizing)
+    outcomes: list[tuple[str, Any]] = field(default_factory=list)  # simulated runs, by label (docs/DEPLOY.md's sizing)
 
 
 class Discard(io.TextIOBase):

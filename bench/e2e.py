@@ -7,7 +7,7 @@ thread.
   emulator's segment holding the context (an observer polls the emulator's state every 5 ms);
 * lone events: the same, one event at a time (each waits for a full batching window);
 * throughput: 10,000 events posted in 500-event requests while the poller drains, with at most 1,000
-  events outstanding (posted, not yet in LaunchDarkly) so moto's queue stays short (DESIGN.md: moto's SQS
+  events outstanding (posted, not yet in LaunchDarkly) so moto's queue stays short (docs/DESIGN.md: moto's SQS
   costs O(messages queued) per call); from the first POST to the last context in LaunchDarkly;
 * profile: a smaller throughput run with every thread under cProfile (CPU time), attributed to moto,
   HTTP, the AWS SDK client side and our code (bench/profiling.py).

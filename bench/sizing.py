@@ -1,5 +1,5 @@
-"""README.md's "Sizing the sync" section, regenerated from a bench run's simulated outcomes: the first-sync
-knobs (one audience) beside the keep-up scenarios (many audiences). Only that section of README.md changes."""
+"""docs/DEPLOY.md's "Sizing the sync" section, regenerated from a bench run's simulated outcomes: the first-sync
+knobs (one audience) beside the keep-up scenarios (many audiences). Only that section of docs/DEPLOY.md changes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from bench.common import REPO_ROOT, fmt, table
 from bench.first_sync import Outcome
 
-README = REPO_ROOT / "README.md"
+DEPLOY_DOC = REPO_ROOT / "docs" / "DEPLOY.md"
 HEADING = "### Sizing the sync"
 
 
@@ -17,7 +17,7 @@ def render(one: Sequence[tuple[str, Outcome]], many: Sequence[tuple[str, Outcome
     return (
         f"{HEADING}\n\n"
         "What each knob does to a first sync (Engage sending one change per member when an audience is connected) "
-        "and what many audiences do, from the simulation in [BENCHMARKS.md](BENCHMARKS.md) (the product's real "
+        "and what many audiences do, from the simulation in [BENCHMARKS.md](../BENCHMARKS.md) (the product's real "
         "sync code on a virtual clock). The simulation **enforces** DynamoDB's throughput limits (1,000 write "
         "units a second a partition key, a new on-demand table's 4,000), LaunchDarkly's rate-limit windows (50 "
         "requests per 10-s window opened by its first request: 5 a second) and Lambda's CPU (memory's share of a "
@@ -62,8 +62,8 @@ def _row(label: str, o: Outcome) -> list[str]:
     ]
 
 
-def update_readme(section: str) -> None:
-    text = README.read_text(encoding="utf-8")
+def update_deploy_doc(section: str) -> None:
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
     start = text.index(HEADING)
     end = text.index("\n### ", start + len(HEADING))
-    README.write_text(text[:start] + section + text[end:], encoding="utf-8")
+    DEPLOY_DOC.write_text(text[:start] + section + text[end:], encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Deterministic workloads shaped like real Engage traffic (DESIGN.md, "What real Engage traffic looks like").
+"""Deterministic workloads shaped like real Engage traffic (docs/DESIGN.md, "What Engage sends").
 
 * `engage_events`: identify and track audience events, about 1/20 journey steps with Journeys v1's
   string flags, e-mails in `traits` (identify) or `context.traits` (track), 9-digit timestamps,

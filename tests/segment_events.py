@@ -1,4 +1,4 @@
-"""Builders for Segment Engage events as real Engage traffic shapes them (DESIGN.md)."""
+"""Builders for Segment Engage events as real Engage traffic shapes them (docs/DESIGN.md)."""
 
 from __future__ import annotations
 

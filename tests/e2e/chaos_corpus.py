@@ -1,7 +1,7 @@
 """A deterministic corpus of Engage audience traffic for the chaos test, and its ground truth.
 
 Everything here is independent of the product's code: the events are built as Engage sends them
-(DESIGN.md, "What real Engage traffic looks like") and the expected segments are computed from the
+(docs/DESIGN.md, "What Engage sends") and the expected segments are computed from the
 events exactly as they are posted, with a timestamp parser and membership rules of this module's own.
 
 The corpus is built so that no two events of one (audience, user) share an instant with different

@@ -83,7 +83,7 @@ def test_a_write_applied_after_the_lease_is_repaired_by_the_newest_change() -> N
 
 
 def test_the_v1_message_of_design_md_is_synced_next_to_todays() -> None:
-    """Issue 9, item 8: a message queued before an upgrade (DESIGN.md's v1 change, written out here as it
+    """Issue 9, item 8: a message queued before an upgrade (docs/DESIGN.md's v1 change, written out here as it
     stands there) is synced like one ingest queues today; neither is dead-lettered."""
     v1 = (
         '{"v": 1, "audience_id": "aud_v1", "audience_key": "v1_audience", "context_kind": "user", '

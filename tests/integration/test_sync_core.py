@@ -388,7 +388,7 @@ def test_only_refused_keys_are_dead_lettered_however_many_share_a_chunk(
     assert {m["MessageAttributes"]["failure_reason"]["StringValue"] for m in letters} == {
         "launchdarkly_400_invalid_request"
     }
-    assert writer.requests <= 1 + 2 * bad_count * math.ceil(math.log2(1000))  # the budget the README states
+    assert writer.requests <= 1 + 2 * bad_count * math.ceil(math.log2(1000))  # the budget docs/DESIGN.md states
 
 
 def test_a_refusal_of_every_key_stops_at_the_isolation_budget(

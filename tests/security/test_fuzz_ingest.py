@@ -40,7 +40,7 @@ MAX_BODY = 64_000
 MAX_EVENTS = 40
 STATUSES = {200, 400, 401, 405, 413, 415}
 # When every request "arrives" (API Gateway's requestTimeEpoch), and how far ahead of it an event time may be
-# (README: "What ingest refuses").
+# (docs/OPERATIONS.md: "What ingest refuses").
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SKEW = timedelta(minutes=5)
 
@@ -249,7 +249,7 @@ def structured_body(draw: st.DrawFn) -> tuple[str, list[Any] | None]:
 
 
 def parsed_events(text: str) -> list[Any] | None:
-    """The events ingest sees in `text`, by the rule DESIGN.md states (None if it holds no list of events)."""
+    """The events ingest sees in `text`, by the rule docs/DESIGN.md states (None if it holds no list of events)."""
     payload = json.loads(text)
     if isinstance(payload, dict) and "batch" in payload:
         payload = payload["batch"]
@@ -395,7 +395,7 @@ SOURCES = {
 
 
 def expected_key(raw: dict[str, Any], event: SegmentEvent, policy: ContextKeyPolicy) -> str | None:
-    """The context key DESIGN.md's policy picks, worked out independently of `normalize`."""
+    """The context key docs/DESIGN.md's policy picks, worked out independently of `normalize`."""
     for source in SOURCES[policy]:
         if source == "email":
             for traits in (raw.get("traits"), (raw.get("context") or {}).get("traits")):
@@ -426,7 +426,7 @@ def expected_membership(raw: dict[str, Any], event: SegmentEvent, audience_key: 
 
 
 def invisible(value: str) -> bool:
-    """README's rule, worked out independently of `limits.key_defect`: no control, format or separator
+    """docs/OPERATIONS.md's rule, worked out independently of `limits.key_defect`: no control, format or separator
     character, no space but U+0020, and none of those at either end."""
     refused = any(
         unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or (unicodedata.category(c) == "Zs" and c != " ")

@@ -1,4 +1,4 @@
-"""Every normalization rule of DESIGN.md: which events sync, membership values, context-key policies,
+"""Every normalization rule of docs/DESIGN.md: which events sync, membership values, context-key policies,
 timestamps, and the reasons given for rejections."""
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 
 from ld_audiences import limits
 from ld_audiences.change import MembershipChange
@@ -34,6 +33,8 @@ from ld_audiences_local.api_gateway import (
     MINIMUM_COMPRESSION_SIZE,
     is_binary,
 )
+from scripts.predeploy_check import CfnLoader as CfnLoader  # re-exported: other tests load with it
+from scripts.predeploy_check import constraint_problems, load_template, read_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -144,37 +145,9 @@ CHANGE_FIELDS = {
 # ------------------------------------------------------------------------------------------ loading
 
 
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short forms (!Ref, !GetAtt, !Sub, ...) into long forms."""
-
-
-def _construct_cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    key = suffix if suffix in {"Ref", "Condition"} else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {key: value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
-    assert isinstance(loaded, dict)
-    return loaded
-
-
 @pytest.fixture(scope="module")
 def tpl() -> dict[str, Any]:
-    return load_template()
+    return load_template(TEMPLATE)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -752,8 +725,10 @@ def test_api(tpl: dict[str, Any]) -> None:
     # The local stack models this API: the same binary media types ("~1" is "/" in SAM) and compression.
     assert [t.replace("~1", "/") for t in api.get("BinaryMediaTypes", [])] == list(BINARY_MEDIA_TYPES)
     assert api["MinimumCompressionSize"] == MINIMUM_COMPRESSION_SIZE
-    assert "$context.requestId" in api["AccessLogSetting"]["Format"]
-    assert "Authorization" not in api["AccessLogSetting"]["Format"]
+    logging_on, logging_off = api["AccessLogSetting"]["Fn::If"][1:]
+    assert "$context.requestId" in logging_on["Format"]
+    assert "Authorization" not in logging_on["Format"]
+    assert logging_off == {"Ref": "AWS::NoValue"}
     events = props(tpl, "IngestFunction")["Events"].values()
     routes = {(e["Properties"]["Path"], e["Properties"]["Method"].upper()) for e in events if e["Type"] == "Api"}
     assert routes == {("/events", "ANY"), ("/v1/batch", "ANY")}
@@ -764,6 +739,33 @@ def test_api(tpl: dict[str, Any]) -> None:
     handle = tpl["Resources"]["ApiGatewayAccountReady"]["Metadata"]["AccountSetting"]
     assert handle == {"Fn::If": ["CreateApiGatewayLoggingRole", {"Ref": "ApiGatewayAccount"}, ""]}
     assert tpl["Resources"]["ApiGatewayAccount"]["DeletionPolicy"] == "Retain"
+
+
+def test_make_delete_says_what_the_stack_keeps(tpl: dict[str, Any]) -> None:
+    retained = {name for name, r in tpl["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
+    assert retained == {"ApiGatewayAccount", "ApiGatewayCloudWatchRole"}  # what `make delete` says it keeps
+    said = " ".join(re.findall(r'@echo "(.*)"', (ROOT / "Makefile.infra").read_text()))
+    assert "Kept: the API Gateway account's CloudWatch role" in said
+    assert "DeletionProtectionEnabled" not in props(tpl, "StateTable")  # sam delete could not remove it
+    assert props(tpl, "StateTable")["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert "system backup of the table for 35 days" in said
+    assert props(tpl, "EncryptionKey")["PendingWindowInDays"] == 30
+    assert "scheduled for deletion in 30 days" in said
+
+
+def test_no_account_wide_setting_changes_unless_asked(tpl: dict[str, Any]) -> None:
+    # API Gateway's CloudWatch role is one per account and region, shared by every API: a stack may set it
+    # only when told to, and without it the stage must not ask for access logs (API Gateway would refuse it).
+    assert param_default(tpl, "CreateApiGatewayLoggingRole") == "false"
+    assert param_default(tpl, "ApiAccessLogging") == "false"
+    for account_wide in ("ApiGatewayAccount", "ApiGatewayCloudWatchRole"):
+        assert tpl["Resources"][account_wide]["Condition"] == "CreateApiGatewayLoggingRole"
+    access_logs = {
+        "Fn::Or": [{"Condition": "CreateApiGatewayLoggingRole"}, {"Fn::Equals": [{"Ref": "ApiAccessLogging"}, "true"]}]
+    }
+    assert tpl["Conditions"]["HasApiAccessLogs"] == access_logs
+    assert props(tpl, "Api")["AccessLogSetting"]["Fn::If"][0] == "HasApiAccessLogs"
+    assert tpl["Resources"]["ApiAccessLogGroup"]["Condition"] == "HasApiAccessLogs"
 
 
 def test_api_lets_anyone_call_the_ingest_routes_and_nothing_else(tpl: dict[str, Any]) -> None:
@@ -808,17 +810,13 @@ def check_samconfig(t: dict[str, Any], config: dict[str, Any]) -> list[str]:
         deploy = config[env]["deploy"]["parameters"]
         if deploy.get("capabilities") != "CAPABILITY_IAM" or deploy.get("resolve_s3") is not True:
             problems.append(f"[{env}] deploy needs capabilities CAPABILITY_IAM and resolve_s3")
-        for override in deploy.get("parameter_overrides", []):
-            name, value = override.split("=", 1)
-            param = t["Parameters"].get(name)
-            if param is None:
+        # What make deploy's check refuses in a value (scripts/predeploy_check.py), its Rules aside: a first
+        # deploy gives the LaunchDarkly parameters on the command line or answers them in the guided questions.
+        for name, value in read_environment(config, env).overrides.items():
+            if name not in t["Parameters"]:
                 problems.append(f"[{env}] overrides {name}, which the template does not have")
-            elif "AllowedValues" in param and value not in [str(v) for v in param["AllowedValues"]]:
-                problems.append(f"[{env}] {name}={value} is not one of the allowed values")
-            elif param["Type"] == "Number" and not (
-                float(param.get("MinValue", value)) <= float(value) <= float(param.get("MaxValue", value))
-            ):
-                problems.append(f"[{env}] {name}={value} is out of range")
+            else:
+                problems += [f"[{env}] {p.message}" for p in constraint_problems(name, t["Parameters"][name], value)]
     if len(stacks) != 3:
         problems.append(f"the environments share stacks: {sorted(stacks)}")
     return problems

@@ -1,6 +1,6 @@
 """The ingest decision, free of Lambda and AWS: authenticate, decode, validate, normalize, enqueue, answer.
 
-Answers follow what Segment's senders understand (DESIGN.md): 200 once the valid events are queued,
+Answers follow what Segment's senders understand (docs/DESIGN.md): 200 once the valid events are queued,
 4xx only when the request is wrong as a whole (they are not retried), 503 when the queue is
 unavailable (retried for up to four hours). Every error body has `code` and `message`.
 """

@@ -1,6 +1,6 @@
 """Turn one Segment Engage event into a membership change, a skip, or a rejection with a reason.
 
-The rules follow Segment's own LaunchDarkly Audiences destination (DESIGN.md): only audience and
+The rules follow Segment's own LaunchDarkly Audiences destination (docs/DESIGN.md): only audience and
 journey-step computations are synced, membership is a boolean in `traits` (identify) or
 `properties` (track), and the context key comes from the configured policy.
 """

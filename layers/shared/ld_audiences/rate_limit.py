@@ -1,7 +1,7 @@
 """LaunchDarkly's rate limits, shared by every sync invocation.
 
 LaunchDarkly publishes no numbers for its limits; it asks clients to pace themselves by the headers on
-every answer (DESIGN.md). A request counts against two limits, each with its own count of requests left
+every answer (docs/DESIGN.md). A request counts against two limits, each with its own count of requests left
 in the current window: its route's (`X-Ratelimit-Route-Remaining`) and the account's global one
 (`X-Ratelimit-Global-Remaining`); `X-Ratelimit-Reset` says when the window ends (epoch ms), and a 429 past
 the limit may add `Retry-After` (seconds). Every concurrent invocation spends the same token's budget, so
@@ -53,7 +53,7 @@ SCOPES = tuple(REMAINING_HEADERS)
 # microseconds) or a corrupt record, and obeying it would stall every invocation. A longer `Retry-After`
 # is waited this long, then one request finds out whether the limit still holds.
 MAX_WINDOW_SECONDS = 60.0
-# LaunchDarkly's route and token windows last ten seconds (DESIGN.md) until answers say otherwise.
+# LaunchDarkly's route and token windows last ten seconds (docs/DESIGN.md) until answers say otherwise.
 DEFAULT_PERIOD_SECONDS = 10.0
 # A request started this close to a window's end may reach LaunchDarkly after the reset and count in the
 # next window, whose guess would then spend it again: it waits for the next window instead.

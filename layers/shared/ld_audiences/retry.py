@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# 4xx other than these are permanent for that request (DESIGN.md). 409 is a write conflict on the
+# 4xx other than these are permanent for that request (docs/DESIGN.md). 409 is a write conflict on the
 # segment-audiences endpoint, which LaunchDarkly documents as "retry".
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
 

@@ -1,4 +1,4 @@
-"""The two ways of updating a segment's included list, behind one interface (DESIGN.md, LaunchDarkly)."""
+"""The two ways of updating a segment's included list, behind one interface (docs/DESIGN.md, "LaunchDarkly")."""
 
 from __future__ import annotations
 
