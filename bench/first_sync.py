@@ -4,7 +4,7 @@ Every change goes through the sync function's own code — `SyncService.handle` 
 functions/sync/app.py builds), the `Synchronizer`, the pending log, the context states and the shared
 rate-limit window on real boto3 clients, the `LaunchDarklyClient` on a real `requests.Session` — while the
 network is replaced by
-in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `bench/virtual_time.py`:
+in-process stand-ins (bench/sim_aws/, bench/sim_launchdarkly.py) and time by `bench/virtual_time.py`:
 
 * arrivals: Engage sends one change per member at `arrival_rate` a second, over `audiences` audiences in
   the order `pattern` says (bench/sim_workload.py);
@@ -19,7 +19,7 @@ in-process stand-ins (bench/sim_aws.py, bench/sim_launchdarkly.py) and time by `
   `ld_limit` x `ld_window` per window, each window opened by its first request (the emulator's model,
   devtools/ld_audiences_local/rate_window.py), then 429.
 
-Enforced: DynamoDB's throughput limits (bench/sim_aws.py), LaunchDarkly's windows, Lambda's CPU (an
+Enforced: DynamoDB's throughput limits (bench/sim_aws/), LaunchDarkly's windows, Lambda's CPU (an
 instance's share of a vCPU), the event source's batching, payload and redrive rules. Only counted: SQS
 and API Gateway requests, CloudWatch bytes, anything billed (`bench/cost.py` prices them).
 
@@ -634,7 +634,7 @@ def run(settings: Settings) -> Section:
     )
     section.details.append(
         "Path measured: the product's `SyncService.handle` (what functions/sync/app.py runs) with real boto3 "
-        "clients and a real `requests.Session`, answered in process (bench/sim_aws.py, bench/sim_launchdarkly.py) "
+        "clients and a real `requests.Session`, answered in process (bench/sim_aws/, bench/sim_launchdarkly.py) "
         "on a virtual clock (bench/virtual_time.py); model in the module docstring of bench/first_sync.py. "
         "Time = first arrival to last change acknowledged; lag = after the last arrival. Requests = all "
         "LaunchDarkly requests (429s included) against the optimum ⌈members ÷ 1,000⌉. Deferred = records "
