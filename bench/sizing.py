@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.common import REPO_ROOT, fmt, table
-from bench.first_sync import Outcome
+from bench.sim_scenario import Outcome
 
 README = REPO_ROOT / "README.md"
 HEADING = "### Sizing the sync"
