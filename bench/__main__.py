@@ -29,7 +29,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "cold": ("bench.cold_start", "Cold init"),
     "ingest": ("bench.ingest", "Ingest throughput"),
     "sync": ("bench.sync", "Sync efficiency"),
-    "first_sync": ("bench.first_sync", "First sync of a large audience (simulated)"),
+    "first_sync": ("bench.first_sync_section", "First sync of a large audience (simulated)"),
     "keep_up": ("bench.keep_up", "Keeping up with many audiences (simulated)"),
     "e2e": ("bench.e2e", "End to end on the local stack"),
 }

@@ -26,7 +26,7 @@ from ld_audiences.state_table import table_definition
 
 
 class DirectDynamoDB:
-    """A DynamoDB client without botocore: each call goes straight to an `InProcessDynamoDB` (bench/sim_aws.py,
+    """A DynamoDB client without botocore: each call goes straight to an `InProcessDynamoDB` (bench/sim_aws/,
     checked against moto in tests/unit/test_sim_aws.py) and is answered as a boto3 client answers (binary
     values as bytes, errors as `ClientError`). It lets the pure-core figure count the sync's own CPU:
     `answer_seconds` is the CPU the stand-in spent answering, to be subtracted."""

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, replace
 
 from bench.common import Figure, Section, Settings, fmt, table
 from bench.cost import PRICES, SEGMENT_BATCH, Cost, per_million
-from bench.first_sync import DEFAULTS, Outcome, Scenario, run_child
+from bench.first_sync_section import run_child
+from bench.sim_scenario import DEFAULTS, Outcome, Scenario
 
 DEFERRALS_A_CHANGE = 0.1
 SLACK = 1.2  # requests and time within 1.2 x what LaunchDarkly's rate allows

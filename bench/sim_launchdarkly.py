@@ -3,7 +3,7 @@
 A transport adapter answers what `requests` has fully prepared (the JSON body encoded, headers built),
 so the product's client does all its own work. The model, from the first-sync issue and LaunchDarkly's
 documentation (docs/LAUNCHDARKLY.md): an answer takes `base_latency` plus `per_key_latency` per key; the
-route rate limit is the local emulator's own model (devtools/ld_audiences_local/rate_window.py: a window
+route rate limit is the local emulator's own model (devtools/ld_audiences_local/models/rate_window.py: a window
 opened by its first request, 10 s by default, counted when a request arrives, its headers), on the
 simulation's clock; beyond the limit, 429 with `{"code": "rate_limited", ...}` and nothing applied.
 Segments keep real state (every item lands in the segment of the batch's first item, as LaunchDarkly does).
@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import BaseAdapter
 
-from ld_audiences_local.rate_window import RouteRateLimit, RouteWindows
+from ld_audiences_local.models.rate_window import RouteRateLimit, RouteWindows
 
 # The token and route every write of the simulation spends (one API token, one route).
 ROUTE = ("token", "POST /api/v2/segment-targets/segment-audiences")

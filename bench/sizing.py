@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.common import REPO_ROOT, fmt, table
-from bench.first_sync import Outcome
+from bench.sim_scenario import Outcome
 
 DEPLOY_DOC = REPO_ROOT / "docs" / "DEPLOY.md"
 HEADING = "### Sizing the sync"

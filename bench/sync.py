@@ -3,7 +3,7 @@ approach (Segment's destination: one request per audience per batch carrying eve
 
 The product's real `Synchronizer`, `SegmentAudiencesWriter` and `LaunchDarklyClient` run; only the
 network is replaced: a recording `requests.Session` answers 204 and keeps segment state as LaunchDarkly
-does, and the state table is bench/sim_aws.py's in-process DynamoDB (checked against moto) behind a client
+does, and the state table is bench/sim_aws/'s in-process DynamoDB (checked against moto) behind a client
 without botocore (`DirectDynamoDB`, bench/fakes.py), whose answering CPU is not counted.
 """
 

@@ -35,7 +35,7 @@ from ld_audiences_local.emulator_http import SEGMENTS, EmulatorServer, Route
 from ld_audiences_local.emulator_rate_limit import AccountRateLimit
 from ld_audiences_local.emulator_requests import ApiError, JSONValue, Request, Response, bad, keys_in, parse_json_object
 from ld_audiences_local.emulator_state import DEFAULT_ENVIRONMENTS, Account, parse_environments
-from ld_audiences_local.rate_window import RouteRateLimit
+from ld_audiences_local.models.rate_window import RouteRateLimit
 
 # What other modules import from here.
 __all__ = ["DEFAULT_ENVIRONMENTS", "Emulator", "Faults", "RouteRateLimit", "serve"]

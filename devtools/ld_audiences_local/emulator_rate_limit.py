@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 from ld_audiences_local.emulator_requests import ApiError
-from ld_audiences_local.rate_window import RouteRateLimit, RouteWindows
+from ld_audiences_local.models.rate_window import RouteRateLimit, RouteWindows
 
 # What the rate limit counts over every token and route: windows opened, those that answered a 429, 429s.
 LIMIT_COUNTS = ("windows", "windows_with_429", "429")

@@ -1,8 +1,9 @@
 """Lambda's SQS event source mapping, as a thread: how the sync function is fed on the local stack.
 
-Batch size and batching window, partial batch responses (`ReportBatchItemFailures`), the visibility
-timeout, and the redrive policy's dead-letter queue after `maxReceiveCount` receives (moto itself moves
-the message, on the receive that would exceed the count, as SQS does).
+The rules (batch size and batching window, payload, partial batch responses) are the shared model's,
+ld_audiences_local/models/sqs_event_source.py, which the simulation follows too; this module drives them
+on real time against moto's queue. The visibility timeout and the redrive policy's dead-letter queue are
+moto's own (it moves a message on the receive that would exceed `maxReceiveCount`, as SQS does).
 
 moto's SQS costs O(messages queued) per call, so the poller receives continuously while messages arrive
 (long polls while idle return as soon as a message lands) and deletes every batch as soon as it is handled.
@@ -29,15 +30,16 @@ from ld_audiences_local.defaults import (
     SYNC_FUNCTION,
 )
 from ld_audiences_local.handlers import FakeLambdaContext, Handler
+from ld_audiences_local.models.sqs_event_source import Batch, EventSourceMapping, partial_failures, settle
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger(__name__)
 
-LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
-SQS_MAX_RECEIVE = 10
-SQS_MAX_MESSAGE = 256 * 1024
+__all__ = ["BatchOutcome", "EventSourceStats", "SqsEventSource", "partial_failures"]
+
+SQS_MAX_DELETE = 10  # entries of one DeleteMessageBatch
 IDLE_WAIT_SECONDS = 1  # long poll while idle: moto answers as soon as a message is added
 WINDOW_POLL_SLEEP = 0.02  # between empty receives inside a batching window
 RECENT_BATCHES = 50  # kept for the status page
@@ -86,17 +88,12 @@ class SqsEventSource:
         function_name: str = SYNC_FUNCTION,
         region: str = REGION,
     ) -> None:
-        if not 1 <= batch_size <= 10000:
-            raise ValueError("batch_size must be between 1 and 10000")
-        if not 0 <= batching_window <= 300:
-            raise ValueError("batching_window must be between 0 and 300 seconds")
+        # The queue's visibility timeout and redrive policy are moto's to apply: not given here.
+        self.mapping = EventSourceMapping(batch_size, batching_window, function_timeout)
         self._sqs = sqs
         self._queue_url = queue_url
         self._queue_arn = queue_arn
         self._handler = handler
-        self.batch_size = batch_size
-        self.batching_window = batching_window
-        self.function_timeout = function_timeout
         self._function_name = function_name
         self._region = region
         self._stopping = threading.Event()
@@ -158,27 +155,41 @@ class SqsEventSource:
         )
         return list(response.get("Messages", []))  # type: ignore[arg-type]
 
+    @property
+    def batch_size(self) -> int:
+        return self.mapping.batch_size
+
+    @property
+    def batching_window(self) -> float:
+        return self.mapping.batching_window
+
+    @property
+    def function_timeout(self) -> float:
+        return self.mapping.function_timeout
+
     def _collect(self) -> list[dict[str, Any]]:
-        batch = self._receive(min(SQS_MAX_RECEIVE, self.batch_size), IDLE_WAIT_SECONDS)
-        if not batch:
+        gathering = Batch(self.mapping)
+        messages = self._receive(gathering.receivable(), IDLE_WAIT_SECONDS)
+        if not messages:
             return []
         self._holding = True
-        if self.batching_window <= 0:
-            return batch
-        window_ends = time.monotonic() + self.batching_window
-        size = sum(len(m.get("Body", "")) for m in batch)
-        while len(batch) < self.batch_size and not self._stopping.is_set():
-            remaining = window_ends - time.monotonic()
-            # Lambda stops at 6 MB of payload; never receive what could push the event past it.
-            if remaining <= 0 or size + SQS_MAX_RECEIVE * SQS_MAX_MESSAGE > LAMBDA_MAX_PAYLOAD:
-                break
-            more = self._receive(min(SQS_MAX_RECEIVE, self.batch_size - len(batch)), 0)
+        self._add(gathering, messages)
+        # A poll asks only for what surely fits (`receivable`): a received message cannot be put back.
+        while not gathering.complete(time.monotonic()) and not self._stopping.is_set():
+            more = self._receive(gathering.receivable(), 0)
             if more:
-                batch.extend(more)
-                size += sum(len(m.get("Body", "")) for m in more)
+                self._add(gathering, more)
+                messages.extend(more)
             else:
-                time.sleep(min(WINDOW_POLL_SLEEP, remaining))
-        return batch
+                assert gathering.closes_at is not None
+                time.sleep(max(0.0, min(WINDOW_POLL_SLEEP, gathering.closes_at - time.monotonic())))
+        return messages
+
+    @staticmethod
+    def _add(gathering: Batch, messages: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        for message in messages:
+            gathering.add(len(message.get("Body", "").encode()), now)
 
     def _record(self, message: Mapping[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -203,25 +214,22 @@ class SqsEventSource:
         event = {"Records": [self._record(m) for m in batch]}
         context = FakeLambdaContext(self._function_name, timeout_seconds=self.function_timeout, region=self._region)
         started = time.monotonic()
-        failed: set[str]
+        response, raised = None, False
         try:
             response = self._handler(event, context)
         except Exception:
-            logger.exception("the sync handler raised: the whole batch returns after the visibility timeout")
-            failed, error = set(ids), True
-        else:
-            elapsed = time.monotonic() - started
-            if elapsed > self.function_timeout:
-                logger.error(
-                    "the sync handler ran %.1f s, past its %.0f s timeout: batch failed", elapsed, self.function_timeout
-                )
-                failed, error = set(ids), True
-            else:
-                reported = partial_failures(response, ids)
-                failed, error = (set(ids), True) if reported is None else (reported, False)
-                if reported is None:
-                    logger.error("invalid batchItemFailures in the sync response: the whole batch failed")
+            logger.exception("the sync handler raised")
+            raised = True
         seconds = time.monotonic() - started
+        settlement = settle(ids, response, seconds=seconds, timeout=self.function_timeout, raised=raised)
+        if settlement.error is not None:
+            logger.error(
+                "the sync handler %s (%.1f s, timeout %.0f s): the whole batch returns after the visibility timeout",
+                settlement.error,
+                seconds,
+                self.function_timeout,
+            )
+        failed, error = settlement.failed, settlement.error is not None
         done = [m for m in batch if m["MessageId"] not in failed]
         deleted = self._delete(done)
         with self._lock:
@@ -234,8 +242,8 @@ class SqsEventSource:
 
     def _delete(self, messages: list[dict[str, Any]]) -> int:
         deleted = 0
-        for start in range(0, len(messages), SQS_MAX_RECEIVE):
-            chunk = messages[start : start + SQS_MAX_RECEIVE]
+        for start in range(0, len(messages), SQS_MAX_DELETE):
+            chunk = messages[start : start + SQS_MAX_DELETE]
             response = self._sqs.delete_message_batch(
                 QueueUrl=self._queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
@@ -244,28 +252,6 @@ class SqsEventSource:
             for failure in response.get("Failed", []):
                 logger.warning("could not delete a handled message: %s", failure.get("Code"))
         return deleted
-
-
-def partial_failures(response: Any, batch_ids: list[str]) -> set[str] | None:
-    """The record ids a partial batch response names, or None when the response is invalid and
-    Lambda fails the whole batch (an id that is missing, empty or not in the batch)."""
-    if response is None:
-        return set()
-    if not isinstance(response, dict):
-        return None
-    items = response.get("batchItemFailures")
-    if items is None:
-        return set()
-    if not isinstance(items, list):
-        return None
-    known = set(batch_ids)
-    failed: set[str] = set()
-    for item in items:
-        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-        if not isinstance(identifier, str) or identifier not in known:
-            return None
-        failed.add(identifier)
-    return failed
 
 
 def _lambda_message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:

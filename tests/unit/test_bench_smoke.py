@@ -19,9 +19,10 @@ from bench.__main__ import run_sections
 from bench.cold_start import lambda_environment, parse_importtime
 from bench.common import Settings, machine
 from bench.fakes import RecordingSession, direct_state_table
-from bench.first_sync import DEFAULTS, simulate
+from bench.first_sync import simulate
 from bench.report import render
 from bench.sim_aws import InProcessDynamoDB, attach
+from bench.sim_scenario import DEFAULTS
 from bench.sync import TABLE, make_synchronizer, naive, run_sync
 from bench.workload import engage_events, sync_batch
 from ld_audiences.change import MembershipChange

@@ -1,4 +1,4 @@
-"""One model of LaunchDarkly's route rate limit (devtools/ld_audiences_local/rate_window.py): the local
+"""One model of LaunchDarkly's route rate limit (devtools/ld_audiences_local/models/rate_window.py): the local
 emulator and the simulation's LaunchDarkly (bench/sim_launchdarkly.py) answer the same requests at the
 same times with the same statuses and headers."""
 
@@ -12,7 +12,7 @@ import requests
 
 from bench.sim_launchdarkly import LaunchDarklyModel, session_for
 from ld_audiences_local.emulator import Emulator
-from ld_audiences_local.rate_window import RouteRateLimit, RouteWindows
+from ld_audiences_local.models.rate_window import RouteRateLimit, RouteWindows
 
 SA_PATH = "/api/v2/segment-targets/segment-audiences"
 HEADERS = {"Authorization": "api-local-token", "LD-API-Version": "20240415"}

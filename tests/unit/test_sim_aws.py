@@ -1,4 +1,4 @@
-"""The first-sync simulation's in-process DynamoDB (bench/sim_aws.py) answers the product like moto does.
+"""The first-sync simulation's in-process DynamoDB (bench/sim_aws/) answers the product like moto does.
 
 The simulation times the product's real code over that stand-in, so its answers must be DynamoDB's: the
 same pending-log, context-state and rate-limit sequence, and the whole sync, run against moto and against
