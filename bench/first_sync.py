@@ -418,7 +418,7 @@ def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[
     from ld_audiences.change import MembershipChange
     from ld_audiences.context_state import ContextStates
     from ld_audiences.sqs_queue import SqsChangeQueue
-    from ld_audiences_local import resync, status
+    from ld_audiences_cli import resync, status
 
     client = _plain_client("dynamodb", dynamodb)
     states = ContextStates(client, TABLE)
@@ -447,7 +447,7 @@ def audit_after_resync(dynamodb: InProcessDynamoDB, launchdarkly: LaunchDarklyMo
 
     from ld_audiences.audiences import AudienceReader
     from ld_audiences.launchdarkly import LaunchDarklyClient
-    from ld_audiences_local import audit
+    from ld_audiences_cli import audit
 
     # LaunchDarkly's reads, answered at once: the audit's time is its GETs at the rate limit (reported).
     model = LaunchDarklyModel(
@@ -686,7 +686,7 @@ def resync_details(o: Outcome) -> str:
         f"**Resync and audit of a {fmt(n, 0)}-member audience** (issue 12): the state table holds the audience "
         "(every member written by the real `ContextStates`, as a reconcile leaves it), the segment was deleted in "
         "LaunchDarkly, "
-        "`ld-audiences resync` (devtools/ld_audiences_local/resync.py, the real function) reads the audience and "
+        "`ld-audiences resync` (cli/ld_audiences_cli/resync.py, the real function) reads the audience and "
         "queues one reassert per context, and the sync writes them back on the same simulated clock, LaunchDarkly "
         "and settings as the first-sync rows (the defaults). DynamoDB read units are what the in-process stand-in "
         "bills (eventually consistent Query pages: ½ unit per 4 KB read).\n\n"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from ld_audiences_local.cli import main as cli_main
+from ld_audiences_cli.main import main as cli_main
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.stack import LocalStack
 from tests.e2e.test_local_stack import CSID, SECRET, TOKEN, segment_audiences_stack

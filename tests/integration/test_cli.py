@@ -26,7 +26,7 @@ from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.sync import QueuedRecord
 from ld_audiences.writers import SegmentAudiencesWriter, Target
-from ld_audiences_local.cli import main
+from ld_audiences_cli.main import main
 from ld_audiences_local.emulator import Emulator
 from tests.audience_state import change, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, free_port

@@ -8,8 +8,8 @@ import unicodedata
 
 import pytest
 
-from ld_audiences_local import status
-from ld_audiences_local.terminal import printable
+from ld_audiences_cli import status
+from ld_audiences_cli.terminal import printable
 
 ACTIVE = [
     "\x00",
