@@ -25,11 +25,11 @@ from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.sqs_queue import SqsChangeQueue
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
-from ld_audiences_local.ambiguities import CHOICES
 from ld_audiences_cli.audit import wilson_interval
 from ld_audiences_cli.main import main
-from ld_audiences_local.emulator import Emulator
 from ld_audiences_cli.resync import Progress, resync
+from ld_audiences_local.ambiguities import CHOICES
+from ld_audiences_local.emulator import Emulator
 from tests.audience_state import change, write_audience, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
 from tests.launchdarkly_answers import error, user_segment, user_segments
