@@ -19,6 +19,10 @@ from ld_audiences_cli.terminal import printable
 TABLE, JSON = "table", "json"
 
 
+def stderr_is_a_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 class Report:
     def __init__(self, output: str = TABLE, *, progress: bool = False) -> None:
         self.json = output == JSON
@@ -27,7 +31,7 @@ class Report:
     @classmethod
     def of(cls, args: argparse.Namespace) -> Report:
         """Progress only for a person watching: stderr a terminal and no --quiet."""
-        watched = sys.stderr.isatty() and not getattr(args, "quiet", False)
+        watched = stderr_is_a_terminal() and not getattr(args, "quiet", False)
         return cls(getattr(args, "output", TABLE), progress=watched)
 
     def lines(self, *lines: str) -> None:

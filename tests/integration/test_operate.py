@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.sqs_queue import SqsChangeQueue
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
+from ld_audiences_cli import console
 from ld_audiences_cli.audit import wilson_interval
 from ld_audiences_cli.main import main
 from ld_audiences_cli.resync import Progress, resync
@@ -51,9 +51,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def watched(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def watched(monkeypatch: pytest.MonkeyPatch) -> None:
     """stderr as a terminal: progress is shown only to a person watching."""
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(console, "stderr_is_a_terminal", lambda: True)
 
 
 def where(aws: Aws) -> list[str]:
@@ -530,7 +530,7 @@ def test_audit_shows_progress_on_stderr_while_listing(
     server = scripted_launchdarkly([*others, synced("s-1")], {})
     code, out, err = audit_against(server, audience, capsys)
     assert code == 0, out
-    assert "listed 500 segments…" in err and "listed 1000 segments…" in err
+    assert "listed 500/1201 segments…" in err and "listed 1000/1201 segments…" in err
     assert "segments…" not in out  # stdout stays the report
 
 
