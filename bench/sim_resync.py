@@ -34,7 +34,7 @@ def prepare_resync(scenario: Scenario, dynamodb: InProcessDynamoDB, reads: dict[
     from ld_audiences.change import MembershipChange
     from ld_audiences.context_state import ContextStates
     from ld_audiences.sqs_queue import SqsChangeQueue
-    from ld_audiences_local import resync, status
+    from ld_audiences_cli import resync, status
 
     client = _plain_client("dynamodb", dynamodb)
     states = ContextStates(client, TABLE)
@@ -63,7 +63,7 @@ def audit_after_resync(dynamodb: InProcessDynamoDB, launchdarkly: LaunchDarklyMo
 
     from ld_audiences.audiences import AudienceReader
     from ld_audiences.launchdarkly import LaunchDarklyClient
-    from ld_audiences_local import audit
+    from ld_audiences_cli import audit
 
     # LaunchDarkly's reads, answered at once: the audit's time is its GETs at the rate limit (reported).
     model = LaunchDarklyModel(

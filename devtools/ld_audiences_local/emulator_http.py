@@ -11,9 +11,9 @@ from http.server import ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ld_audiences_cli.terminal import printable
 from ld_audiences_local.emulator_requests import ApiError, Request, Response
 from ld_audiences_local.http_routing import AllMethodsHandler
-from ld_audiences_local.terminal import printable
 
 # Far above any sane request; guards the emulator against a runaway client filling memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from ld_audiences.aws_clients import LONG_POLL_READ_TIMEOUT, client_config
 from ld_audiences.state_table import table_definition
+from ld_audiences_cli.status import queue_depth
 from ld_audiences_local.defaults import (
     ACCESS_KEY,
     DLQ_NAME,
@@ -33,7 +34,6 @@ from ld_audiences_local.defaults import (
 )
 from ld_audiences_local.loopback_guard import DOCKER_HOST_NAME, LOOPBACK_NAMES, LoopbackOnly
 from ld_audiences_local.moto_patches import prepare_moto
-from ld_audiences_local.status import queue_depth
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

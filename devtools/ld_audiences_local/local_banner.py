@@ -67,6 +67,12 @@ def ready_to_paste(local: LocalStack, events_dir: Path) -> list[str]:
     """The webhook secret when it is the local default (no real secret), the LaunchDarkly token's origin, and
     commands to paste."""
     cli = cli_command()
+    # The operator CLI knows no local default: moto's endpoint, dummy credentials and region are given like any.
+    aws = (
+        f"AWS_ACCESS_KEY_ID={defaults.ACCESS_KEY} AWS_SECRET_ACCESS_KEY={defaults.SECRET_KEY} "
+        f"AWS_DEFAULT_REGION={defaults.REGION}"
+    )
+    queues = f"--endpoint-url {local.moto_url} --queue-url {local.queue_url} --dlq-url {local.dlq_url}"
     default = local.webhook_secret == defaults.DEFAULT_WEBHOOK_SECRET
     secret = shlex.quote(local.bearer_secret) if default else "'<your webhook secret>'"
     events = shlex.quote(str(events_dir.absolute()))
@@ -80,8 +86,8 @@ def ready_to_paste(local: LocalStack, events_dir: Path) -> list[str]:
         "real LaunchDarkly at --launchdarkly-url)",
         "try:",
         f"  {cli} replay {events} --endpoint {local.url} --secret {secret}",
-        f"  {cli} redrive --queue-url {local.queue_url} --dlq-url {local.dlq_url} --dry-run",
-        f"  {cli} status --queue-url {local.queue_url} --dlq-url {local.dlq_url}",
+        f"  {aws} {cli} redrive {queues} --dry-run",
+        f"  {aws} {cli} status {queues} --table {defaults.TABLE_NAME}",
     ]
     audience, where = first_audience(events_dir), local.launchdarkly_environment
     if audience and where:
@@ -89,7 +95,7 @@ def ready_to_paste(local: LocalStack, events_dir: Path) -> list[str]:
         # A real LaunchDarkly's token is not printed: audit reads it from LD_API_TOKEN.
         token = "" if real else f" --token {shlex.quote(local.launchdarkly_token)}"
         lines.append(
-            f"  {cli} audit --queue-url {local.queue_url} --audience {shlex.quote(audience)} "
+            f"  {aws} {cli} audit {queues} --table {defaults.TABLE_NAME} --audience {shlex.quote(audience)} "
             f"--base-url {local.launchdarkly_url} --project-key {shlex.quote(project)} "
             f"--environment-key {shlex.quote(environment)} --writer {local.writer}{token}"
         )

@@ -404,7 +404,7 @@ class LocalStack:
     def dead_letters(self) -> list[dict[str, Any]]:
         """The DLQ's messages (body and attributes), left in place (visible again right away)."""
         assert self.sqs is not None, "local stack not started"
-        from ld_audiences_local.redrive import list_dead_letters
+        from ld_audiences_cli.redrive import list_dead_letters
 
         return [asdict(m) for m in list_dead_letters(self.sqs, self.dlq_url, wait_seconds=0)]
 

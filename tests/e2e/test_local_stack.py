@@ -22,12 +22,12 @@ import requests
 
 from ld_audiences.limits import MAX_BODY_BYTES, MAX_LISTED_ERRORS
 from ld_audiences.writers import RestWriter, Target
+from ld_audiences_cli.main import main as cli_main
+from ld_audiences_cli.redrive import NO_REASON, list_dead_letters
+from ld_audiences_cli.replay import replay
 from ld_audiences_local.api_gateway import LAMBDA_MAX_REQUEST
-from ld_audiences_local.cli import main as cli_main
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.event_source import SqsEventSource
-from ld_audiences_local.redrive import NO_REASON, list_dead_letters
-from ld_audiences_local.replay import replay
 from ld_audiences_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from ld_audiences_local.cli import main as cli_main
+from ld_audiences_cli.main import main as cli_main
+from ld_audiences_local.defaults import TABLE_NAME
 from ld_audiences_local.emulator import Emulator
 from ld_audiences_local.stack import LocalStack
 from tests.e2e.test_local_stack import CSID, SECRET, TOKEN, segment_audiences_stack
@@ -116,7 +117,9 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def test_audit_finds_a_deleted_segment_and_resync_restores_it_while_events_keep_arriving(
     local: LocalStack, launchdarkly: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    where = ["--queue-url", local.queue_url, "--dlq-url", local.dlq_url]  # the local stack: moto found from the URLs
+    # Named like any deployment: the operator CLI knows no local default (credentials: conftest's dummy ones).
+    where = ["--endpoint-url", local.moto_url, "--table", TABLE_NAME, "--queue-url", local.queue_url]
+    where += ["--dlq-url", local.dlq_url]
     audit = [
         "audit",
         *where,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from ld_audiences_local.replay import replay
+from ld_audiences_cli.replay import replay
 from ld_audiences_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e

@@ -26,13 +26,13 @@ from ld_audiences.dead_letters import SqsDeadLetters
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.sync import QueuedRecord
 from ld_audiences.writers import SegmentAudiencesWriter, Target
-from ld_audiences_local.cli import main
+from ld_audiences_cli.main import main
 from ld_audiences_local.emulator import Emulator
 from tests.audience_state import change, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, Aws, free_port
 from tests.recording_server import Recorded, RecordingServer, Scripted
 
-CLI = Path(sys.executable).with_name("ld-audiences")
+CLI = (sys.executable, "-m", "ld_audiences_cli")  # what the `ld-audiences` console script runs
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("emulator", "local", "replay", "demo", "check", "redrive", "status", "resync", "audit")
 SECRET = "cli-test-secret-6f1c"
@@ -48,9 +48,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    assert CLI.exists(), f"{CLI} is missing: install the project into the venv (pip install -e .)"
     return subprocess.run(  # noqa: S603 (our own console script)
-        [str(CLI), *args], capture_output=True, text=True, env=env or clean_env(), timeout=timeout, check=False
+        [*CLI, *args], capture_output=True, text=True, env=env or clean_env(), timeout=timeout, check=False
     )
 
 
@@ -104,10 +103,11 @@ def test_no_command_is_a_usage_error() -> None:
     assert "usage: ld-audiences" in result.stderr
 
 
-def test_audit_states_its_exit_statuses() -> None:
-    text = " ".join(run("audit", "--help").stdout.split())
-    assert "exit status: 0 no drift; 1 drift found; 2 usage error" in text
-    assert "3 cannot tell: AWS or LaunchDarkly failed, or the segment was not found" in text
+@pytest.mark.parametrize("command", ["", "audit", "check", "replay"])
+def test_the_exit_statuses_are_stated(command: str) -> None:
+    text = " ".join(run(*([command] if command else []), "--help").stdout.split())
+    assert "exit status: 0 success; 1 findings (drift, failed checks, refused files); 2 usage error" in text
+    assert "3 cannot tell: AWS or LaunchDarkly failed or did not answer" in text
 
 
 def test_a_local_chunk_holds_at_most_1000_keys() -> None:
@@ -243,9 +243,9 @@ def test_check_fails_on_an_unknown_client_side_id(emulator: Emulator) -> None:
     assert "FAIL  client-side ID: no-such-environment is unknown" in result.stdout
 
 
-def test_check_reports_an_unreachable_service() -> None:
+def test_check_cannot_tell_when_the_service_is_unreachable() -> None:
     result = run("check", "--base-url", f"http://127.0.0.1:{free_port()}", "--token", LD_TOKEN)
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "could not reach" in result.stdout
     assert LD_TOKEN not in result.stdout + result.stderr
 
@@ -302,7 +302,7 @@ def test_check_reads_project_and_environment_from_the_environment(emulator: Emul
 def test_check_needs_both_project_and_environment() -> None:
     result = run("check", "--token", LD_TOKEN, "--project-key", "default")
     assert result.returncode == 2
-    assert "both the project key and the environment key" in result.stderr
+    assert "both --project-key and --environment-key" in result.stderr
 
 
 # ----------------------------------------------------------------------------------------- replay
@@ -393,12 +393,18 @@ def test_replay_exits_1_when_a_file_is_not_accepted(
     assert wrong not in result.stdout + result.stderr
 
 
-def test_replay_exits_1_when_nothing_answers(fixtures: dict[str, bytes], tmp_path: Path) -> None:
-    result = run(
-        "replay", str(tmp_path / "a_single.json"), "--endpoint", f"http://127.0.0.1:{free_port()}", "--secret", SECRET
+def test_replay_fails_fast_once_when_nothing_answers(fixtures: dict[str, bytes], tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run("replay", str(tmp_path), "--endpoint", f"http://127.0.0.1:{free_port()}", "--secret", SECRET)
+    assert len(list(tmp_path.glob("*.json"))) > 1
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert (
+        result.stderr.count("\n") == 1
+        and "did not answer (no answer: ConnectionError) after 0 file(s)" in result.stderr
     )
-    assert result.returncode == 1
-    assert "no answer: ConnectionError" in result.stdout
+    assert "check --endpoint" in result.stderr
+    assert time.monotonic() - started < 10
 
 
 def test_replay_usage_errors(tmp_path: Path, fixtures: dict[str, bytes]) -> None:
@@ -425,7 +431,7 @@ def _terminate(process: subprocess.Popen[str], reader: LineReader) -> str:
 def emulator_serving(*args: str) -> Iterator[str]:
     """`ld-audiences emulator --port 0 ARGS` until SIGTERM; yields its URL, then checks it exited cleanly."""
     process = subprocess.Popen(  # noqa: S603
-        [str(CLI), "emulator", "--port", "0", *args], stdout=subprocess.PIPE, text=True, env=clean_env()
+        [*CLI, "emulator", "--port", "0", *args], stdout=subprocess.PIPE, text=True, env=clean_env()
     )
     reader = LineReader(process)
     try:
@@ -478,7 +484,7 @@ def test_local_rate_limit_is_the_in_process_emulators() -> None:
 def test_local_serves_the_pipeline_until_sigterm() -> None:
     process = subprocess.Popen(  # noqa: S603
         [
-            str(CLI),
+            *CLI,
             "local",
             "--port",
             "0",
@@ -520,13 +526,21 @@ def test_local_serves_the_pipeline_until_sigterm() -> None:
     assert SECRET not in output
 
 
+def as_pasted(line: str, env: dict[str, str]) -> tuple[str, ...]:
+    """The arguments of a printed `NAME=value ... ld-audiences ARGS` line, with its NAME=values added to `env`."""
+    words = shlex.split(line)
+    command = next(i for i, word in enumerate(words) if word.endswith("ld-audiences"))
+    env.update(word.split("=", 1) for word in words[:command])
+    return tuple(words[command + 1 :])
+
+
 def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> None:
     """The default webhook secret is printed (it is no real secret), and the replay, redrive and status lines run
-    as they are, in a shell with no AWS settings at all: redrive and status find moto from the loopback queue URL
-    (and status the local table)."""
+    as they are, in a shell with no AWS settings at all: redrive and status name moto's endpoint, its dummy
+    credentials and the local table themselves (the operator CLI knows no local default)."""
     env = {name: value for name, value in clean_env().items() if not name.startswith("AWS_")}
     process = subprocess.Popen(  # noqa: S603
-        [str(CLI), "local", "--port", "0", "--batching-window", "0.2", "--log-level", "WARNING"],
+        [*CLI, "local", "--port", "0", "--batching-window", "0.2", "--log-level", "WARNING"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -534,19 +548,20 @@ def test_local_banner_gives_the_secret_and_commands_that_work_as_pasted() -> Non
     reader = LineReader(process)
     try:
         assert reader.wait_for("webhook secret: ", 30) == "webhook secret: local-webhook-secret (the local default)"
-        replay_line = reader.wait_for(f"  {CLI} replay ", 5)
-        redrive_line = reader.wait_for(f"  {CLI} redrive ", 5)
-        status_line = reader.wait_for(f"  {CLI} status ", 5)
+        replay_line = reader.wait_for("  /", 5)  # the venv's script by its absolute path: runs without the venv
+        redrive_line = reader.wait_for("  AWS_ACCESS_KEY_ID=testing ", 5)
+        status_line = reader.wait_for("  AWS_ACCESS_KEY_ID=testing ", 5)
+        assert (" replay " in replay_line, " redrive " in redrive_line, " status " in status_line) == (True,) * 3
         reader.wait_for("listening on ", 30)
         replayed = run(*shlex.split(replay_line)[1:], env=env)
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         assert "0 not" in replayed.stdout
-        listed = run(*shlex.split(redrive_line)[1:], env=env)
+        listed = run(*as_pasted(redrive_line, env), env=env)
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert "dry run: 0 message(s) would be moved back" in listed.stdout
         ends = time.monotonic() + 30
         while True:  # the replayed changes reach LaunchDarkly, and the audience summaries, a moment later
-            status = run(*shlex.split(status_line)[1:], env=env)
+            status = run(*as_pasted(status_line, env), env=env)
             assert status.returncode == 0, status.stdout + status.stderr
             if "beta_testers" in status.stdout or time.monotonic() > ends:
                 break

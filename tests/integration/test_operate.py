@@ -25,11 +25,12 @@ from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
 from ld_audiences.sqs_queue import SqsChangeQueue
 from ld_audiences.writers import RestWriter, SegmentAudiencesWriter, Target
+from ld_audiences_cli import console
+from ld_audiences_cli.audit import wilson_interval
+from ld_audiences_cli.main import main
+from ld_audiences_cli.resync import Progress, resync
 from ld_audiences_local.ambiguities import CHOICES
-from ld_audiences_local.audit import wilson_interval
-from ld_audiences_local.cli import main
 from ld_audiences_local.emulator import Emulator
-from ld_audiences_local.resync import Progress, resync
 from tests.audience_state import change, write_audience, write_state
 from tests.conftest import CLIENT_SIDE_ID, LD_TOKEN, REGION, Aws, make_sync
 from tests.launchdarkly_answers import error, user_segment, user_segments
@@ -47,6 +48,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture
+def watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr as a terminal: progress is shown only to a person watching."""
+    monkeypatch.setattr(console, "stderr_is_a_terminal", lambda: True)
 
 
 def where(aws: Aws) -> list[str]:
@@ -178,16 +185,16 @@ def test_status_finds_a_deployed_stack_by_its_name(
 
 
 def test_resync_queues_a_reassert_of_the_stored_state_for_every_context(
-    audience: Aws, capsys: pytest.CaptureFixture[str]
+    audience: Aws, capsys: pytest.CaptureFixture[str], watched: None
 ) -> None:
     aws = audience
     code, out, _ = run(capsys, "resync", *where(aws), "--audience", "aud_a", "--dry-run")
     assert code == 0 and "would queue 30 reasserts (20 members, 10 that left)" in out
     assert queued(aws) == []
 
-    code, out, _ = run(capsys, "resync", *where(aws), "--audience", "aud_a", "--progress-every", "10")
+    code, out, err = run(capsys, "resync", *where(aws), "--audience", "aud_a", "--progress-every", "10")
     assert code == 0 and "queued 30 reasserts (20 members, 10 that left)" in out
-    assert "--resume " in out  # progress lines say where to continue from
+    assert "--resume " in err and "--resume" not in out  # progress lines, on stderr, say where to continue from
     messages = queued(aws)
     assert sorted(m.context_key for m in messages) == sorted(MEMBERS + LEFT)
     assert all(m.reassert and m.audience_key == "aud_a_key" and m.context_kind == "user" for m in messages)
@@ -516,12 +523,14 @@ def test_audit_of_a_rest_key_held_by_a_segment_it_did_not_create_cannot_tell(
     assert "segment_not_managed" in out and "cannot tell" in err and membership_reads(server) == []
 
 
-def test_audit_shows_progress_on_stderr_while_listing(audience: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_shows_progress_on_stderr_while_listing(
+    audience: Aws, capsys: pytest.CaptureFixture[str], watched: None
+) -> None:
     others = [user_segment(f"big-{i}", f"Big {i}") for i in range(1200)]
     server = scripted_launchdarkly([*others, synced("s-1")], {})
     code, out, err = audit_against(server, audience, capsys)
     assert code == 0, out
-    assert "listed 500 segments…" in err and "listed 1000 segments…" in err
+    assert "listed 500/1201 segments…" in err and "listed 1000/1201 segments…" in err
     assert "segments…" not in out  # stdout stays the report
 
 

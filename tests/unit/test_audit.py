@@ -4,7 +4,7 @@ window, whatever headers an answer carries."""
 from __future__ import annotations
 
 from ld_audiences.rate_limit import Window
-from ld_audiences_local.audit import ReservedRateLimit
+from ld_audiences_cli.audit import ReservedRateLimit
 
 NOW = 1_000.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ld_audiences_local.readiness import instance_verdict, policy_allows, store_verdict, write_access_verdict
+from ld_audiences_cli.readiness import instance_verdict, policy_allows, store_verdict, write_access_verdict
 
 SEGMENT = "proj/p:env/e:segment/x"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ld_audiences.writers import MANAGED_TAG, RestWriter, Target
-from ld_audiences_local.segment_lookup import rest_ownership_problem, synced_lookup, synced_matches
+from ld_audiences_cli.segment_lookup import rest_ownership_problem, synced_lookup, synced_matches
 from tests.launchdarkly_answers import user_segment
 
 TARGET = Target("aud_1", "beta_testers", "user")  # cohort name "Beta testers"

@@ -8,8 +8,9 @@ import unicodedata
 
 import pytest
 
-from ld_audiences_local import status
-from ld_audiences_local.terminal import printable
+from ld_audiences_cli import status
+from ld_audiences_cli.console import JSON, Report
+from ld_audiences_cli.terminal import printable
 
 ACTIVE = [
     "\x00",
@@ -93,8 +94,9 @@ def test_status_lines_escape_every_cell_and_still_line_up() -> None:
         assert hostile[at - 2 : at] == plain[at - 2 : at] == "  ", column
 
 
-def test_status_json_is_ascii_and_gives_back_the_exact_values() -> None:
-    text = status.to_json(hostile_status())
+def test_status_json_is_ascii_and_gives_back_the_exact_values(capsys: pytest.CaptureFixture[str]) -> None:
+    Report(JSON).document(status.to_document(hostile_status()))
+    text = capsys.readouterr().out
     assert text.isascii() and shown_safely(text.replace("\n", ""))
     audience = json.loads(text)["audiences"][0]
     assert (audience["audience_id"], audience["audience_key"]) == ("aud_\x1b[2J", "key\u202eevil")

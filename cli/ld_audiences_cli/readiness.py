@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from ld_audiences_local.check import API_VERSION, TIMEOUT, Verdict, _error_text
+from ld_audiences_cli.check import API_VERSION, TIMEOUT, Verdict, _error_text, no_answer
 
 WRITE_ACTIONS = ("createSegment", "updateIncluded")  # what both writers need [SEG]
 WRITING_ROLES = frozenset({"writer", "admin", "owner"})
@@ -216,7 +216,7 @@ def check_store(
             "check the environment's persistent store integrations (Integrations > Redis or DynamoDB) by hand, or "
             f"that a Relay Proxy fills the SDKs' big segments store ({STORE_DOCS})",
         )
-    items = [i for i in _object(answer).get("items") or [] if isinstance(i, dict)]
+    items: list[Mapping[str, Any]] = [i for i in _object(answer).get("items") or [] if isinstance(i, dict)]
     return store_verdict(items, project_key, environment_key)
 
 
@@ -235,5 +235,5 @@ def readiness(
         verdicts.append(check_write_access(base_url, token, project_key, environment_key, session))
         verdicts.append(check_store(base_url, token, project_key, environment_key, session))
     except requests.RequestException as exc:
-        verdicts.append(Verdict("readiness", False, f"could not reach {base_url} ({type(exc).__name__})"))
+        verdicts.append(no_answer("readiness", f"could not reach {base_url} ({type(exc).__name__})"))
     return verdicts

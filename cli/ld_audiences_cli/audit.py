@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -37,12 +38,13 @@ import requests
 from ld_audiences.audiences import AudienceReader, ContextState
 from ld_audiences.launchdarkly import LaunchDarklyClient, WriteError, json_object
 from ld_audiences.rate_limit import LocalRateLimit, Window
+from ld_audiences_cli.exit_status import CannotTell
 
 REQUEST_SECONDS = 60.0  # how long one read may take, retries and rate-limit waits included
 RATE_LIMIT_ROUNDS = 10  # longer rate-limit waits than the client's own, before the audit gives up
 
 
-class AuditError(Exception):
+class AuditError(CannotTell):
     """LaunchDarkly cannot be read as the audit needs (token, project, segment kind)."""
 
 
@@ -95,21 +97,6 @@ class SegmentMembership:
         path = f"{self._path}/contexts/{quote(context_key, safe='')}"
         response = get(self._client, path, self.where, context_key)
         return response is not None and json_object(response).get("included") is True
-
-
-class Ticker:
-    """Calls `emit` every `every` counts or `seconds` seconds, whichever comes first: a long run shows it is alive
-    without flooding a short one."""
-
-    def __init__(self, emit: Callable[[int], None], every: int = 1000, seconds: float = 5.0) -> None:
-        self._emit, self._every, self._seconds = emit, every, seconds
-        self._last_count, self._last_time = 0, time.monotonic()
-
-    def tick(self, count: int) -> None:
-        now = time.monotonic()
-        if count - self._last_count >= self._every or now - self._last_time >= self._seconds:
-            self._last_count, self._last_time = count, now
-            self._emit(count)
 
 
 @dataclass(frozen=True)
@@ -170,10 +157,11 @@ def audit(
     rng: random.Random,
     confidence: float = 0.95,
     threads: int = 4,
-    on_checked: Callable[[int], None] = lambda checked: None,
+    on_checked: Callable[[int, int], None] = lambda checked, total: None,
 ) -> AuditResult:
     """Check every context when the audience has at most `sample` of them (or `sample` is None), else a uniform
-    random sample of `sample`; `on_checked` after each read, with the count so far (a `Ticker` thins it out)."""
+    random sample of `sample`; `on_checked` after each read, with the count so far and the number to check
+    (console.Ticker thins it out)."""
     read_before = reader.usage.read_units
     counts = reader.counts(audience_id, context_kind)
     if sample is not None and counts.contexts > sample:
@@ -184,7 +172,7 @@ def audit(
         in_launchdarkly = []
         for included in pool.map(membership.included, (c.context_key for c in contexts)):
             in_launchdarkly.append(included)
-            on_checked(len(in_launchdarkly))
+            on_checked(len(in_launchdarkly), len(contexts))
     result = AuditResult(
         audience_id=audience_id,
         context_kind=context_kind,
@@ -204,6 +192,25 @@ def audit(
     result.interval = wilson_interval(result.drift, result.checked, result.population, confidence)
     result.read_units = reader.usage.read_units - read_before
     return result
+
+
+def to_document(result: AuditResult) -> dict[str, Any]:
+    """`audit --output json` (docs/CLI.md), without the segment lookup."""
+    r, i = result, result.interval
+    return {
+        "audience_id": r.audience_id,
+        "context_kind": r.context_kind,
+        "population": r.population,
+        "desired_members": r.desired_members,
+        "checked": r.checked,
+        "sampled": r.sampled,
+        "missing": [c.context_key for c in r.missing],
+        "extra": [c.context_key for c in r.extra],
+        "not_written_yet": [c.context_key for c in r.pending],
+        "drift": r.drift,
+        "drift_rate": {"low": i.low, "high": i.high, "confidence": i.confidence} if r.sampled and i else None,
+        "read_units": r.read_units,
+    }
 
 
 def _percent(value: float) -> str:

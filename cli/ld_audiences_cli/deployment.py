@@ -1,11 +1,13 @@
 """Where a deployment's queue, dead-letter queue and state table are, and AWS clients to reach them.
 
-Three ways to name them, for `status`, `resync`, `audit` and `redrive`:
+Two ways to name them, for `status`, `resync`, `retire`, `audit` and `redrive`:
 * a deployed stack by name: CloudFormation's DescribeStacks gives the outputs StateTableName, QueueUrl
   and DeadLetterQueueUrl, and the template parameters (which writer, project and environment keys);
-* explicit names (`--table`, `--queue-url`, `--dlq-url`), which also override a stack's outputs;
-* the local stack: its queue URLs are loopback URLs naming its moto server, which then serves every
-  client (with moto's dummy credentials), and its table has the local name (`defaults.TABLE_NAME`).
+* explicit names (`--table`, `--queue-url`, `--dlq-url`), which also override a stack's outputs.
+
+Credentials, region and endpoint come from the options or boto3's own chain (environment, profile): nothing
+here knows a particular endpoint, so an AWS stand-in (the local stack's moto) is named like any other, with
+`--endpoint-url` and the credentials in the environment.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ld_audiences.aws_clients import LONG_POLL_READ_TIMEOUT, client_config
-from ld_audiences_local import defaults
-from ld_audiences_local.urls import loopback_origin
 
 OUTPUTS = {"table": "StateTableName", "queue_url": "QueueUrl", "dlq_url": "DeadLetterQueueUrl"}
 
@@ -37,10 +37,6 @@ class Deployment:
     parameters: dict[str, str] = field(default_factory=dict)  # the stack's template parameters
     profile: str | None = None  # a named profile of the AWS configuration (None: boto3's default chain)
 
-    @property
-    def local(self) -> bool:
-        return bool(self.endpoint_url and loopback_origin(self.endpoint_url))
-
     def client(self, service: str, *, threads: int = 1) -> Any:
         # The tools long-poll SQS (redrive, the DLQ peek): a read timeout longer than a long poll.
         kwargs: dict[str, Any] = {"config": client_config(threads=threads, read_timeout=LONG_POLL_READ_TIMEOUT)}
@@ -48,11 +44,8 @@ class Deployment:
             kwargs["region_name"] = self.region
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
-        if self.local:
-            # moto accepts any credentials; real ones have no business going there.
-            kwargs.update(aws_access_key_id=defaults.ACCESS_KEY, aws_secret_access_key=defaults.SECRET_KEY)
-            return boto3.client(service, **kwargs)
-        return boto3.session.Session(profile_name=self.profile).client(service, **kwargs)
+        session: Any = boto3.session.Session(profile_name=self.profile)  # Any: `service` is any service's name
+        return session.client(service, **kwargs)
 
     def need(self, *names: str) -> None:
         """Raise DeploymentError naming each of `names` ("table", "queue_url", "dlq_url") that is unknown."""
@@ -83,20 +76,14 @@ def find(
 ) -> Deployment:
     """The deployment the options name (see the module docstring); explicit names win over the stack's
     outputs. Raises DeploymentError when the stack cannot be read."""
-    endpoint_url = endpoint_url or loopback_origin(queue_url or dlq_url or "")
-    local = bool(endpoint_url and loopback_origin(endpoint_url))
     parameters: dict[str, str] = {}
     if stack_name:
-        cloudformation = Deployment(
-            endpoint_url=endpoint_url, region=region or (defaults.REGION if local else None), profile=profile
-        )
+        cloudformation = Deployment(endpoint_url=endpoint_url, region=region, profile=profile)
         outputs, parameters = _describe_stack(cloudformation.client("cloudformation"), stack_name)
         table = table or outputs[OUTPUTS["table"]]
         queue_url = queue_url or outputs[OUTPUTS["queue_url"]]
         dlq_url = dlq_url or outputs[OUTPUTS["dlq_url"]]
-    region = region or _region_of(queue_url) or _region_of(dlq_url) or (defaults.REGION if local else None)
-    if table is None and local:
-        table = defaults.TABLE_NAME
+    region = region or _region_of(queue_url) or _region_of(dlq_url)
     return Deployment(table, queue_url, dlq_url, endpoint_url, region, parameters, profile)
 
 

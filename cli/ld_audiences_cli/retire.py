@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from ld_audiences.launchdarkly import LaunchDarklyClient, json_object
 from ld_audiences.writers import RestWriter, Target
-from ld_audiences_local.segment_lookup import rest_ownership_problem
+from ld_audiences_cli.segment_lookup import rest_ownership_problem
 
 
 class NotOurs(Exception):

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ld_audiences.audiences import AudienceReader
-from ld_audiences_local.redrive import list_dead_letters
-from ld_audiences_local.terminal import printable
+from ld_audiences_cli.redrive import list_dead_letters
+from ld_audiences_cli.terminal import printable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -153,8 +153,9 @@ def _when(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if epoch else None
 
 
-def to_json(status: Status) -> str:
-    doc: dict[str, Any] = {
+def to_document(status: Status) -> dict[str, Any]:
+    """`status --output json` (docs/CLI.md)."""
+    return {
         "audiences": [
             {
                 **asdict(a),
@@ -178,8 +179,6 @@ def to_json(status: Status) -> str:
         ),
         "read_units": status.read_units,
     }
-    # ASCII: every control and bidirectional character of an id or reason is a \u escape, not a character.
-    return json.dumps(doc, indent=2, ensure_ascii=True)
 
 
 COLUMNS = ("AUDIENCE", "KEY", "KIND", "MEMBERS", "LAST CHANGE WRITTEN", "WRITTEN AT", "OLDEST PENDING", "DEAD-LETTERED")

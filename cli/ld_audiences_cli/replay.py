@@ -70,6 +70,7 @@ class FileResult:
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)  # the first ones, when many were rejected
     message: str = ""  # error code and message, or why there was no answer
+    unreachable: bool = False  # no connection, or no answer in time: the endpoint is down or wrong
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,21 @@ class FileResult:
             hidden = (self.rejected or len(self.errors)) - len(reasons)
             parts.append("rejected: " + ", ".join(reasons) + (f" … and {hidden} more" if hidden > 0 else ""))
         return "  ".join(parts)
+
+
+def to_document(result: FileResult) -> dict[str, Any]:
+    """One file of `replay --output json` (docs/CLI.md)."""
+    return {
+        "path": str(result.path),
+        "url": result.url,
+        "status": result.status,
+        "accepted": result.accepted,
+        "skipped": result.skipped,
+        "rejected": result.rejected,
+        "skipped_reasons": result.skipped_reasons,
+        "errors": result.errors,
+        "message": result.message,
+    }
 
 
 def post_payload(
@@ -138,6 +154,7 @@ def replay_file(
         response = post_payload(session, target, raw, secret, basic=basic, gzip=gzip)
     except requests.RequestException as exc:
         result.message = f"no answer: {type(exc).__name__}"
+        result.unreachable = isinstance(exc, requests.ConnectionError | requests.Timeout)
         return result
     result.status = response.status_code
     try:

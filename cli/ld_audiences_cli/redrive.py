@@ -10,7 +10,7 @@ a newer one for the same context was applied meanwhile.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,11 +143,14 @@ def redrive(
     reason: str | None = None,
     wait_seconds: int = 1,
     visibility_timeout: int = 120,
+    on_read: Callable[[int], None] = lambda read: None,
+    on_moved: Callable[[int, int], None] = lambda moved, total: None,
 ) -> RedriveResult:
     """Move DLQ messages (only those with `reason`, at most `limit`) back to `queue_url`.
 
     In a dry run nothing is sent or deleted: `moved` lists what would move. Messages not moved are
-    made visible again in the DLQ before returning.
+    made visible again in the DLQ before returning. `on_read(messages read)` and `on_moved(done, to move)`
+    report progress.
     """
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")
@@ -156,6 +159,7 @@ def redrive(
     if limit != 0:
         for letter in _receive_all(sqs, dlq_url, wait_seconds, visibility_timeout):
             held.append(letter)
+            on_read(len(held))
             if reason is not None and letter.reason != reason:
                 result.kept.append(letter)
                 continue
@@ -165,8 +169,9 @@ def redrive(
     try:
         if not dry_run:
             moved: list[DeadLetter] = []
-            for letter in result.moved:
+            for done, letter in enumerate(result.moved, 1):
                 error = _move(sqs, queue_url, dlq_url, letter)
+                on_moved(done, len(result.moved))
                 if error is None:
                     moved.append(letter)
                     held.remove(letter)

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from ld_audiences.launchdarkly import LaunchDarklyClient, json_object
 from ld_audiences.writers import MANAGED_TAG, RestWriter, Target
-from ld_audiences_local.audit import AuditError, get, segments_path
+from ld_audiences_cli.audit import AuditError, get, segments_path
 
 PAGE_SIZE = 50  # LaunchDarkly's default is 20; its maximum is not documented, so paging follows what it returns
 MAX_SEGMENTS = 100_000  # a guard against a listing that never ends (totalCount growing, offset ignored)
@@ -193,3 +193,15 @@ def lines(lookup: Lookup) -> list[str]:
         f"{lookup.problem}",
         f"what to do: {lookup.remedy}",
     ]
+
+
+def to_document(lookup: Lookup) -> dict[str, Any]:
+    """The `segment` of `audit --output json` (docs/CLI.md)."""
+    return {
+        "found": lookup.found,
+        "key": lookup.key,
+        "searched": lookup.searched,
+        "problem": lookup.problem or None,
+        "remedy": lookup.remedy or None,
+        "candidates": lookup.candidates,
+    }

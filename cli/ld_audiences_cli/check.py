@@ -14,12 +14,13 @@ environment's representation holds).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 import requests
 
-DEFAULT_BASE_URL = "https://app.launchdarkly.com"
+from ld_audiences.config import DEFAULT_LD_BASE_URL
+
 DEFAULT_CLIENTSDK_URL = "https://clientsdk.launchdarkly.com"
 API_VERSION = "20240415"
 TIMEOUT = (3.05, 10.0)
@@ -31,9 +32,23 @@ class Verdict:
     ok: bool
     message: str
     warn: bool = False  # not decided by what LaunchDarkly's API shows: the message says what to check by hand
+    # No usable answer (unreachable, rate limited, an unexpected status): not ok, but nothing is known to be wrong.
+    unknown: bool = False
+
+    @property
+    def status(self) -> str:
+        """One of STATUSES: what `check --output json` says of the verdict."""
+        return "unknown" if self.unknown else "fail" if not self.ok else "warn" if self.warn else "ok"
 
     def line(self) -> str:
         return f"{'FAIL' if not self.ok else 'WARN' if self.warn else 'OK  '}  {self.subject}: {self.message}"
+
+
+STATUSES = ("ok", "warn", "fail", "unknown", "skip")  # "skip": a check whose settings were not given
+
+
+def no_answer(subject: str, message: str) -> Verdict:
+    return Verdict(subject, False, message, unknown=True)
 
 
 def _redact(text: str, secret: str) -> str:
@@ -58,7 +73,7 @@ def check_token(base_url: str, token: str, *, session: requests.Session | None =
             url, headers={"Authorization": token, "LD-API-Version": API_VERSION}, timeout=TIMEOUT, allow_redirects=False
         )
     except requests.RequestException as exc:
-        return Verdict("access token", False, f"could not reach {url} ({type(exc).__name__})")
+        return no_answer("access token", f"could not reach {url} ({type(exc).__name__})")
     status = response.status_code
     if status == 200:
         return Verdict("access token", True, f"accepted by {base_url} (GET /api/v2/versions → 200)")
@@ -66,8 +81,8 @@ def check_token(base_url: str, token: str, *, session: requests.Session | None =
     if status in (401, 403):
         return Verdict("access token", False, f"rejected by {base_url} ({status} {detail}); check the token")
     if status == 429:
-        return Verdict("access token", False, f"rate limited by {base_url} (429); try again shortly")
-    return Verdict("access token", False, f"unexpected answer from {url}: {status} {detail}".rstrip())
+        return no_answer("access token", f"rate limited by {base_url} (429); try again shortly")
+    return no_answer("access token", f"unexpected answer from {url}: {status} {detail}".rstrip())
 
 
 def check_client_side_id(
@@ -78,13 +93,13 @@ def check_client_side_id(
     try:
         response = http.head(url, timeout=TIMEOUT, allow_redirects=False)
     except requests.RequestException as exc:
-        return Verdict("client-side ID", False, f"could not reach {url} ({type(exc).__name__})")
+        return no_answer("client-side ID", f"could not reach {url} ({type(exc).__name__})")
     status = response.status_code
     if status == 200:
         return Verdict("client-side ID", True, f"{client_side_id} is a valid environment (HEAD → 200)")
     if status == 404:
         return Verdict("client-side ID", False, f"{client_side_id} is unknown to {clientsdk_url} (404)")
-    return Verdict("client-side ID", False, f"unexpected answer from {url}: {status} {response.reason or ''}".rstrip())
+    return no_answer("client-side ID", f"unexpected answer from {url}: {status} {response.reason or ''}".rstrip())
 
 
 def check_environment(
@@ -105,7 +120,7 @@ def check_environment(
             project = http.get(project_url, headers=headers, timeout=TIMEOUT, allow_redirects=False)
             project_exists = project.status_code == 200
     except requests.RequestException as exc:
-        return Verdict(subject, False, f"could not reach {url} ({type(exc).__name__})")
+        return no_answer(subject, f"could not reach {url} ({type(exc).__name__})")
     if status == 200:
         return Verdict(subject, True, f"{where} exists and this token can read it (GET → 200)")
     if status == 404:
@@ -122,21 +137,21 @@ def check_environment(
             f"createSegment and updateIncluded on proj/{project_key}:env/{environment_key}:segment/*",
         )
     if status == 429:
-        return Verdict(subject, False, f"rate limited by {base_url} (429); try again shortly")
-    return Verdict(subject, False, f"unexpected answer from {url}: {status} {_error_text(response)}".rstrip())
+        return no_answer(subject, f"rate limited by {base_url} (429); try again shortly")
+    return no_answer(subject, f"unexpected answer from {url}: {status} {_error_text(response)}".rstrip())
 
 
 def check(
     *,
     token: str,
     client_side_id: str | None,
-    base_url: str = DEFAULT_BASE_URL,
+    base_url: str = DEFAULT_LD_BASE_URL,
     clientsdk_url: str = DEFAULT_CLIENTSDK_URL,
     project_key: str | None = None,
     environment_key: str | None = None,
     writer: str | None = None,
 ) -> list[Verdict]:
-    from ld_audiences_local.readiness import readiness
+    from ld_audiences_cli.readiness import readiness
 
     with requests.Session() as session:
         verdicts = [check_token(base_url, token, session=session)]
@@ -150,4 +165,4 @@ def check(
             verdicts += readiness(
                 base_url, token, writer, *((project_key, environment_key) if found else (None, None)), session
             )
-    return [Verdict(v.subject, v.ok, _redact(v.message, token), v.warn) for v in verdicts]
+    return [replace(v, message=_redact(v.message, token)) for v in verdicts]

@@ -1,0 +1,3 @@
+from ld_audiences_cli.main import main
+
+raise SystemExit(main())
