@@ -128,7 +128,7 @@ def _default_events_dir() -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ld_audiences_local.replay import find_fixtures, iter_replay
+    from ld_audiences_cli.replay import find_fixtures, iter_replay
 
     events = Path(args.events) if args.events else _default_events_dir()
     try:
