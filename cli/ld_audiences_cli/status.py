@@ -153,6 +153,12 @@ def _when(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if epoch else None
 
 
+def _to_second(event_time: str) -> str:
+    """An event time without its fraction of a second (Segment sends up to nanoseconds)."""
+    whole, dot, _ = event_time.partition(".")
+    return f"{whole}Z" if dot else event_time
+
+
 def to_document(status: Status) -> dict[str, Any]:
     """`status --output json` (docs/CLI.md)."""
     return {
@@ -181,13 +187,35 @@ def to_document(status: Status) -> dict[str, Any]:
     }
 
 
-COLUMNS = ("AUDIENCE", "KEY", "KIND", "MEMBERS", "LAST CHANGE WRITTEN", "WRITTEN AT", "OLDEST PENDING", "DEAD-LETTERED")
+# The message id and the event time's fraction are in `--output json`: the table stays readable in 120 columns.
+COLUMNS = ("AUDIENCE", "KEY", "KIND", "MEMBERS", "LAST CHANGE", "WRITTEN", "WAITING", "DLQ")
 
 
 def lines(status: Status, now: float | None = None) -> list[str]:
-    """The human form: a header about the queues, then one line per audience."""
+    """The human form: one line per audience, then the queues and what the table leaves out."""
     now = time.time() if now is None else now
-    out = []
+    rows: list[tuple[str, ...]] = [COLUMNS]
+    reasons: list[str] = []
+    for a in status.audiences:
+        dead = sum(a.dead_lettered.values())
+        if dead:
+            reasons.append(f"  {a.audience_id}: " + ", ".join(f"{reason} {n}" for reason, n in a.dead_lettered.items()))
+        cells = (
+            a.audience_id,
+            (a.audience_key or "-") + (" (retired)" if a.retired_at is not None else ""),
+            a.context_kind,
+            str(a.members),
+            _to_second(a.last_event_time) if a.last_event_time else "-",
+            _ago(now - a.last_write_at) if a.last_write_at else "-",
+            _ago(now - a.pending_since) if a.pending_since is not None else "-",
+            str(dead),
+        )
+        # Escaped before the columns are measured, so that they line up as printed.
+        rows.append(tuple(printable(cell) for cell in cells))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    out = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
+    if not status.audiences:
+        out.append("(no audience has been written yet)")
     if status.queue is not None:
         q = status.queue
         out.append(
@@ -198,27 +226,17 @@ def lines(status: Status, now: float | None = None) -> list[str]:
         d = status.dead_letter_queue
         note = f", {status.dead_letters_unreadable} naming no audience" if status.dead_letters_unreadable else ""
         if status.dead_letters_read < d.total:
-            note += f"; {status.dead_letters_read} read and counted below"
+            note += f"; {status.dead_letters_read} read and counted above"
         out.append(f"dead-letter queue: {d.total} message(s){note}")
-    rows: list[tuple[str, ...]] = [COLUMNS]
-    for a in status.audiences:
-        dead = sum(a.dead_lettered.values())
-        reasons = ", ".join(f"{reason} {n}" for reason, n in a.dead_lettered.items())
-        cells = (
-            a.audience_id,
-            (a.audience_key or "-") + (" (retired)" if a.retired_at is not None else ""),
-            a.context_kind,
-            str(a.members),
-            f"{a.last_event_time} ({a.last_message_id})" if a.last_event_time else "-",
-            _when(a.last_write_at) or "-",
-            f"{max(now - a.pending_since, 0):.0f} s ago" if a.pending_since is not None else "-",
-            f"{dead} ({reasons})" if dead else "0",
-        )
-        # Escaped before the columns are measured, so that they line up as printed.
-        rows.append(tuple(printable(cell) for cell in cells))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    out += ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
-    if not status.audiences:
-        out.append("(no audience has been written yet)")
+    if reasons:
+        out += ["dead-lettered, by reason:", *(printable(line) for line in reasons)]
     out.append(f"DynamoDB read units consumed: {status.read_units:g}")
     return out
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"

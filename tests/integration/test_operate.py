@@ -135,11 +135,11 @@ def test_status_shows_each_audience_with_exact_members_the_queue_and_dead_letter
     code, out, _ = run(capsys, "status", *where(aws), "--audience", "aud_a")
     assert code == 0
     assert "queue: 3 message(s) not yet recorded" in out and "dead-letter queue: 5 message(s)" in out
-    assert "OLDEST PENDING" in out
+    assert "WAITING" in out
     line = next(line for line in out.splitlines() if line.startswith("aud_a "))
     assert line.split()[:4] == ["aud_a", "aud_a_key", "user", "20"]
     assert re.search(r"\b\d+ s ago\b", line)
-    assert "3 (launchdarkly_400_invalid_request 2, x_y 1)" in line
+    assert line.endswith("  3") and "  aud_a: launchdarkly_400_invalid_request 2, x_y 1" in out.splitlines()
     assert "aud_b" not in out
 
 

@@ -88,8 +88,9 @@ def test_status_lines_escape_every_cell_and_still_line_up() -> None:
     header, hostile, plain = (
         next(line for line in lines if line.startswith(start)) for start in ("AUDIENCE", "aud_\\", "aud_p")
     )
-    assert "aud_\\x1b[2J" in hostile and "key\\u202eevil" in hostile and "personas_\\x1b]0;owned\\x07" in hostile
-    for column in ("KIND", "MEMBERS", "WRITTEN AT"):
+    assert "aud_\\x1b[2J" in hostile and "key\\u202eevil" in hostile
+    assert any("launchdarkly_400_\\u2066x 2" in line for line in lines)  # the reasons, below the table
+    for column in ("KIND", "MEMBERS", "WRITTEN"):
         at = header.index(column)
         assert hostile[at - 2 : at] == plain[at - 2 : at] == "  ", column
 
@@ -101,3 +102,23 @@ def test_status_json_is_ascii_and_gives_back_the_exact_values(capsys: pytest.Cap
     audience = json.loads(text)["audiences"][0]
     assert (audience["audience_id"], audience["audience_key"]) == ("aud_\x1b[2J", "key\u202eevil")
     assert audience["last_message_id"] == "personas_\x1b]0;owned\x07"
+
+
+def test_status_table_of_a_typical_audience_fits_in_120_columns() -> None:
+    audience = status.AudienceStatus(
+        audience_id="aud_2Zx8Kq4mW1pR7tY9uV3bN6cD0eF",
+        context_kind="user",
+        audience_key="bought_twice_in_30_days",
+        members=1_234_567,
+        contexts=1_300_000,
+        last_event_time="2026-11-20T10:00:00.123456789Z",
+        last_message_id="personas_2Zx8Kq4mW1pR7tY9uV3bN6cD0eF_user-0001234567",
+        last_write_at=1_800_000_000.0 - 3_600,
+        pending_since=1_800_000_000.0,
+        dead_lettered={"launchdarkly_400": 3},
+    )
+    lines = status.lines(status.Status([audience], None, None, 0, 0, 1.0), now=1_800_000_042.0)
+    row = next(line for line in lines if line.startswith("aud_"))
+    assert max(len(line) for line in lines) <= 120, lines
+    assert row.endswith("2026-11-20T10:00:00Z  1 h ago  42 s ago  3")  # to the second; written an hour ago
+    assert lines[-3:-1] == ["dead-lettered, by reason:", "  aud_2Zx8Kq4mW1pR7tY9uV3bN6cD0eF: launchdarkly_400 3"]
