@@ -35,7 +35,7 @@ class ContextStates(TableStore):
         the previous holder's writes must be seen, or a change it superseded could be written again."""
         by_hash = {t.context_hash(key): key for key in keys}
         items = self._batch.get(
-            [t.context_item_key(audience_id, context_kind, key) for key in keys],
+            [t.hashed_context_item_key(audience_id, context_kind, digest) for digest in by_hash],
             projection=f"{t.SK}, {t.APPLIED_ORDER}, {t.DESIRED_INCLUDED}",
         )
         found: dict[str, Applied] = {}

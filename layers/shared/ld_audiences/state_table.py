@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from typing import Any
 
 PK, SK = "pk", "sk"
@@ -80,13 +81,19 @@ def context_hash(context_key: str) -> str:
     return hashlib.sha256(context_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+# Every context item of an audience names one of its SHARDS partitions: a reconcile builds thousands a second.
+@lru_cache(maxsize=4096)
 def partition(audience_id: str, context_kind: str, shard: int) -> str:
     # ensure_ascii=False: an id of 255 code points stays under DynamoDB's 2,048-byte partition key.
     return json.dumps([audience_id, context_kind, shard], ensure_ascii=False, separators=(",", ":"))
 
 
 def context_item_key(audience_id: str, context_kind: str, context_key: str) -> dict[str, Any]:
-    digest = context_hash(context_key)
+    return hashed_context_item_key(audience_id, context_kind, context_hash(context_key))
+
+
+def hashed_context_item_key(audience_id: str, context_kind: str, digest: str) -> dict[str, Any]:
+    """The key of the context item whose context key hashes to `digest` (`context_hash`)."""
     shard = int(digest[:8], 16) % SHARDS
     return {PK: {"S": partition(audience_id, context_kind, shard)}, SK: {"S": digest}}
 
