@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,10 @@ from ld_audiences_local.local_aws import LocalAws
 from ld_audiences_local.local_banner import first_audience, launchdarkly_token
 from ld_audiences_local.stack import LocalStack
 from tests.conftest import free_port
-from tests.integration.test_cli import CLI, LineReader, _terminate, clean_env, run
+from tests.integration.test_cli import LineReader, _terminate, as_pasted, clean_env, run
+
+# The venv's console script: what the banner names, so that its lines run without the venv active.
+CLI = Path(sys.executable).parent / "ld-audiences"
 
 pytestmark = pytest.mark.e2e
 
@@ -101,9 +105,10 @@ def test_the_audit_line_names_a_bundled_audience() -> None:
 
 
 def _run_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A printed line, run as a shell would: its NAME=value words in the environment, the venv's script."""
     words = shlex.split(line)
-    assert words[0] == str(CLI), f"not the venv's script: {line}"
-    return run(*words[1:], env=env)
+    assert str(CLI) in words, f"not the venv's script: {line}"
+    return run(*as_pasted(line, env), env=env)
 
 
 def test_local_serves_on_the_ports_it_is_given_and_its_lines_run_as_printed(tmp_path: Path) -> None:
@@ -124,9 +129,10 @@ def test_local_serves_on_the_ports_it_is_given_and_its_lines_run_as_printed(tmp_
         assert reader.wait_for("LaunchDarkly: ", 5).split()[1] == f"http://127.0.0.1:{ld_port}"
         assert "the emulator's" in reader.wait_for("LaunchDarkly token: ", 5)
         replay = reader.wait_for(f"  {CLI} replay ", 5)
-        reader.wait_for(f"  {CLI} redrive ", 5)
-        status = reader.wait_for(f"  {CLI} status ", 5)
-        audit = reader.wait_for(f"  {CLI} audit ", 5)
+        aws = "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
+        reader.wait_for(f"{aws} {CLI} redrive ", 5)
+        status = reader.wait_for(f"{aws} {CLI} status ", 5)
+        audit = reader.wait_for(f"{aws} {CLI} audit ", 5)
         assert reader.wait_for("listening on ", 30) == f"listening on http://127.0.0.1:{port}"
         assert f"--base-url http://127.0.0.1:{ld_port}" in audit and REAL_TOKEN not in audit
 
