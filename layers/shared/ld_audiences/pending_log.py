@@ -23,62 +23,36 @@ retries them, and a change recorded twice is one change (the reconcile keeps one
 
 Items are compressed: a 1,000-change log item is about 50 KB, so recording and deleting a first sync costs
 about 0.1 write units a change, against 1 for its context item.
+
+*Inline*: a batch that holds a few changes of an audience (the common case when changes are spread over many
+audiences) would pay a log item's write and delete for them. So while they fit, they are held in the work item
+itself, one attribute each, written by the same update that lists the audience: one write unit a record instead
+of three. The work item stays within 1 KB (INLINE_BYTES); a record that would overflow it goes to the log, and
+a take returns the inline changes with the lease, so reading them costs nothing more. The reconcile removes the
+attributes it resolved (recorders only add new ones), in the update that hands the audience back.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
-from ld_audiences.dynamodb_batch import StateError, TableStore, error_code
+from ld_audiences.dynamodb_batch import StateError, error_code
+from ld_audiences.pending_codec import decode
+from ld_audiences.pending_record import PendingRecorder, inline_recorded_at
 from ld_audiences.writers import Target
 
-if TYPE_CHECKING:
-    pass
-
-# Changes per log item: a batch's changes of one audience, split further while the compressed entries exceed
-# ITEM_BYTES, so that an item stays below DynamoDB's 400 KB whatever the keys (1,000 keys of 1,024 random
-# characters do not compress below it).
-ITEM_CHANGES = 1000
-ITEM_BYTES = 300_000
 # Audiences read from the index per page while looking for one to take.
 INDEX_PAGE = 50
 # Items first read from each shard of a wide log: its items hold up to ITEM_CHANGES each, and a round takes
 # the oldest few over every shard.
 WIDE_FIRST_ITEMS = 2
-
-
-def encode(changes: Sequence[MembershipChange]) -> bytes:
-    rows = [
-        [c.context_key, int(c.included), c.event_time, c.message_id, int(c.reassert), c.received_at] for c in changes
-    ]
-    return zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-
-
-def decode(blob: bytes, target: Target) -> list[MembershipChange]:
-    rows = json.loads(zlib.decompress(blob).decode("utf-8", "surrogatepass"))
-    return [
-        MembershipChange.model_construct(
-            audience_id=target.audience_id,
-            audience_key=target.audience_key,
-            context_kind=target.context_kind,
-            context_key=key,
-            included=bool(included),
-            event_time=event_time,
-            message_id=message_id,
-            reassert=bool(reassert),
-            received_at=received_at,
-        )
-        for key, included, event_time, message_id, reassert, received_at in rows
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +65,16 @@ class Lease:
     seq: int  # the work item's pending_seq when taken
     wide: bool = False  # some batch recorded more than one log item for the audience: read every log shard
     retired_at: float | None = None  # the audience is retired: its segment is emptied, its changes skipped
+    inline: tuple[tuple[str, bytes], ...] = ()  # the work item's inline changes when taken: (attribute, entries)
 
 
 @dataclass(frozen=True, slots=True)
 class PendingItem:
-    key: dict[str, Any]
+    key: dict[str, Any]  # a log item's key; empty for inline changes
     received_at: float
     changes: list[MembershipChange]
+    inline: str | None = None  # the work item's attribute holding these changes
+    size: int = 0  # an inline attribute's bytes (name and value), as INLINE_BYTES counts them
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,67 +83,8 @@ class PendingRead:
     rest_since: float | None  # when the oldest pending change not among `items` was recorded; None: none
 
 
-class PendingLog(TableStore):
-    # ------------------------------------------------------------------------------------ record
-
-    def record(self, groups: Sequence[tuple[Target, Sequence[MembershipChange]]]) -> set[Target]:
-        """Append each audience's changes to its log and list the audience; returns the audiences that could
-        not be recorded (their records must be retried)."""
-        now = self._clock()
-        requests: list[dict[str, Any]] = []
-        owners: list[Target] = []
-        wide: set[Target] = set()
-        for target, changes in groups:
-            for index, (part, blob) in enumerate(_parts(changes)):
-                # A batch's first item of an audience goes to shard 0, so an audience that never gets more
-                # than ITEM_CHANGES a batch is read with one Query.
-                shard = index % t.PENDING_SHARDS
-                if index:
-                    wide.add(target)
-                item = {
-                    t.PK: {"S": t.pending_partition(target.audience_id, target.context_kind, shard)},
-                    t.SK: {"S": f"{now:017.6f}#{uuid.uuid4().hex[:16]}"},
-                    t.ENTRIES: {"B": blob},
-                    t.COUNT: {"N": str(len(part))},
-                }
-                requests.append({"PutRequest": {"Item": item}})
-                owners.append(target)
-        failed = {owners[i] for i in self._batch.write(requests)}
-        listed = [target for target, _ in groups if target not in failed]
-        listing = self._map(lambda target: self._list(target, now, target in wide), listed)
-        for target, ok in zip(listed, listing, strict=True):
-            if not ok:
-                failed.add(target)
-        return failed
-
-    def _list(self, target: Target, now: float, wide: bool) -> bool:
-        names = {"#since": t.PENDING_SINCE, "#queue": t.PENDING_QUEUE, "#key": t.AUDIENCE_KEY, "#seq": t.PENDING_SEQ}
-        values: dict[str, Any] = {
-            ":now": {"N": f"{now:.6f}"},
-            ":queue": {"S": t.PENDING_QUEUE_VALUE},
-            ":key": {"S": target.audience_key},
-            ":one": {"N": "1"},
-        }
-        names["#newest"] = t.PENDING_NEWEST
-        update = (
-            "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key,"
-            " #newest = :now"
-        )
-        if wide:
-            update += ", #wide = :wide"
-            names["#wide"], values[":wide"] = t.PENDING_WIDE, {"BOOL": True}
-        try:
-            self._calls += 1
-            self._client.update_item(
-                TableName=self._table,
-                Key=t.work_item_key(target.audience_id, target.context_kind),
-                UpdateExpression=f"{update} ADD #seq :one",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except (ClientError, BotoCoreError):
-            return False
-        return True
+class PendingLog(PendingRecorder):
+    """The pending log: recording (`PendingRecorder`), the index, one audience's lease, read and finish."""
 
     # ------------------------------------------------------------------------------------ the index
 
@@ -241,13 +159,20 @@ class PendingLog(TableStore):
         seq = int(item.get(t.PENDING_SEQ, {}).get("N", "0"))
         retired = item.get(t.RETIRED_AT, {}).get("N")
         wide = bool(item.get(t.PENDING_WIDE, {}).get("BOOL"))
-        return Lease(target, owner, until, seq, wide, float(retired) if retired is not None else None)
+        inline = tuple(sorted((name, bytes(v["B"])) for name, v in item.items() if name.startswith(t.INLINE_PREFIX)))
+        return Lease(target, owner, until, seq, wide, float(retired) if retired is not None else None, inline)
 
     def read(self, lease: Lease, max_changes: int) -> PendingRead:
         """The oldest log items of the leased audience holding at most `max_changes` changes (at least one
         item), read consistently. A wide log (a first sync: 1,000 changes an item, over every shard) is read a
         few items a shard first, so a round does not read megabytes to use four items."""
         target = lease.target
+        # Inline changes are few (INLINE_BYTES) and already read with the lease: always all of them.
+        held = [
+            PendingItem({}, inline_recorded_at(name), decode(blob, target), name, len(name) + len(blob))
+            for name, blob in lease.inline
+        ]
+        max_changes = max(max_changes - sum(len(item.changes) for item in held), 1)
         found: list[dict[str, Any]] = []
         starts: dict[int, dict[str, Any] | None] = dict.fromkeys(range(t.PENDING_SHARDS if lease.wide else 1))
         cut: dict[int, float] = {}  # shards not read to the end: when their last item read was recorded
@@ -278,7 +203,7 @@ class PendingLog(TableStore):
                 PendingItem({t.PK: item[t.PK], t.SK: item[t.SK]}, _recorded_at(item), decode(bytes(blob), target))
             )
         rest = [_recorded_at(item) for item in found[len(taken) : len(taken) + 1]] + list(cut.values())
-        return PendingRead(taken, min(rest) if rest else None)
+        return PendingRead(held + taken, min(rest) if rest else None)
 
     def _query_log(
         self, target: Target, shard: int, start: dict[str, Any] | None, limit: int
@@ -322,30 +247,40 @@ class PendingLog(TableStore):
         (`rest_since` None) and nothing was recorded since the take, else listed as pending since
         `rest_since` (or `started`, for what was recorded meanwhile). `hold_until` keeps the lease that long
         (a write whose outcome is unknown may still land; a failing LaunchDarkly is given a pause)."""
-        unresolved = self._batch.write([{"DeleteRequest": {"Key": item.key}} for item in resolved])
+        logged = [item for item in resolved if item.inline is None]
+        unresolved = self._batch.write([{"DeleteRequest": {"Key": item.key}} for item in logged])
         if unresolved:
             # Still in the log: read again next time and found written (duplicates), then deleted.
-            rest_since = min([resolved[i].received_at for i in unresolved] + [rest_since or started])
+            rest_since = min([logged[i].received_at for i in unresolved] + [rest_since or started])
+        # Resolved inline changes go with the update that hands the audience back (recorders only add others).
+        inline = {f"#i{i}_": item.inline for i, item in enumerate(resolved) if item.inline is not None}
+        names = {**_WORK_NAMES, **inline}
         values: dict[str, Any] = {":owner": {"S": lease.owner}, ":seq": {"N": str(lease.seq)}}
         if hold_until is not None:
             values[":hold"] = {"N": f"{hold_until:.3f}"}
         if rest_since is None:
+            # Nothing recorded since the take: nothing inline but what was resolved.
+            pending = ", ".join(["#since", "#queue", "#wide", "#newest", "#held", *inline])
             clear = (
-                "REMOVE #owner, #until, #since, #queue, #wide, #newest"
-                if hold_until is None
-                else "SET #until = :hold REMOVE #since, #queue, #wide, #newest"
+                f"REMOVE #owner, #until, {pending}" if hold_until is None else f"SET #until = :hold REMOVE {pending}"
             )
-            old = self._update_work(lease, clear, values, "#owner = :owner AND #seq = :seq")
+            old = self._update_work(lease, clear, values, "#owner = :owner AND #seq = :seq", names)
             if old is None or old.get(t.LEASE_OWNER, {}).get("S") != lease.owner:
                 return  # cleared, or the lease had run out and another holder has the audience
             rest_since = started  # recorded meanwhile
         values[":since"] = {"N": f"{rest_since:.6f}"}
         values[":queue"] = {"S": t.PENDING_QUEUE_VALUE}
-        listed = "SET #since = :since, #queue = :queue"
-        keep = f"{listed} REMOVE #owner, #until" if hold_until is None else f"{listed}, #until = :hold"
-        self._update_work(lease, keep, values, "#owner = :owner")
+        listed = "SET #since = :since, #queue = :queue" + ("" if hold_until is None else ", #until = :hold")
+        removed = ([] if hold_until is not None else ["#owner", "#until"]) + list(inline)
+        keep = listed + (f" REMOVE {', '.join(removed)}" if removed else "")
+        if inline:
+            values[":freed"] = {"N": str(-sum(item.size for item in resolved if item.inline is not None))}
+            keep += " ADD #held :freed"
+        self._update_work(lease, keep, values, "#owner = :owner", names)
 
-    def _update_work(self, lease: Lease, update: str, values: dict[str, Any], condition: str) -> dict[str, Any] | None:
+    def _update_work(
+        self, lease: Lease, update: str, values: dict[str, Any], condition: str, names: dict[str, str]
+    ) -> dict[str, Any] | None:
         """Update the work item if the lease is still ours; None when done, else the item as it was."""
         expressions = update + " " + condition
         try:
@@ -355,8 +290,8 @@ class PendingLog(TableStore):
                 Key=t.work_item_key(lease.target.audience_id, lease.target.context_kind),
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={k: v for k, v in _WORK_NAMES.items() if k in expressions},
-                ExpressionAttributeValues={k: v for k, v in values.items() if k in expressions},
+                ExpressionAttributeNames={k: v for k, v in names.items() if _named(k, expressions)},
+                ExpressionAttributeValues={k: v for k, v in values.items() if _named(k, expressions)},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -417,11 +352,6 @@ class PendingLog(TableStore):
             return True
         return True
 
-    def _map(self, fn: Callable[[Target], bool], targets: list[Target]) -> list[bool]:
-        if len(targets) <= 1 or self._executor is None:
-            return [fn(target) for target in targets]
-        return list(self._executor.map(fn, targets))
-
 
 _WORK_NAMES = {
     "#owner": t.LEASE_OWNER,
@@ -431,21 +361,19 @@ _WORK_NAMES = {
     "#seq": t.PENDING_SEQ,
     "#wide": t.PENDING_WIDE,
     "#newest": t.PENDING_NEWEST,
+    "#held": t.INLINE_BYTES,
 }
 
 
-def _parts(changes: Sequence[MembershipChange]) -> Iterator[tuple[Sequence[MembershipChange], bytes]]:
-    """The changes in log items' worth, each with its encoding."""
-    for start in range(0, len(changes), ITEM_CHANGES):
-        pending = [changes[start : start + ITEM_CHANGES]]
-        while pending:
-            part = pending.pop()
-            blob = encode(part)
-            if len(blob) > ITEM_BYTES and len(part) > 1:
-                middle = len(part) // 2
-                pending += [part[middle:], part[:middle]]
-                continue
-            yield part, blob
+def _named(placeholder: str, expressions: str) -> bool:
+    """Whether an expression uses `placeholder` (a name or value placeholder ends at a non-word character)."""
+    at = expressions.find(placeholder)
+    while at >= 0:
+        end = at + len(placeholder)
+        if end == len(expressions) or not (expressions[end].isalnum() or expressions[end] == "_"):
+            return True
+        at = expressions.find(placeholder, end)
+    return False
 
 
 def _recorded_at(item: dict[str, Any]) -> float:

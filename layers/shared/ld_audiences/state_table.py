@@ -71,6 +71,10 @@ PENDING_INDEX = "pending-audiences"
 RETIRED_AT = "retired_at"  # epoch seconds the audience was retired (`ld-audiences retire`): its segment is emptied
 LEASE_OWNER = "lease_owner"  # the reconcile that may write this audience to LaunchDarkly, until LEASE_UNTIL
 LEASE_UNTIL = "lease_until"
+# A batch's few changes of an audience are held in its work item itself, one attribute each (`pending_log.py`):
+# INLINE_PREFIX + when recorded + a unique suffix, the value as a log item's ENTRIES; INLINE_BYTES sums them.
+INLINE_PREFIX = "i_"
+INLINE_BYTES = "inline_bytes"
 
 AUDIENCES_PK = "audiences"
 RATE_LIMIT_KEY = {PK: {"S": "launchdarkly"}, SK: {"S": "rate-limit"}}
