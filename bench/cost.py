@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.sim_scenario import Outcome
 
 LAMBDA_GB_SECOND = 0.0000133334  # arm64
 LAMBDA_REQUEST = 0.20 / 1e6
@@ -36,6 +40,7 @@ SYNC_LOG_BYTES = 3_250
 SYNC_LOG_BYTES_A_CHANGE = 20
 INGEST_LOG_BYTES = 2_000
 SEGMENT_BATCH = 1000  # Segment's batching: events a request
+COST_TARGET = 1.00  # dollars per million changes, batched
 
 
 @dataclass(frozen=True)
@@ -99,3 +104,36 @@ PRICES = (
     "an ingest request: estimates from the handlers' lines at INFO, bench/cost.py). Not per change, so not here: "
     "the pollers' idle receives, the minute schedule, alarms, dashboards, Secrets Manager."
 )
+
+
+def cost(o: Outcome, events_a_request: int) -> Cost:
+    return per_million(
+        changes=o.scenario.changes,
+        sync_invocations=o.invocations,
+        sync_billed_ms=o.billed_ms,
+        sync_memory_mb=o.scenario.memory_mb,
+        write_units=o.write_units,
+        read_units=o.read_units,
+        received=o.received,
+        sent_later=o.deferred,
+        events_a_request=events_a_request,
+    )
+
+
+def cost_rows(label: str, o: Outcome, target: str) -> list[list[str]]:
+    rows = []
+    for batching, events in ((f"batched ({SEGMENT_BATCH:,} events a request)", SEGMENT_BATCH), ("unbatched", 1)):
+        c = cost(o, events)
+        rows.append(
+            [
+                label,
+                batching,
+                *(f"${x:.3f}" for x in (c.api_gateway, c.lambda_, c.dynamodb, c.sqs, c.logs)),
+                f"**${c.total:.2f}**",
+                target,
+            ]
+        )
+    return rows
+
+
+COST_HEADER = ["scenario", "ingest", "API Gateway", "Lambda", "DynamoDB", "SQS", "CloudWatch Logs", "total", "made by"]

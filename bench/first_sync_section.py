@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from bench.common import PYTHON, REPO_ROOT, Figure, Section, Settings, fmt, table
+from bench.cost import COST_HEADER, COST_TARGET, PRICES, SEGMENT_BATCH, cost, cost_rows
 from bench.sim_scenario import DEFAULTS, Outcome, Scenario
 
 VARIATIONS: list[tuple[str, dict[str, Any]]] = [
@@ -133,6 +134,16 @@ def run(settings: Settings) -> Section:
             f"{fmt(default.peak_table_wcu, 0)} the table (a new table's ceiling: 4,000)",
         ),
     ]
+    section.figures.append(
+        Figure(
+            "  cost per million changes at the defaults, batched",
+            "$",
+            [cost(default, SEGMENT_BATCH).total],
+            COST_TARGET,
+            "lower",
+            digits=2,
+        )
+    )
     section.headline = (
         f"{fmt(changes, 0)} members at the template's defaults ({DEFAULTS.label()}) in "
         f"{default.total_seconds / 60:.1f} min with {fmt(default.launchdarkly_requests, 0)} LaunchDarkly requests "
@@ -166,6 +177,13 @@ def run(settings: Settings) -> Section:
             ],
             rows,
         )
+    )
+    made_by = "make bench-long" if settings.long else "make bench"
+    section.details.append(
+        "**Cost per million changes of the first sync at the defaults.** "
+        + PRICES
+        + "\n\n"
+        + table(COST_HEADER, cost_rows(f"first sync, {fmt(changes, 0)} members", default, made_by))
     )
     if resync_outcome is not None:
         section.details.append(resync_details(resync_outcome))

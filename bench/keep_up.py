@@ -12,13 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 from bench.common import Figure, Section, Settings, fmt, table
-from bench.cost import PRICES, SEGMENT_BATCH, Cost, per_million
+from bench.cost import COST_HEADER, COST_TARGET, PRICES, SEGMENT_BATCH, cost, cost_rows
 from bench.first_sync_section import run_child
-from bench.sim_scenario import DEFAULTS, Outcome, Scenario
+from bench.sim_scenario import DEFAULTS, Scenario
 
 DEFERRALS_A_CHANGE = 0.1
 SLACK = 1.2  # requests and time within 1.2 x what LaunchDarkly's rate allows
-COST_TARGET = 1.00  # dollars per million changes, batched
 
 
 @dataclass(frozen=True)
@@ -45,39 +44,6 @@ def scenarios(long: bool) -> list[KeepUp]:
             replace(DEFAULTS, changes=many * members, arrival_rate=5000.0, audiences=many),
         ),
     ]
-
-
-def cost(o: Outcome, events_a_request: int) -> Cost:
-    return per_million(
-        changes=o.scenario.changes,
-        sync_invocations=o.invocations,
-        sync_billed_ms=o.billed_ms,
-        sync_memory_mb=o.scenario.memory_mb,
-        write_units=o.write_units,
-        read_units=o.read_units,
-        received=o.received,
-        sent_later=o.deferred,
-        events_a_request=events_a_request,
-    )
-
-
-def cost_rows(label: str, o: Outcome, target: str) -> list[list[str]]:
-    rows = []
-    for batching, events in ((f"batched ({SEGMENT_BATCH:,} events a request)", SEGMENT_BATCH), ("unbatched", 1)):
-        c = cost(o, events)
-        rows.append(
-            [
-                label,
-                batching,
-                *(f"${x:.3f}" for x in (c.api_gateway, c.lambda_, c.dynamodb, c.sqs, c.logs)),
-                f"**${c.total:.2f}**",
-                target,
-            ]
-        )
-    return rows
-
-
-COST_HEADER = ["scenario", "ingest", "API Gateway", "Lambda", "DynamoDB", "SQS", "CloudWatch Logs", "total", "made by"]
 
 
 def run(settings: Settings) -> Section:
