@@ -20,7 +20,7 @@ VARIATIONS: list[tuple[str, dict[str, Any]]] = [
     ("memory 1,769 MB (one vCPU)", {"memory_mb": 1769}),
     ("batch 4,000, window 2 s", {"batch_size": 4000, "window": 2.0}),
     ("batch 10, window 0 s", {"batch_size": 10, "window": 0.0}),  # AWS takes at most 10 without a window
-    ("concurrency 5", {"concurrency": 5}),
+    ("concurrency 2", {"concurrency": 2}),
     ("concurrency 10", {"concurrency": 10}),
     ("concurrency 10, LaunchDarkly sends no Remaining headers", {"concurrency": 10, "remaining_headers": False}),
 ]

@@ -22,7 +22,7 @@ class Scenario:
     memory_mb: int = 1024
     batch_size: int = 1000
     window: float = 1.0
-    concurrency: int = 2
+    concurrency: int = 5
     timeout: int = 60
     max_receive_count: int = 5
     ld_limit: float = 5.0  # requests a second

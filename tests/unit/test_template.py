@@ -556,7 +556,7 @@ def test_batching(tpl: dict[str, Any]) -> None:
     assert check_batching(tpl) == []
     assert param_default(tpl, "SyncBatchSize") == 1000
     assert param_default(tpl, "SyncBatchingWindowSeconds") == 1
-    assert param_default(tpl, "SyncMaximumConcurrency") == 2
+    assert param_default(tpl, "SyncMaximumConcurrency") == 5
 
 
 def test_rule_rejects_large_batches_without_window(tpl: dict[str, Any]) -> None:
