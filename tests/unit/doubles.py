@@ -147,4 +147,6 @@ class FakeDeadLetters:
 
 
 def refused(status: int, code: str = "invalid_request", **options: Any) -> WriteError:
-    return WriteError(400 <= status < 500 and status not in (408, 409, 429), status, code, f"{status} {code}", **options)
+    return WriteError(
+        400 <= status < 500 and status not in (408, 409, 429), status, code, f"{status} {code}", **options
+    )

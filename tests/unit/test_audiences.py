@@ -21,7 +21,9 @@ def table() -> InProcessTable:
     whose newest change is not applied yet."""
     table = in_process_table(lambda: NOW)
     states = ContextStates(table.client, table.table, clock=lambda: NOW)
-    written = [change(f"m{i:03d}", True, 1) for i in range(MEMBERS)] + [change(f"l{i:03d}", False, 2) for i in range(LEFT)]
+    written = [change(f"m{i:03d}", True, 1) for i in range(MEMBERS)] + [
+        change(f"l{i:03d}", False, 2) for i in range(LEFT)
+    ]
     assert states.write(written) == []
     states.record_write(AUDIENCE.audience_id, AUDIENCE.audience_key, AUDIENCE.context_kind, written)
     pending = change("m000", False, 9)

@@ -31,7 +31,7 @@ class ScriptedClient:
         self.writes: list[list[int]] = []
         self.gets: list[dict[str, Any]] = []
 
-    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         numbers = [int(r["PutRequest"]["Item"]["n"]["N"]) for r in RequestItems[TABLE]]
         self.writes.append(numbers)
         if self.failing & set(numbers):
@@ -42,7 +42,7 @@ class ScriptedClient:
     def _again(self, n: int) -> bool:
         return sum(n in call for call in self.writes) <= self.rounds
 
-    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         request = RequestItems[TABLE]
         self.gets.append(request)
         numbers = [int(k["pk"]["S"][1:]) for k in request["Keys"]]
@@ -94,7 +94,7 @@ def test_a_failed_call_after_an_unprocessed_round_fails_only_what_was_left() -> 
     batch = BatchCalls(client, TABLE, sleep=Sleeps())  # type: ignore[arg-type]
     original = client.batch_write_item
 
-    def fail_second_round(RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def fail_second_round(RequestItems: dict[str, Any]) -> dict[str, Any]:
         if client.writes:
             client.writes.append([])
             raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "x"}}, "BatchWriteItem")

@@ -17,13 +17,13 @@ from ld_audiences.context_state import ContextStates
 from ld_audiences.launchdarkly import WriteError
 from ld_audiences.outcomes import ADDED, REMOVED, SyncReport
 from ld_audiences.pending_log import Lease
-from ld_audiences.writers import Target
 from ld_audiences.reconcile import (
     FAILURE_PAUSE_SECONDS,
     ISOLATED_KEYS_BUDGET,
     MAX_DELAY_SECONDS,
     AudienceReconciler,
 )
+from ld_audiences.writers import Target
 from tests.unit.doubles import (
     AUDIENCE,
     NOW,
