@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from ld_audiences import dynamodb_batch
 from ld_audiences.dynamodb_batch import BACKOFF, GET_ITEMS, ROUNDS, WRITE_ITEMS, BatchCalls, StateError
 
 TABLE = "state"
@@ -68,12 +69,16 @@ def test_writes_go_in_groups_of_twenty_five_in_order() -> None:
     assert WRITE_ITEMS == 25 and batch.calls == 3
 
 
-def test_unprocessed_writes_are_sent_again_alone_after_a_growing_backoff() -> None:
+def test_unprocessed_writes_are_sent_again_alone_after_a_doubling_jittered_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bounds: list[tuple[float, float]] = []
+    monkeypatch.setattr(dynamodb_batch.random, "uniform", lambda low, high: bounds.append((low, high)) or high)
     client, sleeps = ScriptedClient(stuck={3, 7}, rounds=2), Sleeps()
     batch = BatchCalls(client, TABLE, sleep=sleeps)  # type: ignore[arg-type]
     assert batch.write([put(i) for i in range(10)]) == []
     assert client.writes == [list(range(10)), [3, 7], [3, 7]]
-    assert len(sleeps) == 2 and 0 <= sleeps[0] <= BACKOFF and 0 <= sleeps[1] <= 2 * BACKOFF
+    assert bounds == [(0, BACKOFF), (0, 2 * BACKOFF)] and sleeps == [BACKOFF, 2 * BACKOFF]
 
 
 def test_writes_still_unprocessed_after_the_last_round_are_named_failed() -> None:

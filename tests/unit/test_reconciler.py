@@ -360,3 +360,13 @@ def test_other_audiences_are_unaffected_by_one_refused(table: InProcessTable) ->
     assert report.added == 1 and report.dead_lettered == 0
     assert [letter.change.context_key for letter in setup.dead_letters.letters] == ["x1"]
     assert {o.result for o in report.changes} == {ADDED}
+
+
+def test_an_item_is_done_only_when_every_change_in_it_is_resolved(table: InProcessTable) -> None:
+    writer = ScriptedLaunchDarkly(refuse=lambda sent: refused(400) if "u2" in sent else None)
+    log = FakeLog([change("u1"), change("u2")], [change("u3")])
+    setup = Setup(table, writer, log, chunk_size=1, dead_letters=FakeDeadLetters(working=False))
+    report, _ = setup.run()
+    assert report.added == 2 and writer.included == {"u1", "u3"}
+    [finished] = setup.log.finished
+    assert finished.done == [log.items[1]] and finished.rest_since == log.items[0].received_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ld_audiences.outcomes import ADDED, RECORDED, RETRY, STALE, QueuedRecord, SyncReport
+from ld_audiences.outcomes import ADDED, DEAD_LETTERED, RECORDED, RETRY, STALE, TICK, QueuedRecord, SyncReport
 from ld_audiences.requeue import settle
 from ld_audiences.sqs_queue import Message
 from ld_audiences.sync import TICK_BODY
@@ -35,6 +35,8 @@ def test_only_records_that_could_not_be_recorded_go_back_to_sqs() -> None:
     report.note_record(QueuedRecord("r1", "{}"), change("u1"), RECORDED)
     report.note_record(QueuedRecord("r2", "{}"), change("u2"), RETRY, "throttled")
     report.note_record(QueuedRecord("r3", "x"), None, RETRY)
+    report.note_record(QueuedRecord("r4", "x"), None, DEAD_LETTERED, "invalid_message")
+    report.note_record(QueuedRecord("r5", TICK_BODY), None, TICK)
     settled = settle(report, Queue(), never)
     assert settled.failures == ["r2", "r3"] and (settled.reasserts, settled.tick) == (0, False)
     assert (report.recorded, report.records[2].message_id) == (1, None)
