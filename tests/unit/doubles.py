@@ -52,6 +52,11 @@ class InProcessTable:
     client: Any  # a boto3 DynamoDB client answered by `db`
     table: str = TABLE
 
+    @property
+    def dynamodb(self) -> Any:
+        """As `tests.conftest.Aws` names its client: the helpers that write state take either."""
+        return self.client
+
     def item(self, key: dict[str, Any]) -> dict[str, Any] | None:
         found: dict[str, Any] | None = self.client.get_item(TableName=self.table, Key=key).get("Item")
         return found
