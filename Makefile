@@ -24,7 +24,7 @@ demo: install  ## start the local stack, replay events/segment, print the Launch
 
 # sam-build first: tests/integration/test_sam_build.py checks what it built (and fails without it here).
 test: install lint typecheck validate checkov sam-build  ## the whole suite, as CI runs it
-	LD_AUDIENCES_REQUIRE_SAM_BUILD=1 $(BIN)/python -m pytest
+	LD_AUDIENCES_REQUIRE_SAM_BUILD=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 unit: install  ## the fast tests only
 	$(BIN)/python -m pytest tests/unit

@@ -74,3 +74,38 @@ def test_a_retired_audience_gets_only_removals_of_its_members_newer_than_what_th
     [removal] = result.write
     assert (removal.context_key, removal.included) == ("u1", False) and removal.order > member.order
     assert sorted(c.context_key for c, reason in result.skipped if reason == RETIRED) == ["u1", "u2", "u3"]
+
+
+def test_a_context_launchdarkly_never_had_gets_its_newest_change() -> None:
+    first, second = change("u1", True, 1), change("u2", False, 1)
+    result = plan([first, second], {})
+    assert sorted(result.write, key=lambda c: c.context_key) == [first, second] and result.skipped == []
+
+
+def test_of_two_rechecks_of_one_context_one_is_written() -> None:
+    have = change("u1", True, 5)
+    one, two = change("u1", True, 1, reassert=True), change("u1", True, 2, reassert=True)
+    result = plan([one, two], {"u1": applied(have)})
+    assert len(result.write) == 1 and result.skipped == [(two, SUPERSEDED)]
+
+
+def test_a_recheck_writes_the_state_launchdarkly_is_recorded_to_have_whatever_its_own() -> None:
+    have = change("u1", False, 5, message="personas_x")
+    [written] = plan([change("u1", True, 9, reassert=True)], {"u1": applied(have)}).write
+    assert (written.included, written.event_time, written.message_id) == (False, have.event_time, "personas_x")
+
+
+def test_a_recheck_beside_an_older_pending_change_writes_the_recorded_state_and_the_change_is_stale() -> None:
+    have, older = change("u1", True, 5), change("u1", False, 3)
+    result = plan([older, change("u1", False, 1, reassert=True)], {"u1": applied(have)})
+    assert [(c.included, c.order) for c in result.write] == [(True, have.order)]
+    assert result.skipped == [(older, STALE)]
+
+
+def test_a_retirement_older_than_what_launchdarkly_has_still_removes_after_it() -> None:
+    member = change("u1", True, 5)
+    pending = [change("u1", True, 9), change("u1", False, 8)]
+    result = plan(pending, {"u1": applied(member)}, retired_at=1_000_000_000.0)  # 2001: before the change
+    [removal] = result.write
+    assert removal.order > member.order and not removal.reassert and not removal.included
+    assert [reason for _, reason in result.skipped] == [RETIRED, RETIRED]

@@ -1,5 +1,7 @@
-"""Reading the state table per audience (`ld_audiences.audiences`) on moto: exact counts, listings that
-page through every context once, audience summaries, uniform samples, and the read units they cost."""
+"""Reading the state table per audience (`ld_audiences.audiences`) on the in-process DynamoDB
+(bench/sim_aws.py, checked against moto by test_sim_aws.py): exact counts, listings that page through every
+context once, audience summaries, the pending index and retirement, uniform samples, and the read units they
+cost."""
 
 from __future__ import annotations
 
@@ -7,24 +9,31 @@ import random
 
 import pytest
 
+from ld_audiences import state_table as t
 from ld_audiences.audiences import AudienceReader, _proportional
 from ld_audiences.state_table import SHARDS
 from tests.audience_state import change, write_audience, write_state
-from tests.conftest import Aws
+from tests.unit.doubles import InProcessTable, in_process_table
 
 MEMBERS = [f"member-{i}" for i in range(120)]
 LEFT = [f"left-{i}" for i in range(45)]
 
 
 @pytest.fixture
-def reader(aws: Aws) -> AudienceReader:
+def aws() -> InProcessTable:
+    """The state table in process; `tests.audience_state` writes it as it writes moto's."""
+    return in_process_table()
+
+
+@pytest.fixture
+def reader(aws: InProcessTable) -> AudienceReader:
     write_audience(aws, "aud_a", MEMBERS, LEFT)
     write_audience(aws, "aud_a", ["acct-1", "acct-2"], kind="account")
     write_audience(aws, "aud_b", ["member-1", "x"], ["y"])
     return AudienceReader(aws.dynamodb, aws.table)
 
 
-def test_counts_are_exact_per_audience_and_context_kind(aws: Aws, reader: AudienceReader) -> None:
+def test_counts_are_exact_per_audience_and_context_kind(aws: InProcessTable, reader: AudienceReader) -> None:
     counts = reader.counts("aud_a", "user")
     assert (counts.members, counts.contexts) == (120, 165)
     assert len(counts.shard_contexts) == SHARDS and sum(counts.shard_contexts) == 165
@@ -53,7 +62,9 @@ def test_listing_pages_through_every_context_once_and_resumes_from_a_cursor(read
         next(reader.pages("aud_a", "user", cursor="99:abc"))
 
 
-def test_contexts_carry_their_desired_state_and_whether_it_is_written(aws: Aws, reader: AudienceReader) -> None:
+def test_contexts_carry_their_desired_state_and_whether_it_is_written(
+    aws: InProcessTable, reader: AudienceReader
+) -> None:
     write_state(aws, [change("aud_b", "x", False, second=9)], applied=False)  # claimed, not yet written
     states = {c.context_key: c for c in reader.contexts("aud_b", "user")}
     assert {k: (c.included, c.applied) for k, c in states.items()} == {
@@ -128,3 +139,22 @@ def test_proportional_allocation_sums_to_the_size_and_never_exceeds_a_shard() ->
         assert sum(quotas) == min(size, 21)
         assert all(q <= w for q, w in zip(quotas, weights, strict=True))
     assert _proportional(5, weights) == [2, 0, 1, 2, 0]  # the largest remainders get the rounding
+
+
+@pytest.mark.parametrize("cursor", ["32:", "x:abc", "nonsense", "-1:"])
+def test_a_cursor_not_of_this_listing_is_refused(reader: AudienceReader, cursor: str) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        next(reader.pages("aud_a", "user", cursor=cursor))
+
+
+def test_the_pending_index_and_retirement_are_read(aws: InProcessTable, reader: AudienceReader) -> None:
+    assert reader.pending() == {} and reader.retired_at("aud_a", "user") is None
+    work = {
+        **t.work_item_key("aud_a", "user"),
+        t.PENDING_QUEUE: {"S": t.PENDING_QUEUE_VALUE},
+        t.PENDING_SINCE: {"N": "1234.5"},
+        t.RETIRED_AT: {"N": "99"},
+    }
+    aws.dynamodb.put_item(TableName=aws.table, Item=work)
+    assert reader.pending() == {("aud_a", "user"): 1234.5}
+    assert reader.retired_at("aud_a", "user") == 99.0
