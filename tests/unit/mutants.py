@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers/shared/ld_audiences"
 TABLE = Path(__file__).with_name("MUTANTS.md")
 RECONCILE = ("test_reconciler.py", "test_reconcile_plan.py")
+PENDING = ("test_pending_log.py",)
 
 
 class Mutant(NamedTuple):
@@ -237,8 +238,8 @@ MUTANTS = [
         "dynamodb_batch.py",
         "eventually consistent state reads",
         ("test_dynamodb_batch.py",),
-        '"ConsistentRead": True',
-        '"ConsistentRead": False',
+        "*, consistent: bool = True",
+        "*, consistent: bool = False",
     ),
     Mutant(
         "D5",
@@ -502,8 +503,89 @@ MUTANTS = [
         "if received_at is not None and parsed > format_time(received_at + limits.MAX_FUTURE_SKEW):",
         "if received_at is not None and parsed > format_time(received_at + 2 * limits.MAX_FUTURE_SKEW):",
     ),
+    # pending_log.py and pending_record.py: leases, owners, inline changes
+    Mutant(
+        "P1",
+        "pending_log.py",
+        "a finish clears the audience although a batch was recorded during its reconcile",
+        PENDING,
+        '"#owner = :owner AND #seq = :seq"',
+        '"#owner = :owner"',
+    ),
+    Mutant(
+        "P2",
+        "pending_log.py",
+        "a holder whose lease ran out lists the audience again and drops the next holder's lease",
+        PENDING,
+        'self._update_work(lease, keep, values, "#owner = :owner", names)',
+        'self._update_work(lease, keep, values, "attribute_exists(#owner)", names)',
+    ),
+    Mutant(
+        "P3",
+        "pending_log.py",
+        "a lease is taken while another holder's runs",
+        PENDING,
+        "attribute_exists(#since) AND (attribute_not_exists(#until) OR #until < :now)",
+        "attribute_exists(#since)",
+    ),
+    Mutant(
+        "P4",
+        "pending_log.py",
+        "resolved inline changes stay in the work item",
+        PENDING,
+        'removed = ([] if hold_until is not None else ["#owner", "#until"]) + list(inline)',
+        'removed = [] if hold_until is not None else ["#owner", "#until"]',
+    ),
+    Mutant(
+        "P5",
+        "pending_log.py",
+        "the inline bytes freed are added",
+        PENDING,
+        'values[":freed"] = {"N": str(-sum(',
+        'values[":freed"] = {"N": str(sum(',
+    ),
+    Mutant(
+        "P6",
+        "pending_log.py",
+        "a reconcile does not read the inline changes",
+        PENDING,
+        "return PendingRead(held + taken, min(rest) if rest else None)",
+        "return PendingRead(taken, min(rest) if rest else None)",
+    ),
+    Mutant(
+        "P7",
+        "pending_record.py",
+        "an inline write goes past the room a stale read promised",
+        PENDING,
+        'ConditionExpression="attribute_not_exists(#held) OR #held <= :room",',
+        'ConditionExpression="attribute_not_exists(#held) OR #held <= :room OR #held > :room",',
+    ),
+    Mutant(
+        "P8",
+        "pending_record.py",
+        "a full work item is tried anyway (a refused write costs a unit)",
+        PENDING,
+        "if held.get((target.audience_id, target.context_kind), 0) + _inline_size(blob) <= INLINE_BYTES",
+        "if True",
+    ),
+    # debounce.py
+    Mutant(
+        "B1",
+        "debounce.py",
+        "an audience that never goes quiet waits for ever",
+        ("test_debounce.py",),
+        "return min(newest + QUIET_SECONDS, pending_since + MAX_WAIT_SECONDS)",
+        "return newest + QUIET_SECONDS",
+    ),
+    Mutant(
+        "B2",
+        "debounce.py",
+        "the newest change is ignored",
+        ("test_debounce.py",),
+        "newest = pending_since if pending_newest is None else max(pending_newest, pending_since)",
+        "newest = pending_since",
+    ),
 ]
-
 
 def killer(mutant: Mutant) -> str | None:
     """The first test that fails with the mutant applied (None: it survived)."""
