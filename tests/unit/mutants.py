@@ -587,6 +587,7 @@ MUTANTS = [
     ),
 ]
 
+
 def killer(mutant: Mutant) -> str | None:
     """The first test that fails with the mutant applied (None: it survived)."""
     path = CORE / mutant.module
