@@ -305,9 +305,9 @@ class Emulator:
 def serve(port: int, host: str = "127.0.0.1", **kwargs: Any) -> None:
     """Run the emulator in the foreground until Ctrl-C (the `ld-audiences emulator` command)."""
     emulator = Emulator(**kwargs)
-    url = emulator.start(host=host, port=port)
-    print(f"listening on {url}", flush=True)
     try:
+        # Inside the try: a Ctrl-C right after the line (its reader may act on it at once) still stops cleanly.
+        print(f"listening on {emulator.start(host=host, port=port)}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
