@@ -22,6 +22,9 @@ _Out = TypeVar("_Out")
 # 300 bytes and the audience key) it stays within one write unit, 1 KB, which every record, take and finish
 # pays. About six single-change records.
 INLINE_BYTES = 640
+# A group of more changes goes to the log without being encoded to see whether it fits: a typical change takes
+# 60-100 compressed bytes, and a first sync's groups of hundreds would be encoded twice for nothing.
+INLINE_CHANGES = 32
 
 
 class PendingRecorder(TableStore):
@@ -68,8 +71,8 @@ class PendingRecorder(TableStore):
     ) -> list[tuple[Target, Sequence[MembershipChange], bool | None]]:
         """Hold in its work item each group that fits there: (target, changes, True when held, False when the
         work item could not be written, None when the group goes to the log)."""
-        small = {target: (changes, encode(changes)) for target, changes in groups}
-        small = {target: v for target, v in small.items() if _inline_size(v[1]) <= INLINE_BYTES}
+        encoded = {target: (changes, encode(changes)) for target, changes in groups if len(changes) <= INLINE_CHANGES}
+        small = {target: v for target, v in encoded.items() if _inline_size(v[1]) <= INLINE_BYTES}
         held: dict[tuple[str, str], int] = {}
         if small:
             # What the work items already hold, eventually consistent (half a read unit): a work item that seems
