@@ -585,6 +585,14 @@ MUTANTS = [
         "newest = pending_since if pending_newest is None else max(pending_newest, pending_since)",
         "newest = pending_since",
     ),
+    Mutant(
+        "B3",
+        "debounce.py",
+        "an audience is taken as waited long enough a moment early",
+        ("test_debounce.py",),
+        "return pending_since + MAX_WAIT_SECONDS <= now",
+        "return pending_since + MAX_WAIT_SECONDS < now + 1",
+    ),
 ]
 
 

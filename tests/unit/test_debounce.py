@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ld_audiences.debounce import MAX_WAIT_SECONDS, QUIET_SECONDS, ready_at
+from ld_audiences.debounce import MAX_WAIT_SECONDS, QUIET_SECONDS, ready_at, waited_enough
 
 
 def test_an_audience_is_ready_once_nothing_was_recorded_for_the_quiet_period() -> None:
@@ -17,3 +17,8 @@ def test_without_a_newest_time_the_oldest_change_counts_as_the_newest() -> None:
     """A work item recorded by an earlier version has no `pending_newest`; one whose clocks disagree may hold a
     newest time before its oldest: neither waits less than the quiet period after the oldest change."""
     assert ready_at(100.0, None) == ready_at(100.0, 90.0) == 100.0 + QUIET_SECONDS
+
+
+def test_an_audience_that_waited_long_enough_is_ready_without_reading_its_newest_change() -> None:
+    assert waited_enough(100.0, 100.0 + MAX_WAIT_SECONDS) and not waited_enough(100.0, 100.0 + MAX_WAIT_SECONDS - 0.5)
+    assert ready_at(100.0, 100.0 + MAX_WAIT_SECONDS) <= 100.0 + MAX_WAIT_SECONDS  # what the read would have said

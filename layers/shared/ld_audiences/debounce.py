@@ -26,3 +26,9 @@ def ready_at(pending_since: float, pending_newest: float | None) -> float:
     `pending_newest` (None: unknown, as recorded by an earlier version) is ready under contention."""
     newest = pending_since if pending_newest is None else max(pending_newest, pending_since)
     return min(newest + QUIET_SECONDS, pending_since + MAX_WAIT_SECONDS)
+
+
+def waited_enough(pending_since: float, now: float) -> bool:
+    """Whether an audience is ready at `now` whatever its newest change: its oldest has waited long enough.
+    The oldest waiting audiences usually have, so most rounds read no work item."""
+    return pending_since + MAX_WAIT_SECONDS <= now

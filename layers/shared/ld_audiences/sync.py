@@ -205,7 +205,9 @@ class Synchronizer:
             page, looked = first, 0
             while page and len(wave) < self._at_once:
                 page = [entry for entry in page if entry[:2] not in unavailable]
-                newest = self._log.newest([entry[:2] for entry in page]) if contended and page else {}
+                now = self._clock()
+                unsure = [entry[:2] for entry in page if contended and not debounce.waited_enough(entry[2], now)]
+                newest = self._log.newest(unsure) if unsure else {}
                 for audience_id, context_kind, since in page:
                     started = self._clock()
                     if contended:
