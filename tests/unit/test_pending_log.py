@@ -7,17 +7,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import boto3
 import pytest
 
-from bench.sim_aws import InProcessDynamoDB, attach
+from bench.sim_aws import InProcessDynamoDB
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
 from ld_audiences.pending_log import Lease, PendingLog
 from ld_audiences.pending_record import INLINE_BYTES
 from ld_audiences.writers import Target
+from tests.unit.doubles import TABLE, InProcessTable, in_process_table
 
-TABLE = "state"
 START = 1_800_000_000.0
 AUDIENCE = Target("aud_1", "beta_testers", "user")
 
@@ -36,16 +35,18 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db(clock: Clock) -> InProcessDynamoDB:
-    db = InProcessDynamoDB(clock, throttle=False)
-    db.create_table(t.table_definition(TABLE))
-    return db
+def table(clock: Clock) -> InProcessTable:
+    return in_process_table(clock)
 
 
 @pytest.fixture
-def client(db: InProcessDynamoDB) -> Any:
-    session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
-    return attach(session.client("dynamodb"), db)
+def db(table: InProcessTable) -> InProcessDynamoDB:
+    return table.db
+
+
+@pytest.fixture
+def client(table: InProcessTable) -> Any:
+    return table.client
 
 
 @pytest.fixture

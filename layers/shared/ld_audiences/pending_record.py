@@ -84,7 +84,9 @@ class PendingRecorder(TableStore):
                     projection=f"{t.PK}, {t.INLINE_BYTES}",
                     consistent=False,
                 )
-                held = {_work_target(item): int(item.get(t.INLINE_BYTES, {}).get("N", "0")) for item in items}
+                held = {
+                    t.audience_of_work_item(item): int(item.get(t.INLINE_BYTES, {}).get("N", "0")) for item in items
+                }
             except StateError:
                 small = {}
         tried = [
@@ -185,7 +187,3 @@ def inline_recorded_at(name: str) -> float:
 
 def _inline_size(blob: bytes) -> int:
     return INLINE_NAME_LENGTH + len(blob)
-
-
-def _work_target(item: dict[str, Any]) -> tuple[str, str]:
-    return t.audience_of_work_item(item)
