@@ -57,6 +57,7 @@ FUNCTION_ENV = {
         "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ld-audiences-changes-dlq",
         "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ld-audiences-changes",
         "LATE_APPLY_RECHECK_SECONDS": "30,900",
+        "SYNC_BATCH_SIZE": "1000",
     },
 }
 

@@ -115,6 +115,7 @@ def simulate(scenario: Scenario) -> Outcome:
         state_table=TABLE,
         queue_url=QUEUE_URL,
         dlq_url=DLQ_URL,
+        batch_size=scenario.batch_size,
     )
 
     def instance(index: int, cpu: Cpu) -> None:

@@ -285,6 +285,7 @@ class LocalStack:
             "STATE_TABLE_NAME": TABLE_NAME,
             "DLQ_URL": self.aws.dlq_url,
             "LATE_APPLY_RECHECK_SECONDS": ",".join(map(str, self.late_apply_rechecks)),
+            "SYNC_BATCH_SIZE": str(self.batch_size),
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": self.log_level.upper(),
             "POWERTOOLS_TRACE_DISABLED": "true",

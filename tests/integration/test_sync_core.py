@@ -192,6 +192,34 @@ def test_under_contention_an_audience_still_changing_waits_until_it_is_quiet_or_
     assert all(len(members(emulator, a)) == 2 + 1 + second - 3 for a in busy)
 
 
+def test_while_batches_come_full_an_audience_still_changing_waits_for_the_longer_quiet_period(
+    aws: Aws, client: LaunchDarklyClient, emulator: Emulator
+) -> None:
+    """A full batch means records are queued behind it (a first sync of many audiences, recorded slower than it
+    arrives): an audience quiet for a few seconds is only between two of its changes, so under contention the
+    sync writes only those quiet for FLOOD_QUIET_SECONDS. Once batches stop coming full, the usual rule."""
+    now = [1_800_000_000.0]
+    contended = debounce.CONTENDED_AUDIENCES
+    sync = make_sync(aws, SegmentAudiencesWriter(client, CLIENT_SIDE_ID), clock=lambda: now[0], full_batch=contended)
+    busy, quiet = [f"busy{i:02d}" for i in range(contended)], [f"quiet{i:02d}" for i in range(contended)]
+
+    def step(seconds: float, *batch: MembershipChange) -> None:
+        now[0] += seconds
+        report = sync.sync(records(*batch), now[0] + 60)
+        assert report.failed == []
+        assert report.next_tick is not None and report.next_tick <= debounce.FLOOD_QUIET_SECONDS
+
+    step(0, *(change("u0", True, 0, audience) for audience in busy + quiet))
+    step(debounce.QUIET_SECONDS + 1, *(change("u1", True, 1, audience) for audience in busy))  # a full batch
+    assert writes(emulator) == 0  # quiet for longer than QUIET_SECONDS, not for FLOOD_QUIET_SECONDS
+    step(debounce.FLOOD_QUIET_SECONDS - debounce.QUIET_SECONDS, *(change("u2", True, 2, a) for a in busy))
+    assert writes(emulator) == contended and all(members(emulator, a) == {"u0"} for a in quiet)
+    now[0] += debounce.QUIET_SECONDS + 1
+    sync.sync([], now[0] + 60)  # nothing queued behind: the busy ones have been quiet long enough
+    assert writes(emulator) == 2 * contended
+    assert all(members(emulator, a) == {"u0", "u1", "u2"} for a in busy)
+
+
 def test_a_batch_recorded_during_a_reconcile_is_written_by_the_next_one(
     aws: Aws, client: LaunchDarklyClient, emulator: Emulator
 ) -> None:

@@ -565,8 +565,24 @@ MUTANTS = [
         "pending_record.py",
         "a full work item is tried anyway (a refused write costs a unit)",
         PENDING,
-        "if held.get((target.audience_id, target.context_kind), 0) + _inline_size(blob) <= INLINE_BYTES",
-        "if True",
+        'room = item is None or int(item.get(t.INLINE_BYTES, {}).get("N", "0")) + _inline_size(blob) <= INLINE_BYTES',
+        "room = True",
+    ),
+    Mutant(
+        "P9",
+        "pending_record.py",
+        "a compaction under a live lease (its holder frees the moved bytes again)",
+        PENDING,
+        '"(attribute_not_exists(#until) OR #until < :now) AND "',
+        '"(attribute_not_exists(#until) OR #until < :now OR #until >= :now) AND "',
+    ),
+    Mutant(
+        "P10",
+        "pending_record.py",
+        "a compaction moves attributes a reconcile already removed",
+        PENDING,
+        '+ " AND ".join(f"attribute_exists({placeholder})" for placeholder in names),',
+        '+ "attribute_exists(#key)",',
     ),
     # debounce.py
     Mutant(
@@ -590,8 +606,16 @@ MUTANTS = [
         "debounce.py",
         "an audience is taken as waited long enough a moment early",
         ("test_debounce.py",),
-        "return pending_since + MAX_WAIT_SECONDS <= now",
-        "return pending_since + MAX_WAIT_SECONDS < now + 1",
+        "(FLOOD_MAX_WAIT_SECONDS if flooded else MAX_WAIT_SECONDS) <= now",
+        "(FLOOD_MAX_WAIT_SECONDS if flooded else MAX_WAIT_SECONDS) < now + 1",
+    ),
+    Mutant(
+        "B4",
+        "debounce.py",
+        "a full batch changes nothing",
+        ("test_debounce.py",),
+        "    if flooded:\n",
+        "    if False:\n",
     ),
 ]
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ld_audiences.debounce import MAX_WAIT_SECONDS, QUIET_SECONDS, ready_at, waited_enough
+from ld_audiences.debounce import (
+    FLOOD_MAX_WAIT_SECONDS,
+    FLOOD_QUIET_SECONDS,
+    MAX_WAIT_SECONDS,
+    QUIET_SECONDS,
+    ready_at,
+    waited_enough,
+)
 
 
 def test_an_audience_is_ready_once_nothing_was_recorded_for_the_quiet_period() -> None:
@@ -22,3 +29,10 @@ def test_without_a_newest_time_the_oldest_change_counts_as_the_newest() -> None:
 def test_an_audience_that_waited_long_enough_is_ready_without_reading_its_newest_change() -> None:
     assert waited_enough(100.0, 100.0 + MAX_WAIT_SECONDS) and not waited_enough(100.0, 100.0 + MAX_WAIT_SECONDS - 0.5)
     assert ready_at(100.0, 100.0 + MAX_WAIT_SECONDS) <= 100.0 + MAX_WAIT_SECONDS  # what the read would have said
+
+
+def test_while_the_sync_is_behind_on_recording_an_audience_waits_for_the_longer_quiet_period() -> None:
+    assert ready_at(100.0, 103.0, flooded=True) == 103.0 + FLOOD_QUIET_SECONDS
+    assert ready_at(100.0, 100.0 + FLOOD_MAX_WAIT_SECONDS - 1, flooded=True) == 100.0 + FLOOD_MAX_WAIT_SECONDS
+    assert not waited_enough(100.0, 100.0 + MAX_WAIT_SECONDS, flooded=True)
+    assert waited_enough(100.0, 100.0 + FLOOD_MAX_WAIT_SECONDS, flooded=True)

@@ -121,7 +121,19 @@ def test_a_batch_too_big_to_hold_goes_to_the_log(log: PendingLog, client: Any) -
     assert [a for a, _, _ in log.pending_audiences()] == [AUDIENCE.audience_id]
 
 
-def test_records_fill_the_work_item_then_spill_into_the_log_and_a_reconcile_reads_and_clears_both(
+def logged_changes(client: Any) -> int:
+    return sum(
+        int(item[t.COUNT]["N"])
+        for shard in range(t.PENDING_SHARDS)
+        for item in client.query(
+            TableName=TABLE,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": t.pending_partition(AUDIENCE.audience_id, "user", shard)}},
+        )["Items"]
+    )
+
+
+def test_records_fill_the_work_item_then_compact_into_the_log_and_a_reconcile_reads_and_clears_both(
     log: PendingLog, client: Any, clock: Clock
 ) -> None:
     recorded = []
@@ -129,8 +141,8 @@ def test_records_fill_the_work_item_then_spill_into_the_log_and_a_reconcile_read
         clock.now += 1
         log.record([(AUDIENCE, changes(f"user-{i:02d}", second=i))])
         recorded.append(f"user-{i:02d}")
-    held, spilled = len(inline_names(client)), log_items(client)
-    assert held >= 3 and spilled >= 1 and held + spilled == 12
+    held, logged = len(inline_names(client)), logged_changes(client)
+    assert 1 <= log_items(client) < logged and held + logged == 12  # a log item holds a work item's worth
     assert int(work_item(client)[t.INLINE_BYTES]["N"]) <= INLINE_BYTES
     lease = take(log, clock)
     assert keys_read(log, lease) == recorded
@@ -216,32 +228,91 @@ def test_a_late_holder_that_lists_the_audience_again_leaves_the_next_holders_lea
     assert item[t.LEASE_OWNER]["S"] == current.owner and float(item[t.LEASE_UNTIL]["N"]) == current.until
 
 
-def fill_the_work_item(log: PendingLog, client: Any, clock: Clock) -> None:
-    for i in range(30):
+def fill_inline(log: PendingLog, client: Any, clock: Clock) -> list[str]:
+    """Records single changes until the next one would not fit in the work item; returns their keys."""
+    keys: list[str] = []
+    while not keys or int(work_item(client)[t.INLINE_BYTES]["N"]) + 100 <= INLINE_BYTES:
         clock.now += 1
-        log.record([(AUDIENCE, changes(f"user-{i:02d}", second=i % 60))])
-        if log_items(client):
-            return
+        keys.append(f"user-{len(keys):02d}")
+        log.record([(AUDIENCE, changes(keys[-1], second=len(keys) % 60))])
+    assert log_items(client) == 0
+    return keys
 
 
-def test_a_full_work_item_is_not_tried_again(log: PendingLog, client: Any, clock: Clock, db: InProcessDynamoDB) -> None:
-    """A record that cannot be held costs a log item and the listing: not a refused conditional write too."""
-    fill_the_work_item(log, client, clock)
+def test_a_full_work_item_is_compacted_into_one_log_item(
+    log: PendingLog, client: Any, clock: Clock, db: InProcessDynamoDB
+) -> None:
+    """The next record moves the inline changes and its own into one log item, in two writes (the log item,
+    the listing that removes what it moved), not one log item, listing and delete per change."""
+    held = fill_inline(log, client, clock)
     before = db.usage.write_units
+    clock.now += 1
     log.record([(AUDIENCE, changes("late"))])
     assert db.usage.write_units - before == 2
-    assert log_items(client) == 2
+    assert inline_names(client) == [] and log_items(client) == 1 and logged_changes(client) == len(held) + 1
+    assert int(work_item(client)[t.INLINE_BYTES]["N"]) == 0
+    assert [since for _, _, since in log.pending_audiences()] == [START + 1]  # still pending since the first
+    lease = take(log, clock)
+    assert keys_read(log, lease) == sorted([*held, "late"])
+    assert log.read(lease, 1000).items[0].received_at == START + 1  # the log item is as old as its oldest change
+    finish_all(log, lease, clock)
+    assert log_items(client) == 0 and list(log.pending_audiences()) == []
+
+
+def test_a_full_work_item_under_a_live_lease_is_not_compacted(log: PendingLog, client: Any, clock: Clock) -> None:
+    """Its holder's finish removes the inline changes its take returned and frees their bytes: a compaction
+    meanwhile would free them twice. The record goes to the log on its own."""
+    held = fill_inline(log, client, clock)
+    lease = take(log, clock)
+    read = log.read(lease, 1000)
+    log.record([(AUDIENCE, changes("late"))])
+    assert inline_names(client) != [] and logged_changes(client) == 1
+    log.finish(lease, read.items, read.rest_since, started=clock.now)
+    assert inline_names(client) == [] and int(work_item(client)[t.INLINE_BYTES]["N"]) == 0
+    assert keys_read(log, take(log, clock, seconds=30)) == ["late"] and len(held) > 1
+
+
+def test_a_stale_read_that_missed_a_live_lease_does_not_compact(
+    log: PendingLog, client: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The work item's condition, not the read, keeps a compaction away from a holder's inline changes: the
+    holder's finish frees their bytes exactly once."""
+    held = fill_inline(log, client, clock)
+    stale = work_item(client)  # before the take
+    lease = take(log, clock)
+    read = log.read(lease, 1000)
+    monkeypatch.setattr(log._batch, "get", lambda *args, **kwargs: [stale])
+    log.record([(AUDIENCE, changes("late"))])
+    log.finish(lease, read.items, read.rest_since, started=clock.now)
+    assert inline_names(client) == [] and int(work_item(client)[t.INLINE_BYTES]["N"]) == 0
+    assert keys_read(log, take(log, clock)) == sorted([*held, "late"])  # copies of what was written, and late
+
+
+def test_a_compaction_on_a_stale_read_lists_the_audience_and_loses_nothing(
+    log: PendingLog, client: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder read the full work item before a reconcile resolved its changes: the compaction's condition
+    (every moved attribute still there) fails, the new change is listed, and the copies of resolved changes
+    are read again once and found written (the reconcile's context state), never lost or counted twice."""
+    held = fill_inline(log, client, clock)
+    stale = work_item(client)
+    finish_all(log, take(log, clock), clock)  # the reconcile resolves them
+    monkeypatch.setattr(log._batch, "get", lambda *args, **kwargs: [stale])
+    clock.now += 1
+    log.record([(AUDIENCE, changes("late"))])
+    assert t.INLINE_BYTES not in work_item(client) and inline_names(client) == []
+    assert [a for a, _, _ in log.pending_audiences()] == [AUDIENCE.audience_id]
+    assert keys_read(log, take(log, clock)) == sorted([*held, "late"])
 
 
 def test_a_stale_read_of_the_work_item_never_overfills_it(
     log: PendingLog, client: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a recorder read of the work item may be stale (another recorder filled it meanwhile): the write
-    itself refuses to go past INLINE_BYTES, and the changes go to the log."""
-    fill_the_work_item(log, client, clock)
-    spilled = log_items(client)
+    itself refuses to go past INLINE_BYTES, and the record compacts the work item as the refusal shows it."""
+    held = fill_inline(log, client, clock)
     monkeypatch.setattr(log._batch, "get", lambda *args, **kwargs: [])  # as if the work item were empty
     log.record([(AUDIENCE, changes("late"))])
-    assert int(work_item(client)[t.INLINE_BYTES]["N"]) <= INLINE_BYTES
-    assert log_items(client) == spilled + 1
+    assert int(work_item(client)[t.INLINE_BYTES]["N"]) == 0 and inline_names(client) == []
+    assert logged_changes(client) == len(held) + 1
     assert "late" in keys_read(log, take(log, clock))

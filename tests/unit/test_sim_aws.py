@@ -47,7 +47,24 @@ def clients(aws: Aws) -> tuple[Any, Any]:
     session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
     simulated = InProcessDynamoDB(time.time)
     simulated.create_table(table_definition(aws.table))
-    return aws.dynamodb, attach(session.client("dynamodb"), simulated)
+    moto = session.client("dynamodb", endpoint_url=aws.endpoint)
+    moto.meta.events.register("before-parameter-build.dynamodb.Query", _remember_limit)
+    moto.meta.events.register("after-call.dynamodb.Query", _last_key_at_the_limit)
+    return moto, attach(session.client("dynamodb"), simulated)
+
+
+def _remember_limit(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context["query_limit"] = params.get("Limit")
+
+
+def _last_key_at_the_limit(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """DynamoDB answers a Query page that stops at its Limit with a LastEvaluatedKey, whether or not more items
+    follow (its Query reference: "If DynamoDB processes the number of items up to the limit ..., it stops the
+    operation and returns ... a key in LastEvaluatedKey"); moto only when more follow. The stand-in answers as
+    DynamoDB, so moto's answer is completed the same way (base-table queries; the index pages never fill here)."""
+    limit, items = context.get("query_limit"), parsed.get("Items", [])
+    if limit and parsed.get("ScannedCount") == limit and items and "LastEvaluatedKey" not in parsed:
+        parsed["LastEvaluatedKey"] = {"pk": items[-1]["pk"], "sk": items[-1]["sk"]}
 
 
 def change(key: str, second: int, included: bool = True, *, reassert: bool = False) -> MembershipChange:

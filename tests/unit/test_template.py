@@ -73,6 +73,7 @@ SYNC_ENV = BOTH_ENV | {
     "STATE_TABLE_NAME",
     "DLQ_URL",
     "LATE_APPLY_RECHECK_SECONDS",
+    "SYNC_BATCH_SIZE",
 }
 CONTEXT_KEY_POLICIES = {
     "user_id_only",

@@ -175,6 +175,7 @@ class SyncSettings:
     queue_url: str  # deferred records and reasserts are queued here again
     dlq_url: str
     secrets_max_age: int = 300
+    batch_size: int = 1000  # the SQS event source's (SyncBatchSize): a batch that full means a backlog
     # Seconds after the lease of a write with an unknown outcome ends when its contexts are written again.
     late_apply_rechecks: tuple[int, ...] = (30, 900)
 
@@ -187,5 +188,6 @@ class SyncSettings:
             queue_url=_env("QUEUE_URL"),
             dlq_url=_env("DLQ_URL"),
             secrets_max_age=_int_env("SECRETS_MAX_AGE", 300, 0, 86400),
+            batch_size=_int_env("SYNC_BATCH_SIZE", 1000, 1, 10000),
             late_apply_rechecks=_seconds_list("LATE_APPLY_RECHECK_SECONDS", (30, 900), 1, 900),
         )

@@ -7,6 +7,12 @@ audience whose changes are still arriving is a request its next changes need aga
 audience. So under contention an audience is ready once it has been quiet for a moment (nothing recorded
 for QUIET_SECONDS) or once its oldest change has waited MAX_WAIT_SECONDS, whichever comes first: an audience
 that never goes quiet is still written at that pace.
+
+While the sync is behind on recording (an invocation got a full batch: more is queued behind it), changes
+arrive for thousands of audiences at once and an audience goes quiet for a few seconds between two of its
+changes. Then an audience is ready once it has been quiet for FLOOD_QUIET_SECONDS, or its oldest change has
+waited FLOOD_MAX_WAIT_SECONDS: requests go to audiences that are complete, and the table's write throughput
+goes to recording rather than to context items written twice.
 """
 
 from __future__ import annotations
@@ -21,14 +27,21 @@ MAX_WAIT_SECONDS = 30.0
 LOOK_AHEAD = 200
 
 
-def ready_at(pending_since: float, pending_newest: float | None) -> float:
+FLOOD_QUIET_SECONDS = 30.0
+FLOOD_MAX_WAIT_SECONDS = 300.0
+
+
+def ready_at(pending_since: float, pending_newest: float | None, *, flooded: bool = False) -> float:
     """When an audience whose oldest pending change was recorded at `pending_since` and newest at
-    `pending_newest` (None: unknown, as recorded by an earlier version) is ready under contention."""
+    `pending_newest` (None: unknown, as recorded by an earlier version) is ready under contention, `flooded`:
+    while the sync is behind on recording."""
     newest = pending_since if pending_newest is None else max(pending_newest, pending_since)
+    if flooded:
+        return min(newest + FLOOD_QUIET_SECONDS, pending_since + FLOOD_MAX_WAIT_SECONDS)
     return min(newest + QUIET_SECONDS, pending_since + MAX_WAIT_SECONDS)
 
 
-def waited_enough(pending_since: float, now: float) -> bool:
+def waited_enough(pending_since: float, now: float, *, flooded: bool = False) -> bool:
     """Whether an audience is ready at `now` whatever its newest change: its oldest has waited long enough.
     The oldest waiting audiences usually have, so most rounds read no work item."""
-    return pending_since + MAX_WAIT_SECONDS <= now
+    return pending_since + (FLOOD_MAX_WAIT_SECONDS if flooded else MAX_WAIT_SECONDS) <= now

@@ -29,7 +29,9 @@ audiences) would pay a log item's write and delete for them. So while they fit, 
 itself, one attribute each, written by the same update that lists the audience: one write unit a record instead
 of three. The work item stays within 1 KB (INLINE_BYTES); a record that would overflow it goes to the log, and
 a take returns the inline changes with the lease, so reading them costs nothing more. The reconcile removes the
-attributes it resolved (recorders only add new ones), in the update that hands the audience back.
+attributes it resolved, in the update that hands the audience back. A full work item is compacted by the next
+record (`pending_record.py`): the inline changes move into a log item, removed by an update conditioned on no
+live lease, so a holder's inline changes are only ever removed by the holder.
 """
 
 from __future__ import annotations
@@ -252,7 +254,8 @@ class PendingLog(PendingRecorder):
         if unresolved:
             # Still in the log: read again next time and found written (duplicates), then deleted.
             rest_since = min([logged[i].received_at for i in unresolved] + [rest_since or started])
-        # Resolved inline changes go with the update that hands the audience back (recorders only add others).
+        # Resolved inline changes go with the update that hands the audience back (while the lease is live,
+        # recorders only add others: a compaction waits for no lease).
         inline = {f"#i{i}_": item.inline for i, item in enumerate(resolved) if item.inline is not None}
         names = {**_WORK_NAMES, **inline}
         values: dict[str, Any] = {":owner": {"S": lease.owner}, ":seq": {"N": str(lease.seq)}}

@@ -1,5 +1,10 @@
 """Recording a batch in the pending log (`pending_log.py` has the protocol): each audience's changes held in
-its work item while they fit, else appended to its log items, and the audience listed in the pending index."""
+its work item while they fit, else appended to its log items, and the audience listed in the pending index.
+
+A work item that has filled is *compacted* by the next record of a few changes: its inline changes and the new
+ones go into one log item, and the update that lists the audience removes the inline attributes it moved. An
+audience that gets a change or two a batch while it waits for LaunchDarkly (many audiences, each changing a
+little) then pays a log item's write and delete per work item's worth of changes, not per change."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ld_audiences import state_table as t
 from ld_audiences.change import MembershipChange
 from ld_audiences.dynamodb_batch import StateError, TableStore, error_code
-from ld_audiences.pending_codec import encode, parts
+from ld_audiences.pending_codec import decode, encode, parts
 from ld_audiences.writers import Target
 
 _In = TypeVar("_In")
@@ -69,38 +74,98 @@ class PendingRecorder(TableStore):
     def _record_inline(
         self, groups: Sequence[tuple[Target, Sequence[MembershipChange]]], now: float
     ) -> list[tuple[Target, Sequence[MembershipChange], bool | None]]:
-        """Hold in its work item each group that fits there: (target, changes, True when held, False when the
-        work item could not be written, None when the group goes to the log)."""
+        """Hold in its work item each group that fits there, or compact a full work item with it: (target,
+        changes, True when recorded, False when the work item could not be written, None when the group goes to
+        the log)."""
         encoded = {target: (changes, encode(changes)) for target, changes in groups if len(changes) <= INLINE_CHANGES}
         small = {target: v for target, v in encoded.items() if _inline_size(v[1]) <= INLINE_BYTES}
-        held: dict[tuple[str, str], int] = {}
+        held: dict[tuple[str, str], dict[str, Any]] = {}
         if small:
             # What the work items already hold, eventually consistent (half a read unit): a work item that seems
-            # full is not tried (a refused conditional write costs a write unit); one that filled meanwhile
-            # refuses the write, and its group goes to the log.
+            # full is compacted rather than tried (a refused conditional write costs a write unit); one that
+            # filled meanwhile refuses the write and is compacted as the refusal shows it. The whole item, not a
+            # projection: it is within 1 KB, so its inline changes cost no more read units than its size.
             try:
                 items = self._batch.get(
-                    [t.work_item_key(target.audience_id, target.context_kind) for target in small],
-                    projection=f"{t.PK}, {t.INLINE_BYTES}",
-                    consistent=False,
+                    [t.work_item_key(target.audience_id, target.context_kind) for target in small], consistent=False
                 )
-                held = {
-                    t.audience_of_work_item(item): int(item.get(t.INLINE_BYTES, {}).get("N", "0")) for item in items
-                }
+                held = {t.audience_of_work_item(item): item for item in items}
             except StateError:
                 small = {}
-        tried = [
-            (target, changes, blob)
-            for target, (changes, blob) in small.items()
-            if held.get((target.audience_id, target.context_kind), 0) + _inline_size(blob) <= INLINE_BYTES
-        ]
-        outcomes = self._map(lambda job: self._hold(job[0], job[2], now), tried)
-        done = {target: outcome for (target, _, _), outcome in zip(tried, outcomes, strict=True)}
+        tried: list[tuple[Target, Sequence[MembershipChange], bytes, dict[str, Any] | None]] = []
+        for target, (changes, blob) in small.items():
+            item = held.get((target.audience_id, target.context_kind))
+            room = item is None or int(item.get(t.INLINE_BYTES, {}).get("N", "0")) + _inline_size(blob) <= INLINE_BYTES
+            if room:
+                tried.append((target, changes, blob, None))
+            elif item is not None and _compactable(item, now):
+                tried.append((target, changes, blob, item))
+        outcomes = self._map(
+            lambda job: self._hold(*job[:3], now) if job[3] is None else self._compact(job[0], job[1], job[3], now),
+            tried,
+        )
+        done = {job[0]: outcome for job, outcome in zip(tried, outcomes, strict=True)}
         return [(target, changes, done.get(target)) for target, changes in groups]
 
-    def _hold(self, target: Target, blob: bytes, now: float) -> bool | None:
-        """Add the changes to the work item if it has room: True when held, None when it had no room, False
-        when it could not be written."""
+    def _compact(self, target: Target, changes: Sequence[MembershipChange], item: dict[str, Any], now: float) -> bool:
+        """Move the full work item's inline changes (as `item`, a read that may be stale, shows them) and
+        `changes` into one log item, then list the audience and remove what was moved, if every moved attribute
+        is still there and no lease is live (a holder's finish removes what its take returned, and would free
+        their bytes twice). Whether the changes were recorded."""
+        moved = sorted((name, bytes(value["B"])) for name, value in item.items() if name.startswith(t.INLINE_PREFIX))
+        entries = [change for _, blob in moved for change in decode(blob, target)] + list(changes)
+        recorded = min(inline_recorded_at(name) for name, _ in moved)  # the item is as old as its oldest change
+        log_item: dict[str, Any] = {
+            t.PK: {"S": t.pending_partition(target.audience_id, target.context_kind, 0)},
+            t.SK: {"S": f"{recorded:017.6f}#{uuid.uuid4().hex[:16]}"},
+            t.ENTRIES: {"B": encode(entries)},
+            t.COUNT: {"N": str(len(entries))},
+        }
+        names = {f"#m{i}": name for i, (name, _) in enumerate(moved)}
+        try:
+            self._calls += 2
+            self._client.put_item(TableName=self._table, Item=log_item)
+            self._client.update_item(
+                TableName=self._table,
+                Key=t.work_item_key(target.audience_id, target.context_kind),
+                UpdateExpression=(
+                    "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key,"
+                    f" #newest = :now REMOVE {', '.join(names)} ADD #seq :one, #held :freed"
+                ),
+                ConditionExpression="(attribute_not_exists(#until) OR #until < :now) AND "
+                + " AND ".join(f"attribute_exists({placeholder})" for placeholder in names),
+                ExpressionAttributeNames={
+                    "#since": t.PENDING_SINCE,
+                    "#queue": t.PENDING_QUEUE,
+                    "#key": t.AUDIENCE_KEY,
+                    "#newest": t.PENDING_NEWEST,
+                    "#seq": t.PENDING_SEQ,
+                    "#held": t.INLINE_BYTES,
+                    "#until": t.LEASE_UNTIL,
+                    **names,
+                },
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{now:.6f}"},
+                    ":queue": {"S": t.PENDING_QUEUE_VALUE},
+                    ":key": {"S": target.audience_key},
+                    ":one": {"N": "1"},
+                    ":freed": {"N": str(-sum(len(name) + len(blob) for name, blob in moved))},
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                return False  # SQS brings the records again; a log item written meanwhile holds copies
+            # Taken, or changed since it was read: the log item holds copies of changes that are still inline
+            # or already resolved, which a reconcile keeps once per context; the new changes are in it too.
+            return self._list(target, now, wide=False)
+        except BotoCoreError:
+            return False
+        return True
+
+    def _hold(self, target: Target, changes: Sequence[MembershipChange], blob: bytes, now: float) -> bool | None:
+        """Add the changes to the work item if it has room, else compact it with them (another recorder filled
+        it since it was read): True when recorded, None when neither (they go to the log), False when the work
+        item could not be written."""
         name = inline_name(now)
         size = len(name) + len(blob)
         try:
@@ -131,9 +196,13 @@ class PendingRecorder(TableStore):
                     ":size": {"N": str(size)},
                     ":room": {"N": str(INLINE_BYTES - size)},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            return None if error_code(exc) == "ConditionalCheckFailedException" else False
+            if error_code(exc) != "ConditionalCheckFailedException":
+                return False
+            full: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            return self._compact(target, changes, full, now) if _compactable(full, now) else None
         except BotoCoreError:
             return False
         return True
@@ -187,3 +256,10 @@ def inline_recorded_at(name: str) -> float:
 
 def _inline_size(blob: bytes) -> int:
     return INLINE_NAME_LENGTH + len(blob)
+
+
+def _compactable(item: dict[str, Any], now: float) -> bool:
+    """Whether a full work item (as read) may be compacted: it holds inline changes and no live lease. A lease
+    runs to its holder's deadline plus a margin, so once it has run out no finish of its holder is under way."""
+    until = item.get(t.LEASE_UNTIL, {}).get("N")
+    return any(name.startswith(t.INLINE_PREFIX) for name in item) and (until is None or float(until) < now)

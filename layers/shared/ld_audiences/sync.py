@@ -77,6 +77,7 @@ class Synchronizer:
         at_once: int = 1,
         late_apply_rechecks: Sequence[int] = LATE_APPLY_RECHECKS,
         reconcile_seconds: float = RECONCILE_SECONDS,
+        full_batch: int | None = None,
         token_refusal_is_final: bool = False,
         record_executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
@@ -86,6 +87,7 @@ class Synchronizer:
         self._executor = executor  # reconciles `at_once` audiences at once; None: one after another
         self._at_once = at_once if executor is not None else 1
         self._reconcile_seconds = reconcile_seconds
+        self._full_batch = full_batch  # the event source's batch size: a batch that full has more behind it
         self._clock = clock
         self._reconciler = AudienceReconciler(
             writer=writer,
@@ -103,7 +105,8 @@ class Synchronizer:
     def sync(self, records: Sequence[QueuedRecord], deadline: float) -> SyncReport:
         report = SyncReport()
         recorded = self._record(records, report)
-        taken = self._reconcile(deadline, report)
+        flooded = self._full_batch is not None and len(records) >= self._full_batch
+        taken = self._reconcile(deadline, report, flooded=flooded)
         if recorded - taken and report.oldest_pending is None and report.next_tick is None:
             # Recorded, not reconciled, and the index shows nothing pending: it lags behind the table (it is
             # eventually consistent). A tick comes back for what this batch brought.
@@ -148,8 +151,9 @@ class Synchronizer:
 
     # ------------------------------------------------------------------------------------ reconcile
 
-    def _reconcile(self, deadline: float, report: SyncReport) -> set[Target]:
-        """Reconcile the audiences waiting longest; returns those it took."""
+    def _reconcile(self, deadline: float, report: SyncReport, *, flooded: bool = False) -> set[Target]:
+        """Reconcile the audiences waiting longest (`flooded`: while the sync is behind on recording, see
+        `debounce.py`); returns those it took."""
         stop_at = min(deadline - MIN_AUDIENCE_SECONDS, self._clock() + self._reconcile_seconds)
         ready_in: float | None = None  # when an audience passed over by the debounce is ready
         unavailable: set[tuple[str, str]] = set()  # held by another invocation, or just finished
@@ -160,7 +164,7 @@ class Synchronizer:
                 # these never outnumber the invocations running).
                 report.continue_now = True
                 break
-            wave, later = self._take(deadline, stop_at, unavailable)
+            wave, later = self._take(deadline, stop_at, unavailable, flooded)
             if later is not None:
                 ready_in = later - self._clock()
             if not wave:
@@ -192,7 +196,7 @@ class Synchronizer:
         return taken
 
     def _take(
-        self, deadline: float, stop_at: float, unavailable: set[tuple[str, str]]
+        self, deadline: float, stop_at: float, unavailable: set[tuple[str, str]], flooded: bool
     ) -> tuple[list[tuple[Lease, float]], float | None]:
         """Leases of the ready audiences with the oldest pending changes, up to `at_once`, and when the next
         audience passed over as not ready yet will be (`debounce.py`)."""
@@ -206,12 +210,16 @@ class Synchronizer:
             while page and len(wave) < self._at_once:
                 page = [entry for entry in page if entry[:2] not in unavailable]
                 now = self._clock()
-                unsure = [entry[:2] for entry in page if contended and not debounce.waited_enough(entry[2], now)]
+                unsure = [
+                    entry[:2]
+                    for entry in page
+                    if contended and not debounce.waited_enough(entry[2], now, flooded=flooded)
+                ]
                 newest = self._log.newest(unsure) if unsure else {}
                 for audience_id, context_kind, since in page:
                     started = self._clock()
                     if contended:
-                        ready = debounce.ready_at(since, newest.get((audience_id, context_kind)))
+                        ready = debounce.ready_at(since, newest.get((audience_id, context_kind)), flooded=flooded)
                         if ready > started:
                             later = ready if later is None else min(later, ready)
                             continue

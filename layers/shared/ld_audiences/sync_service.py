@@ -100,6 +100,7 @@ class SyncService:
                 at_once=SEGMENTS_AT_ONCE,
                 late_apply_rechecks=self.settings.late_apply_rechecks,
                 reconcile_seconds=self.reconcile_seconds,
+                full_batch=self.settings.batch_size,
                 token_refusal_is_final=refusal_is_final,
                 record_executor=self.state_pool,
                 clock=self.clock,
