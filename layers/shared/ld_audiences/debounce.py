@@ -27,6 +27,7 @@ MAX_WAIT_SECONDS = 30.0
 LOOK_AHEAD = 200
 
 
+# While an invocation's batch is full: Engage's first syncs of thousands of audiences at once.
 FLOOD_QUIET_SECONDS = 30.0
 FLOOD_MAX_WAIT_SECONDS = 300.0
 
