@@ -128,27 +128,12 @@ class PendingRecorder(TableStore):
             self._client.update_item(
                 TableName=self._table,
                 Key=t.work_item_key(target.audience_id, target.context_kind),
-                UpdateExpression=(
-                    "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key,"
-                    f" #newest = :now REMOVE {', '.join(names)} ADD #seq :one, #held :freed"
-                ),
+                UpdateExpression=f"{_LISTING} REMOVE {', '.join(names)} ADD #seq :one, #held :freed",
                 ConditionExpression="(attribute_not_exists(#until) OR #until < :now) AND "
                 + " AND ".join(f"attribute_exists({placeholder})" for placeholder in names),
-                ExpressionAttributeNames={
-                    "#since": t.PENDING_SINCE,
-                    "#queue": t.PENDING_QUEUE,
-                    "#key": t.AUDIENCE_KEY,
-                    "#newest": t.PENDING_NEWEST,
-                    "#seq": t.PENDING_SEQ,
-                    "#held": t.INLINE_BYTES,
-                    "#until": t.LEASE_UNTIL,
-                    **names,
-                },
+                ExpressionAttributeNames={**_LISTING_NAMES, "#held": t.INLINE_BYTES, "#until": t.LEASE_UNTIL, **names},
                 ExpressionAttributeValues={
-                    ":now": {"N": f"{now:.6f}"},
-                    ":queue": {"S": t.PENDING_QUEUE_VALUE},
-                    ":key": {"S": target.audience_key},
-                    ":one": {"N": "1"},
+                    **_listing_values(target, now),
                     ":freed": {"N": str(-sum(len(name) + len(blob) for name, blob in moved))},
                 },
             )
@@ -173,26 +158,12 @@ class PendingRecorder(TableStore):
             self._client.update_item(
                 TableName=self._table,
                 Key=t.work_item_key(target.audience_id, target.context_kind),
-                UpdateExpression=(
-                    "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key,"
-                    " #newest = :now, #entry = :entry ADD #seq :one, #held :size"
-                ),
+                UpdateExpression=f"{_LISTING}, #entry = :entry ADD #seq :one, #held :size",
                 ConditionExpression="attribute_not_exists(#held) OR #held <= :room",
-                ExpressionAttributeNames={
-                    "#since": t.PENDING_SINCE,
-                    "#queue": t.PENDING_QUEUE,
-                    "#key": t.AUDIENCE_KEY,
-                    "#newest": t.PENDING_NEWEST,
-                    "#entry": name,
-                    "#seq": t.PENDING_SEQ,
-                    "#held": t.INLINE_BYTES,
-                },
+                ExpressionAttributeNames={**_LISTING_NAMES, "#entry": name, "#held": t.INLINE_BYTES},
                 ExpressionAttributeValues={
-                    ":now": {"N": f"{now:.6f}"},
-                    ":queue": {"S": t.PENDING_QUEUE_VALUE},
-                    ":key": {"S": target.audience_key},
+                    **_listing_values(target, now),
                     ":entry": {"B": blob},
-                    ":one": {"N": "1"},
                     ":size": {"N": str(size)},
                     ":room": {"N": str(INLINE_BYTES - size)},
                 },
@@ -208,18 +179,7 @@ class PendingRecorder(TableStore):
         return True
 
     def _list(self, target: Target, now: float, wide: bool) -> bool:
-        names = {"#since": t.PENDING_SINCE, "#queue": t.PENDING_QUEUE, "#key": t.AUDIENCE_KEY, "#seq": t.PENDING_SEQ}
-        values: dict[str, Any] = {
-            ":now": {"N": f"{now:.6f}"},
-            ":queue": {"S": t.PENDING_QUEUE_VALUE},
-            ":key": {"S": target.audience_key},
-            ":one": {"N": "1"},
-        }
-        names["#newest"] = t.PENDING_NEWEST
-        update = (
-            "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key,"
-            " #newest = :now"
-        )
+        names, values, update = dict(_LISTING_NAMES), _listing_values(target, now), _LISTING
         if wide:
             update += ", #wide = :wide"
             names["#wide"], values[":wide"] = t.PENDING_WIDE, {"BOOL": True}
@@ -240,6 +200,29 @@ class PendingRecorder(TableStore):
         if len(jobs) <= 1 or self._executor is None:
             return [fn(job) for job in jobs]
         return list(self._executor.map(fn, jobs))
+
+
+# What every record sets on the audience's work item (with `ADD #seq :one`): it lists the audience as pending
+# since its oldest change, and bumps `pending_seq` so a reconcile under way does not clear it.
+_LISTING = (
+    "SET #since = if_not_exists(#since, :now), #queue = if_not_exists(#queue, :queue), #key = :key, #newest = :now"
+)
+_LISTING_NAMES = {
+    "#since": t.PENDING_SINCE,
+    "#queue": t.PENDING_QUEUE,
+    "#key": t.AUDIENCE_KEY,
+    "#newest": t.PENDING_NEWEST,
+    "#seq": t.PENDING_SEQ,
+}
+
+
+def _listing_values(target: Target, now: float) -> dict[str, Any]:
+    return {
+        ":now": {"N": f"{now:.6f}"},
+        ":queue": {"S": t.PENDING_QUEUE_VALUE},
+        ":key": {"S": target.audience_key},
+        ":one": {"N": "1"},
+    }
 
 
 # An inline attribute's name: INLINE_PREFIX, when recorded (17 characters), "_", 8 hex digits.
