@@ -25,6 +25,7 @@ from bench.fakes import DirectDynamoDB, NullDeadLetters, RecordingSession, direc
 from bench.workload import SyncWorkload, sqs_event, sync_batch
 from ld_audiences.change import MembershipChange
 from ld_audiences.context_state import ContextStates
+from ld_audiences.gc_policy import settle_after_init
 from ld_audiences.launchdarkly import LaunchDarklyClient
 from ld_audiences.outcomes import QueuedRecord, SyncReport
 from ld_audiences.pending_log import PendingLog
@@ -191,9 +192,27 @@ def naive(workload: SyncWorkload, chunk_size: int | None = None) -> Naive:
 # ----------------------------------------------------------------------------------------- CPU
 
 
-def cpu_per_record(workload: SyncWorkload, runs: int, chunk_size: int = DEFAULT_CHUNK) -> list[float]:
-    """Process CPU time of `Synchronizer.sync` per record (parsing included), fresh table each run, less what
-    the in-process DynamoDB spent answering."""
+def cpu_per_record(records: int, contexts: int, runs: int) -> list[float]:
+    """CPU per record of `Synchronizer.sync`, in a fresh process that sets the collector up as the sync
+    function's init does (`cpu_child`)."""
+    out = subprocess.run(
+        [PYTHON, "-m", "bench.sync", "--cpu-child", str(records), str(contexts), str(runs)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return [float(v) for v in json.loads(out.stdout.strip().splitlines()[-1])]
+
+
+def cpu_child(records: int, contexts: int, runs: int, chunk_size: int = DEFAULT_CHUNK) -> None:
+    """Run in a fresh process: imports, then the collector settled as at the end of functions/sync/app.py's
+    init, then the batch (made after, as an invocation's event is); print the process CPU time of
+    `Synchronizer.sync` per record (parsing included), fresh table each run, less what the in-process
+    DynamoDB spent answering."""
+    settle_after_init()
+    workload = sync_batch(records, contexts_per_audience=contexts)
     samples = []
     run_sync(workload, chunk_size=chunk_size)  # warm-up
     for _ in range(runs):
@@ -203,7 +222,7 @@ def cpu_per_record(workload: SyncWorkload, runs: int, chunk_size: int = DEFAULT_
         sync.sync(workload.records, deadline=time.time() + 900)
         cpu = time.process_time() - c0 - table.answer_seconds
         samples.append(cpu / len(workload.records) * 1e6)
-    return samples
+    print(json.dumps(samples))
 
 
 # ----------------------------------------------------------------------------------------- RSS
@@ -233,6 +252,7 @@ def rss_child(records: int) -> None:
     """Run in a fresh process: the Lambda event as JSON text → records → sync; print peak RSS."""
     import resource
 
+    settle_after_init()  # as functions/sync/app.py's init leaves the collector
     baseline = _peak_kb()
     workload = sync_batch(records)
     text = sqs_event(workload.records)
@@ -335,7 +355,7 @@ def run(settings: Settings) -> Section:
         digits=0,
     )
 
-    cpu = cpu_per_record(first, settings.runs)
+    cpu = cpu_per_record(size, contexts, settings.runs)
     peaks, baselines, event_bytes = peak_rss(size, settings.runs if not settings.quick else 1)
     real_changes = settings.size(2000, 200)
     real = real_path.measure(settings.runs, real_changes)
@@ -470,7 +490,9 @@ def run(settings: Settings) -> Section:
     section.details.append(
         f"Pure core: `time.process_time()` around `Synchronizer.sync` (JSON parsing and validation of every body, "
         "coalescing, recording and reconciling, request bodies serialized as `requests` would) with a fresh table "
-        "each run; no network and no botocore, the in-process table's own CPU subtracted: what our own code "
+        "each run, in a fresh process whose garbage collector is set up as the sync function's init leaves it "
+        f"(`ld_audiences/gc_policy.py`; `.venv/bin/python -m bench.sync --cpu-child {size} {contexts} 7`); "
+        "no network and no botocore, the in-process table's own CPU subtracted: what our own code "
         "costs, not what a "
         "Lambda instance pays (the real-path figure above). Peak RSS: the peak resident set of a fresh process "
         "that builds "
@@ -489,7 +511,13 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--rss-child":
         rss_child(int(sys.argv[2]))
         return
-    raise SystemExit("usage: python -m bench.sync --rss-child RECORDS (the benchmark itself: python -m bench)")
+    if len(sys.argv) == 5 and sys.argv[1] == "--cpu-child":
+        cpu_child(*map(int, sys.argv[2:]))
+        return
+    raise SystemExit(
+        "usage: python -m bench.sync --rss-child RECORDS | --cpu-child RECORDS CONTEXTS RUNS"
+        " (the benchmark itself: python -m bench)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ld_audiences.aws_clients import client_config
 from ld_audiences.config import SEGMENTS_AT_ONCE, STATE_THREADS, SyncSettings
+from ld_audiences.gc_policy import settle_after_init
 from ld_audiences.outcomes import DEAD_LETTERED, QueuedRecord, SyncReport
 from ld_audiences.sync_service import BatchResult, SyncService
 
@@ -38,6 +39,7 @@ service = SyncService(
     segment_pool=ThreadPoolExecutor(max_workers=SEGMENTS_AT_ONCE, thread_name_prefix="segment"),
     state_pool=ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="state"),
 )
+settle_after_init()  # last: everything made above lives as long as the execution environment
 
 
 # log_event=False, not left to POWERTOOLS_LOGGER_LOG_EVENT: the records hold context keys, often emails.
