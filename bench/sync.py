@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench import real_path
 from bench.common import PYTHON, REPO_ROOT, Figure, Section, Settings, fmt, table
@@ -195,15 +196,20 @@ def naive(workload: SyncWorkload, chunk_size: int | None = None) -> Naive:
 def cpu_per_record(records: int, contexts: int, runs: int) -> list[float]:
     """CPU per record of `Synchronizer.sync`, in a fresh process that sets the collector up as the sync
     function's init does (`cpu_child`)."""
+    return [float(v) for v in _child("--cpu-child", records, contexts, runs)]
+
+
+def _child(*args: object) -> Any:
+    """What a fresh `python -m bench.sync ARGS` printed last, as JSON."""
     out = subprocess.run(
-        [PYTHON, "-m", "bench.sync", "--cpu-child", str(records), str(contexts), str(runs)],
+        [PYTHON, "-m", "bench.sync", *map(str, args)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         check=True,
     )
-    return [float(v) for v in json.loads(out.stdout.strip().splitlines()[-1])]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def cpu_child(records: int, contexts: int, runs: int, chunk_size: int = DEFAULT_CHUNK) -> None:
@@ -280,15 +286,7 @@ def rss_child(records: int) -> None:
 def peak_rss(records: int, runs: int) -> tuple[list[float], list[float], int]:
     peaks, baselines, event_bytes = [], [], 0
     for _ in range(runs):
-        out = subprocess.run(
-            [PYTHON, "-m", "bench.sync", "--rss-child", str(records)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
-        data = json.loads(out.stdout.strip().splitlines()[-1])
+        data = _child("--rss-child", records)
         peaks.append(data["peak_kb"] / 1024)
         baselines.append(data["baseline_kb"] / 1024)
         event_bytes = data["event_bytes"]
