@@ -10,7 +10,7 @@ the execution environment is initialised:
   frozen is never collected, so this runs after init, never per invocation.
 * the young generation's threshold goes from 700 to YOUNG_THRESHOLD: a collection per 10,000 net
   allocations instead of per 700. Reference counting still frees everything that is not in a cycle at
-  once; only cyclic garbage waits longer, a few MB at most.
+  once; only cyclic garbage waits longer (the peak RSS of a 10,000-record sync did not move).
 
 Measured (`python -m bench --only sync`, pure core, 10,000 records, fresh process each run): BENCHMARKS.md.
 """
