@@ -15,14 +15,13 @@ from pathlib import Path
 from ld_audiences.gc_policy import YOUNG_THRESHOLD
 
 REPO = Path(__file__).resolve().parents[2]
-PATHS = [REPO / "layers" / "shared", REPO / "devtools", REPO]
 REPORT = "import gc, json; print(json.dumps({'threshold': gc.get_threshold(), 'frozen': gc.get_freeze_count()}))"
 
 
 def _fresh(code: str, **env: str) -> dict[str, object]:
     out = subprocess.run(  # noqa: S603 (this interpreter, code written here)
         [sys.executable, "-c", f"{code}\n{REPORT}"],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PATHS)), **env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,
